@@ -1,0 +1,5 @@
+import sys
+
+from echogen.cli import main
+
+sys.exit(main())

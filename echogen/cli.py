@@ -1,0 +1,69 @@
+"""`python -m echogen <command>`: one entry point, each command in its own module.
+
+Each command module defines `add_arguments(parser)` and `main(args) -> int`. Expected failures
+(bad input, missing weights) raise `UserError` (or one of the library's own error types) and are
+printed as one line with a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "generate": ("echogen.commands.generate", "generate an echo loop from one frame and an EF"),
+    "prepare": ("echogen.commands.prepare", "preprocess an input image/DICOM/clip to the model's 112x112 frame"),
+    "phantom": ("echogen.commands.phantom", "write a synthetic EchoNet-format dataset with known EF"),
+    "ef": ("echogen.commands.ef", "read the EF of a clip with the regressor"),
+    "evaluate": ("echogen.commands.evaluate", "the paper's counterfactual / factual evaluation"),
+    "bench": ("echogen.commands.bench", "time each stage of a preset"),
+    "convert": ("echogen.commands.convert", "convert published EchoDiffusion / EchoNet checkpoints"),
+    "pool": ("echogen.commands.pool", "build a case pool for the teaching modes"),
+    "report": ("echogen.commands.report", "print trainer / review session summaries"),
+}
+
+
+class UserError(RuntimeError):
+    """An expected failure caused by the user's input; printed as one line."""
+
+
+def _expected_errors() -> tuple:
+    from echogen.video_io import VideoError
+    from echogen.weights import WeightsError
+    errs = [UserError, VideoError, WeightsError, FileNotFoundError, KeyError, ValueError]
+    try:
+        from echogen.inputs import InputError
+        errs.append(InputError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m echogen", description="EchoGen: echo video synthesis")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    loaded = {}
+    for name, (modname, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name != modname:
+                raise
+            continue  # command not built yet
+        loaded[name] = mod
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(loaded[args.command].main(args) or 0)
+    except _expected_errors() as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,211 @@
+"""Configs as dataclasses, with named presets. Saved as JSON with every checkpoint and weights file.
+
+Notation follows the paper (../shared/PAPER.md) and EDM (Karras et al. 2022).
+Videos are (B, C, T, H, W), pixels in [0, 1] outside the diffusion and [-1, 1] inside it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+SOURCE_FPS = 50.0  # EchoNet-Dynamic's frame rate
+
+
+@dataclass
+class UNetConfig:
+    """Space-time factorised 3D UNet (one per cascade stage)."""
+    channels: int = 1                 # video channels (greyscale echo)
+    cond_channels: int = 1            # conditioning frame I_c channels (repeated over frames)
+    lowres_channels: int = 0          # previous stage's output channels (0 for the base stage)
+    base_width: int = 64
+    channel_mult: tuple = (1, 2, 4)
+    num_res_blocks: int = 2
+    spatial_attn_levels: tuple = ()  # levels with per-frame spatial self-attention
+    temporal_attn_levels: tuple = ()  # levels with per-pixel temporal self-attention
+    cross_attn_levels: tuple = (2,)  # levels with cross-attention to the EF token
+    mid_attn: bool = True             # space-time (spatial then temporal) attention at the bottleneck
+    heads: int = 8
+    head_dim: int = 64
+    ef_dim: int = 64                  # EF token width (Linear 1 -> ef_dim)
+    temporal_kernel: int = 3
+    groups: int = 8                   # GroupNorm groups
+    dropout: float = 0.0
+
+
+@dataclass
+class StageConfig:
+    """One cascade stage: what it outputs and how it is trained and sampled."""
+    name: str
+    size: int                        # output height = width
+    frames: int                      # output frame count
+    fps: float                       # output frame rate (frames span frames / fps seconds)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    # sampling
+    sampler: str = "heun"            # heun | euler | dpmpp_2m
+    steps: int = 32
+    guidance: float = 5.0            # classifier-free guidance weight on EF (1 = no guidance)
+    S_churn: float = 80.0            # EDM churn; gamma is capped at sqrt(2) - 1
+    S_tmin: float = 0.05
+    S_tmax: float = 50.0
+    S_noise: float = 1.003
+    dynamic_threshold: float = 0.95  # percentile for dynamic thresholding (0 = off)
+    lowres_aug_sample: float = 0.2   # noise-augmentation level t of the low-res input at sampling
+    # training
+    lowres_aug_max: float = 1.0      # training draws t ~ U[0, lowres_aug_max) per batch
+    p_drop_ef: float = 0.1           # classifier-free guidance: drop EF with this probability
+    p_drop_frame: float = 0.0        # the paper never drops I_c
+    p_ignore_time: float = 0.25      # image/video joint training: skip temporal layers
+    batch_size: int = 4
+    crop: int = 0                    # >0: train on random spatial crops of this size (SR stages)
+    lr: float = 5e-4
+
+    @property
+    def is_base(self) -> bool:
+        return self.unet.lowres_channels == 0
+
+
+@dataclass
+class DiffusionConfig:
+    """EDM's noise distribution and preconditioning (sigma_data 0.25 as in the paper)."""
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.25
+    rho: float = 7.0
+    P_mean: float = -1.2
+    P_std: float = 1.2
+
+
+@dataclass
+class CascadeConfig:
+    name: str
+    stages: list
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    clip_seconds: float = 2.0
+    description: str = ""
+
+    def stage(self, name: str) -> StageConfig:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"preset '{self.name}' has no stage '{name}' (stages: {self.stage_names})")
+
+    @property
+    def stage_names(self) -> list:
+        return [s.name for s in self.stages]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_dict(d: dict) -> "CascadeConfig":
+        stages = [stage_from_dict(s) for s in d["stages"]]
+        return CascadeConfig(name=d["name"], stages=stages,
+                             diffusion=DiffusionConfig(**d.get("diffusion", {})),
+                             clip_seconds=d.get("clip_seconds", 2.0),
+                             description=d.get("description", ""))
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def stage_from_dict(d: dict) -> StageConfig:
+    d = dict(d)
+    unet = UNetConfig(**_tuples(d.pop("unet", {})))
+    known = {f.name for f in dataclasses.fields(StageConfig)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown stage config keys: {sorted(unknown)}")
+    return StageConfig(unet=unet, **d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+def _paper_unet(lowres: bool, mid_attn: bool = True) -> UNetConfig:
+    # base width 64, 2 res blocks per level, mults (1,2,4), EF cross-attention at the last level,
+    # space-time attention at the bottleneck, 8 heads x 64 dims (PAPER.md "Network")
+    return UNetConfig(base_width=64, channel_mult=(1, 2, 4), num_res_blocks=2, cross_attn_levels=(2,),
+                      mid_attn=mid_attn, heads=8, head_dim=64, lowres_channels=1 if lowres else 0)
+
+
+def _paper_stage(name, size, frames, fps, steps, batch, lowres, S_churn, mid_attn=True) -> StageConfig:
+    return StageConfig(name=name, size=size, frames=frames, fps=fps, steps=steps, batch_size=batch,
+                       unet=_paper_unet(lowres, mid_attn), sampler="heun", guidance=5.0, S_churn=S_churn)
+
+
+def preset_1scm() -> CascadeConfig:
+    return CascadeConfig("1SCM", [_paper_stage("base", 112, 16, 8.0, 64, 4, False, 80.0)],
+                         description="Paper 1SCM: one stage, 112x112 x 16 frames @ 8 fps.")
+
+
+def preset_2scm() -> CascadeConfig:
+    return CascadeConfig("2SCM", [
+        _paper_stage("base", 56, 16, 8.0, 32, 16, False, 80.0),
+        _paper_stage("spatiotemporal", 112, 64, 32.0, 64, 10, True, 160.0),
+    ], description="Paper 2SCM: 56x56x16 @ 8 fps -> spatio-temporal SR to 112x112x64 @ 32 fps.")
+
+
+def preset_4scm() -> CascadeConfig:
+    return CascadeConfig("4SCM", [
+        _paper_stage("base", 56, 16, 8.0, 32, 16, False, 80.0),
+        _paper_stage("temporal1", 56, 32, 16.0, 32, 20, True, 40.0),
+        _paper_stage("temporal2", 56, 64, 32.0, 32, 8, True, 40.0),
+        _paper_stage("spatial", 112, 64, 32.0, 64, 5, True, 160.0, mid_attn=False),
+    ], description="Paper 4SCM: 56x16 -> 56x32 -> 56x64 -> 112x64 (8 -> 16 -> 32 -> 32 fps).")
+
+
+def preset_demo() -> CascadeConfig:
+    """CPU-sized cascade of the paper's shape. Output: 112x112 x 32 frames @ 25 fps = 1.28 s,
+    i.e. every 2nd frame of a 50 fps EchoNet clip (one heartbeat at >= 47 bpm)."""
+    base = StageConfig(
+        name="base", size=28, frames=16, fps=12.5, sampler="heun", steps=12, guidance=3.0, S_churn=0.0,
+        unet=UNetConfig(base_width=32, channel_mult=(1, 2, 3), num_res_blocks=1, cross_attn_levels=(2,),
+                        temporal_attn_levels=(1, 2), mid_attn=True, heads=4, head_dim=32, ef_dim=32),
+        batch_size=16, lr=5e-4, lowres_aug_max=0.0)
+    spatial = StageConfig(
+        name="spatial", size=112, frames=16, fps=12.5, sampler="dpmpp_2m", steps=8, guidance=1.0,
+        S_churn=0.0,
+        unet=UNetConfig(base_width=16, channel_mult=(1, 2, 2), num_res_blocks=1, lowres_channels=1,
+                        cross_attn_levels=(), mid_attn=False, heads=2, head_dim=16, ef_dim=16),
+        batch_size=8, crop=48, lr=5e-4, lowres_aug_max=0.5, p_ignore_time=0.25)
+    temporal = StageConfig(
+        name="temporal", size=112, frames=32, fps=25.0, sampler="dpmpp_2m", steps=6, guidance=1.0,
+        S_churn=0.0,
+        unet=UNetConfig(base_width=16, channel_mult=(1, 2, 2), num_res_blocks=1, lowres_channels=1,
+                        cross_attn_levels=(), temporal_attn_levels=(2,), mid_attn=False, heads=2,
+                        head_dim=16, ef_dim=16),
+        batch_size=4, crop=48, lr=5e-4, lowres_aug_max=0.5, p_ignore_time=0.0)
+    return CascadeConfig("demo", [base, spatial, temporal], clip_seconds=1.28,
+                         description="CPU demo: 28x28x16 @ 12.5 fps -> 112x112x16 -> 112x112x32 @ 25 fps.")
+
+
+def preset_tiny() -> CascadeConfig:
+    """Smallest cascade of the demo's shape, for tests only."""
+    c = preset_demo()
+    c.name, c.description = "tiny", "Test-sized cascade: 8x8x4 -> 16x16x4 -> 16x16x8."
+    dims = [(8, 4, 2.0), (16, 4, 2.0), (16, 8, 4.0)]
+    for s, (size, frames, fps) in zip(c.stages, dims):
+        s.size, s.frames, s.fps, s.steps, s.crop, s.batch_size = size, frames, fps, 3, 0, 2
+        s.unet.base_width, s.unet.channel_mult, s.unet.groups = 8, (1, 2), 4
+        s.unet.heads, s.unet.head_dim, s.unet.ef_dim = 2, 8, 8
+        s.unet.cross_attn_levels = (1,) if s.is_base else ()
+        s.unet.temporal_attn_levels = (1,)
+        s.unet.spatial_attn_levels = (1,)
+    c.clip_seconds = 2.0
+    return c
+
+
+PRESETS = {"demo": preset_demo, "tiny": preset_tiny,
+           "1SCM": preset_1scm, "2SCM": preset_2scm, "4SCM": preset_4scm}
+
+
+def get_preset(name: str) -> CascadeConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return PRESETS[name]()

@@ -1,0 +1,136 @@
+"""Weights I/O: safetensors files that carry their config, and "weights bundles" (a folder + manifest).
+
+Every file written here is a .safetensors file whose metadata holds, as JSON strings:
+  "echogen_kind"   : "stage" | "regressor"
+  "echogen_config" : the model's config (a dataclass serialised with dataclasses.asdict)
+  plus any extra string fields (preset, stage name, provenance).
+Nothing is ever unpickled.
+
+A bundle is a folder with manifest.json:
+  {"format": "echogen-bundle/1", "preset": "demo", "cascade": {...CascadeConfig...},
+   "stages": {"base": "base.safetensors", ...}, "regressor": "regressor.safetensors" | null,
+   "provenance": {...}}
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "echogen-bundle/1"
+
+
+class WeightsError(RuntimeError):
+    """A weights file or bundle is missing, malformed, or does not match what was asked for."""
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor], kind: str, config: dict, **extra: str) -> None:
+    """Write tensors (made contiguous, on CPU) with config JSON in the safetensors metadata."""
+    meta = {"echogen_kind": kind, "echogen_config": json.dumps(config, sort_keys=True)}
+    meta.update({k: str(v) for k, v in extra.items()})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written weights file
+
+
+def read_metadata(path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable .safetensors file ({e})") from None
+
+
+def load_tensors(path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
+    """Return (tensors, config dict, raw metadata). Checks the kind when given."""
+    meta = read_metadata(path)
+    if "echogen_config" not in meta:
+        raise WeightsError(f"{path}: no echogen_config in metadata (not an EchoGen weights file)")
+    if kind is not None and meta.get("echogen_kind") != kind:
+        raise WeightsError(f"{path}: holds a '{meta.get('echogen_kind')}' model, expected '{kind}'")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: could not read tensors ({e})") from None
+    return tensors, json.loads(meta["echogen_config"]), meta
+
+
+def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict, failing with a message naming every missing, extra or mis-shaped key.
+
+    Tensors are cast to the parameter's dtype (bundles may store fp16)."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    shape = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or extra or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s), e.g. {missing[:3]}")
+        if extra:
+            parts.append(f"unexpected {len(extra)} key(s), e.g. {extra[:3]}")
+        if shape:
+            k = shape[0]
+            parts.append(f"{len(shape)} shape mismatch(es), e.g. {k}: file {tuple(tensors[k].shape)} "
+                         f"vs model {tuple(own[k].shape)}")
+        raise WeightsError(f"{source}: weights do not fit the model: " + "; ".join(parts))
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
+
+
+def read_manifest(bundle) -> dict:
+    bundle = Path(bundle)
+    mpath = bundle / MANIFEST
+    if not bundle.is_dir():
+        raise WeightsError(f"weights bundle not found: {bundle} (a folder with {MANIFEST})")
+    if not mpath.is_file():
+        raise WeightsError(f"{bundle}: no {MANIFEST}; not an EchoGen weights bundle")
+    try:
+        man = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{mpath}: invalid JSON ({e})") from None
+    if man.get("format") != BUNDLE_FORMAT:
+        raise WeightsError(f"{mpath}: unknown format {man.get('format')!r}, expected {BUNDLE_FORMAT}")
+    return man
+
+
+def write_manifest(bundle, manifest: dict) -> None:
+    bundle = Path(bundle)
+    bundle.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": BUNDLE_FORMAT, **manifest}
+    tmp = bundle / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, bundle / MANIFEST)
+
+
+def update_manifest(bundle, **fields) -> dict:
+    """Merge fields into a bundle's manifest (creating it if absent). dict fields are merged one level."""
+    bundle = Path(bundle)
+    man = read_manifest(bundle) if (bundle / MANIFEST).is_file() else {}
+    for k, v in fields.items():
+        if isinstance(v, dict) and isinstance(man.get(k), dict):
+            man[k] = {**man[k], **v}
+        else:
+            man[k] = v
+    man.pop("format", None)
+    write_manifest(bundle, man)
+    return read_manifest(bundle)
+
+
+def find_bundles(root) -> list[Path]:
+    """All bundle folders directly under root (each holding a manifest.json)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file())
