@@ -1,0 +1,154 @@
+"""EF regressor: shapes, presets, weights round trip and errors, clip averaging."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from echogen.regressor import (REGRESSOR_PRESETS, EFRegressor, RegressorConfig, clip_starts, extract_features,
+                               get_regressor_preset, load_regressor, num_params, predict_ef, predict_ef_batch,
+                               resample_indices, save_regressor)
+from echogen.weights import WeightsError, save_tensors, update_manifest
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    cfg = get_regressor_preset("tiny")
+    return EFRegressor(cfg).eval(), cfg
+
+
+def test_presets():
+    assert {"small", "full"} <= set(REGRESSOR_PRESETS)
+    for name in ("small", "full"):
+        cfg = REGRESSOR_PRESETS[name]
+        assert (cfg.frames, cfg.fps, cfg.size, cfg.bias_init) == (32, 25.0, 112, 55.6)
+    with torch.device("meta"):
+        n_small = num_params(EFRegressor(REGRESSOR_PRESETS["small"]))
+        n_full = num_params(EFRegressor(REGRESSOR_PRESETS["full"]))
+    assert 3e5 <= n_small <= 1e6
+    assert 2.5e7 <= n_full <= 4e7          # R(2+1)D-18 has ~31 M
+    with pytest.raises(KeyError):
+        get_regressor_preset("huge")
+
+
+def test_shape_and_initial_bias():
+    model, cfg = tiny()
+    x = torch.rand(3, 1, cfg.frames, 112, 112)
+    y = model(x)
+    assert y.shape == (3,)
+    # head bias 55.6 and tiny head weights: the untrained network predicts ~ the population mean
+    assert torch.allclose(y, torch.full_like(y, 55.6), atol=1.0)
+    assert extract_features(model, x).shape == (3, model.feature_dim)
+    with pytest.raises(ValueError):
+        model(torch.rand(1, 3, cfg.frames, 112, 112))
+    # gradients flow everywhere
+    model.train()
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_batchnorm_variant_runs():
+    cfg = RegressorConfig(frames=4, stem_width=4, widths=(4, 8), blocks=(1, 1), stem_stride=4, norm="batch")
+    m = EFRegressor(cfg)
+    assert m(torch.rand(2, 1, 4, 112, 112)).shape == (2,)
+
+
+def test_save_load_round_trip_bit_identical(tmp_path):
+    model, cfg = tiny()
+    model.train()
+    model(torch.rand(2, 1, cfg.frames, 112, 112))  # move any running statistics away from init
+    model.eval()
+    path = save_regressor(tmp_path / "r.safetensors", model, cfg, note="test")
+    loaded, cfg2 = load_regressor(path)
+    assert cfg2 == cfg and not loaded.training
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    x = torch.rand(2, 1, cfg.frames, 112, 112)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    # through a bundle folder
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "regressor.safetensors").write_bytes(path.read_bytes())
+    update_manifest(bundle, regressor="regressor.safetensors")
+    loaded2, _ = load_regressor(bundle)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded2(x))
+
+
+def test_bad_files_raise_weights_error(tmp_path):
+    model, cfg = tiny()
+    with pytest.raises(WeightsError, match="not found"):
+        load_regressor(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"this is not safetensors")
+    with pytest.raises(WeightsError):
+        load_regressor(junk)
+    # a stage file is not a regressor
+    save_tensors(tmp_path / "stage.safetensors", {"w": torch.zeros(1)}, "stage", {})
+    with pytest.raises(WeightsError, match="expected 'regressor'"):
+        load_regressor(tmp_path / "stage.safetensors")
+    # weights that do not fit the config
+    sd = model.state_dict()
+    sd.pop("head.bias")
+    save_tensors(tmp_path / "short.safetensors", sd, "regressor", cfg.to_dict())
+    with pytest.raises(WeightsError, match="missing 1 key"):
+        load_regressor(tmp_path / "short.safetensors")
+    bad_cfg = dict(cfg.to_dict(), stem_width=6)
+    save_tensors(tmp_path / "shape.safetensors", model.state_dict(), "regressor", bad_cfg)
+    with pytest.raises(WeightsError, match="shape mismatch"):
+        load_regressor(tmp_path / "shape.safetensors")
+    save_tensors(tmp_path / "keys.safetensors", model.state_dict(), "regressor", dict(cfg.to_dict(), colour=1))
+    with pytest.raises(WeightsError, match="unknown regressor config"):
+        load_regressor(tmp_path / "keys.safetensors")
+    # bundles without a regressor, or naming a missing file
+    b = tmp_path / "b"
+    update_manifest(b, regressor=None)
+    with pytest.raises(WeightsError, match="no EF regressor"):
+        load_regressor(b)
+    update_manifest(b, regressor="gone.safetensors")
+    with pytest.raises(WeightsError, match="missing"):
+        load_regressor(b)
+    with pytest.raises(WeightsError):
+        load_regressor(tmp_path)   # a folder that is not a bundle
+
+
+def test_resample_and_clip_starts():
+    assert resample_indices(10, 50.0, 25.0).tolist() == [0, 2, 4, 6, 8]
+    assert resample_indices(5, 25.0, 25.0).tolist() == [0, 1, 2, 3, 4]
+    assert resample_indices(5, 0.0, 25.0).tolist() == [0, 1, 2, 3, 4]      # unknown fps: keep all
+    assert resample_indices(3, 12.5, 25.0).tolist() == [0, 0, 1, 1, 2]     # 2x slower: repeat frames
+    assert clip_starts(20, 8, 4) == [0, 4, 8, 12]
+    assert clip_starts(21, 8, 4) == [0, 4, 8, 12, 13]                      # last clip ends at the end
+    assert clip_starts(5, 8, 4) == [0]
+
+
+def test_predict_ef_averages_over_clips_of_a_long_video():
+    model, cfg = tiny(1)
+    g = torch.Generator().manual_seed(0)
+    video50 = (torch.rand(42, 112, 112, generator=g) * 255).to(torch.uint8)   # 42 frames @ 50 fps
+    mean, per = predict_ef(model, cfg, video50.numpy(), fps=50.0, stride=4)
+    v25 = video50[::2].float() / 255                                         # 21 frames @ 25 fps
+    starts = clip_starts(21, cfg.frames, 4)
+    assert len(per) == len(starts) == 5
+    with torch.no_grad():
+        want = [float(model(v25[s:s + cfg.frames][None, None])) for s in starts]
+    assert np.allclose(per, want, atol=1e-5)
+    assert mean == pytest.approx(np.mean(want), abs=1e-5)
+    # the batched path gives the same numbers
+    clips = torch.stack([v25[s:s + cfg.frames] for s in starts])[:, None]
+    assert np.allclose(predict_ef_batch(model, clips, batch_size=2).numpy(), want, atol=1e-5)
+
+
+def test_predict_ef_pads_short_video_and_checks_size():
+    model, cfg = tiny(2)
+    short = np.random.default_rng(0).random((3, 112, 112)).astype(np.float32)
+    mean, per = predict_ef(model, cfg, short, fps=cfg.fps)
+    padded = torch.zeros(1, 1, cfg.frames, 112, 112)
+    padded[0, 0, :3] = torch.from_numpy(short)
+    with torch.no_grad():
+        assert mean == pytest.approx(float(model(padded)), abs=1e-5) and len(per) == 1
+    with pytest.raises(ValueError, match="112x112"):
+        predict_ef(model, cfg, np.zeros((10, 64, 64), np.uint8), fps=25.0)
+    with pytest.raises(ValueError):
+        predict_ef_batch(model, torch.zeros(1, cfg.frames, 112, 112))
