@@ -1,0 +1,203 @@
+"""Train one cascade stage on an EchoNet-format dataset (EchoNet-Dynamic or the phantom).
+
+  python train/train_stage.py --data DIR --preset demo --stage base --out runs/base
+  torchrun --nproc_per_node=4 train/train_stage.py ... (same flags; DDP, only rank 0 writes)
+
+Resumes from RUN/ckpt when present. Writes RUN/config.json, RUN/log.txt, RUN/loss.csv, RUN/loss.png,
+RUN/samples/*.gif, and the stage's EMA weights RUN/<stage>.safetensors (+ into --bundle DIR).
+"""
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from echogen import distributed
+from echogen.cascade import Cascade, build_denoiser
+from echogen.checkpoint import load_checkpoint, save_checkpoint
+from echogen.config import get_preset
+from echogen.echonet import EchoNetDataset
+from echogen.training import EMA, previous_stage, stage_inputs, stage_loss
+from echogen.video_io import write_video
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("--data", required=True, help="EchoNet-format dataset root (FileList.csv, Videos/)")
+p.add_argument("--preset", default="demo")
+p.add_argument("--stage", required=True, help="stage name, e.g. base | spatial | temporal")
+p.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
+p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
+p.add_argument("--minutes", type=float, default=0, help="stop (with a checkpoint) after this many minutes")
+p.add_argument("--batch", type=int, default=0, help="batch per process (default: the stage config's)")
+p.add_argument("--lr", type=float, default=0, help="Adam learning rate (default: the stage config's)")
+p.add_argument("--ema-half-life", type=float, default=2000, help="EMA half-life in samples")
+p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+p.add_argument("--max-videos", type=int, default=None)
+p.add_argument("--ckpt-every", type=int, default=500)
+p.add_argument("--sample-every", type=int, default=2000)
+p.add_argument("--log-every", type=int, default=50)
+p.add_argument("--bundle", default=None, help="also export the EMA weights into this weights bundle")
+p.add_argument("--device", default=None)
+p.add_argument("--seed", type=int, default=0)
+p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+args = p.parse_args()
+
+# ---- setup -----------------------------------------------------------------------------------
+if args.threads:
+    torch.set_num_threads(args.threads)
+dist = distributed.setup(args.device)
+cascade = get_preset(args.preset)
+stage = cascade.stage(args.stage)
+batch = args.batch or stage.batch_size
+lr = args.lr or stage.lr
+run = Path(args.out)
+if dist.main:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "samples").mkdir(exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"cascade": cascade.to_dict(), "stage": stage.name,
+                                                 "train": {**vars(args), "batch": batch, "lr": lr,
+                                                           "world": dist.world}}, indent=2))
+log_file = open(run / "log.txt", "a") if dist.main else None
+
+
+def log(msg):
+    if dist.main:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        tqdm.write(line)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+
+torch.manual_seed(args.seed)  # same init on every rank
+model = build_denoiser(stage, cascade.diffusion).to(dist.device)
+ema = EMA(model, half_life=args.ema_half_life)
+opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+state = load_checkpoint(run, model, ema.model, opt) or {"step": 0, "seen": 0}
+if state["step"]:
+    log(f"resumed from {run / 'ckpt'} at step {state['step']}")
+n_params = sum(q.numel() for q in model.parameters())
+log(f"stage {stage.name} of {cascade.name}: {n_params / 1e6:.2f} M params, batch {batch} x {dist.world}, "
+    f"lr {lr}, device {dist.device}")
+ddp = DDP(model) if dist.enabled else model
+
+data = EchoNetDataset(args.data, "TRAIN", frames=stage.frames, fps=stage.fps, size=stage.size,
+                      max_videos=args.max_videos, seed=args.seed)
+sampler = DistributedSampler(data, seed=args.seed + state["step"]) if dist.enabled else \
+    RandomSampler(data, replacement=True, num_samples=10 ** 9, generator=torch.Generator().manual_seed(args.seed + state["step"]))
+loader = DataLoader(data, batch_size=batch, sampler=sampler, num_workers=args.workers, drop_last=True,
+                    persistent_workers=args.workers > 0)
+val = EchoNetDataset(args.data, "VAL", frames=stage.frames, fps=stage.fps, size=stage.size, random_start=False,
+                     cond_frame="first", max_videos=4)
+gen = torch.Generator().manual_seed(args.seed * 7919 + dist.rank * 104729 + state["step"])
+
+
+def sample_preview(step):
+    """EF 20 / 50 / 80 from one VAL clip's frame (SR stages: that clip's real low-res input)."""
+    item = val[0]
+    den = ema.model.eval()
+    one = Cascade(cascade, {s.name: den for s in cascade.stages}, dist.device)  # only this stage is run
+    frames = item["frame"][None].expand(3, -1, -1, -1)
+    efs = torch.tensor([20.0, 50.0, 80.0])
+    g = torch.Generator().manual_seed(0)
+    prev = previous_stage(cascade, stage)
+    if prev is None:
+        vid = one.sample(frames, efs, stages=[stage.name], seed=0)[0].video
+    else:  # run this stage alone on the real clip's low-res input
+        from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras
+        _, cond = stage_inputs(cascade, stage, item["video"][None].expand(3, -1, -1, -1, -1), frames, efs, g, crop=0)
+        cond.pop("ef_keep")
+        cond["aug"] = torch.full((3,), stage.lowres_aug_sample)
+        cond = {k: v.to(dist.device) for k, v in cond.items()}
+        sig = get_sigmas_karras(stage.steps, cascade.diffusion.sigma_min, cascade.diffusion.sigma_max, device=dist.device)
+        x = torch.randn((3, 1, stage.frames, stage.size, stage.size), generator=g).to(dist.device) * sig[0]
+        x = SAMPLERS["dpmpp_2m"](GuidedDenoiser(den, cond, 1.0, stage.dynamic_threshold), x, sig)
+        vid = ((x.clamp(-1, 1) + 1) / 2).cpu()
+    real = item["video"][None]
+    real = torch.nn.functional.interpolate(real, size=vid.shape[2:], mode="trilinear") if real.shape[2:] != vid.shape[2:] else real
+    strip = torch.cat([real, vid], dim=-1)[:, 0]                     # (1+3 rows side by side)
+    grid = torch.cat(list(strip), dim=-1).numpy()                     # (T, H, 4W): real | EF20 | EF50 | EF80
+    write_video(run / "samples" / f"step{step:07d}.gif", grid, stage.fps)
+
+
+def export():
+    from echogen.weights import save_tensors, update_manifest
+    cfg = dataclasses.asdict(stage)
+    save_tensors(run / f"{stage.name}.safetensors", ema.model.net.state_dict(), "stage", cfg,
+                 preset=cascade.name, steps=str(state["step"]))
+    if args.bundle:
+        save_tensors(Path(args.bundle) / f"{stage.name}.safetensors", ema.model.net.state_dict(), "stage", cfg,
+                     preset=cascade.name, steps=str(state["step"]))
+        update_manifest(args.bundle, preset=cascade.name, cascade=cascade.to_dict(),
+                        stages={stage.name: f"{stage.name}.safetensors"})
+    log(f"exported EMA weights at step {state['step']}")
+
+
+def plot_loss():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [l.split(",") for l in (run / "loss.csv").read_text().splitlines()[1:]]
+    if len(rows) < 2:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([int(r[0]) for r in rows], [float(r[1]) for r in rows])
+    ax.set(xlabel="step", ylabel="EDM loss", yscale="log", title=f"{cascade.name} / {stage.name}")
+    fig.tight_layout()
+    fig.savefig(run / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+# ---- training loop ---------------------------------------------------------------------------
+if dist.main and not (run / "loss.csv").exists():
+    (run / "loss.csv").write_text("step,loss\n")
+t_start, losses = time.time(), []
+bar = tqdm(total=args.steps, initial=state["step"], disable=not dist.main, desc=f"{stage.name}", dynamic_ncols=True)
+it = iter(loader)
+while state["step"] < args.steps:
+    try:
+        b = next(it)
+    except StopIteration:
+        if dist.enabled:
+            sampler.set_epoch(state["step"])
+        it = iter(loader)
+        b = next(it)
+    model.train()
+    loss = stage_loss(ddp, cascade, stage, b, gen, dist.device)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    state["step"] += 1
+    state["seen"] += batch * dist.world
+    ema.update(model, batch * dist.world, state["seen"])
+    losses.append(loss.item())
+    bar.update(1)
+    step = state["step"]
+    if step % args.log_every == 0 or step == args.steps:
+        mean = distributed.all_mean(sum(losses) / len(losses), dist)
+        losses = []
+        bar.set_postfix(loss=f"{mean:.4f}")
+        if dist.main:
+            with open(run / "loss.csv", "a") as f:
+                f.write(f"{step},{mean:.6f}\n")
+            log(f"step {step} loss {mean:.4f} ({(time.time() - t_start) / 60:.1f} min)")
+    # all ranks must stop together: rank-average the flag
+    out_of_time = bool(args.minutes) and distributed.all_mean(float((time.time() - t_start) / 60 > args.minutes), dist) > 0
+    if dist.main and (step % args.ckpt_every == 0 or step == args.steps or out_of_time):
+        save_checkpoint(run, model, ema.model, opt, state, cascade.to_dict())
+        plot_loss()
+        export()
+    if dist.main and args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+        sample_preview(step)
+    if out_of_time:
+        log(f"time limit of {args.minutes} min reached at step {step}")
+        break
+bar.close()
+distributed.barrier(dist)
+distributed.cleanup(dist)
