@@ -152,3 +152,34 @@ def test_predict_ef_pads_short_video_and_checks_size():
         predict_ef(model, cfg, np.zeros((10, 64, 64), np.uint8), fps=25.0)
     with pytest.raises(ValueError):
         predict_ef_batch(model, torch.zeros(1, cfg.frames, 112, 112))
+
+
+def test_ef_command(tmp_path, capsys):
+    from echogen.cli import main
+    from echogen.video_io import write_video
+
+    model, cfg = tiny(3)
+    wpath = save_regressor(tmp_path / "reg.safetensors", model, cfg)
+    rng = np.random.default_rng(0)
+    video = (rng.random((40, 112, 112)) * 255).astype(np.uint8)
+    np.save(tmp_path / "clip.npy", video.astype(np.float32) / 255)
+    assert main(["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(wpath), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want, per = predict_ef(model, cfg, video, fps=cfg.fps)
+    assert out["fps_assumed"] and len(out["clips"]) == len(per)
+    assert out["ef"] == pytest.approx(want, abs=0.01)
+    # an AVI at 50 fps is resampled to 25 fps; a bundle folder works as --weights
+    write_video(tmp_path / "clip.avi", video, fps=50)
+    update_manifest(tmp_path, regressor="reg.safetensors")
+    assert main(["ef", "--video", str(tmp_path / "clip.avi"), "--weights", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("EF ")
+    # larger frames are preprocessed to 112x112
+    write_video(tmp_path / "big.gif", np.repeat(np.repeat(video[:10], 2, 1), 2, 2), fps=25)
+    assert main(["ef", "--video", str(tmp_path / "big.gif"), "--weights", str(wpath)]) == 0
+    # bad inputs: one line, exit 2
+    assert main(["ef", "--video", str(tmp_path / "nope.avi"), "--weights", str(wpath)]) == 2
+    (tmp_path / "bad.avi").write_bytes(b"garbage")
+    assert main(["ef", "--video", str(tmp_path / "bad.avi"), "--weights", str(wpath)]) == 2
+    assert main(["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 3 and "Traceback" not in err
