@@ -121,8 +121,7 @@ def sample_preview(step):
         vid = ((x.clamp(-1, 1) + 1) / 2).cpu()
     real = item["video"][None]
     real = torch.nn.functional.interpolate(real, size=vid.shape[2:], mode="trilinear") if real.shape[2:] != vid.shape[2:] else real
-    strip = torch.cat([real, vid], dim=-1)[:, 0]                     # (1+3 rows side by side)
-    grid = torch.cat(list(strip), dim=-1).numpy()                     # (T, H, 4W): real | EF20 | EF50 | EF80
+    grid = torch.cat([real[0, 0]] + [v[0] for v in vid], dim=-1).numpy()  # (T, H, 4W): real | EF20 | EF50 | EF80
     write_video(run / "samples" / f"step{step:07d}.gif", grid, stage.fps)
 
 
