@@ -166,9 +166,9 @@ def _load_image(path: Path) -> tuple[np.ndarray, dict]:
             frames.append(a)
     except (OSError, ValueError) as e:
         raise InputError(f"{name}: image data is truncated or corrupt ({e})") from None
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:  # pages of different sizes or modes: keep the first one's kind
-        frames = [f for f in frames if f.shape == frames[0].shape]
+    if len({f.ndim for f in frames}) > 1:  # pages in grey and in colour (e.g. GIF palettes): all RGB
+        frames = [np.repeat(f[..., None], 3, -1) if f.ndim == 2 else f for f in frames]
+    frames = [f for f in frames if f.shape == frames[0].shape]  # pages of another size are not frames
     info = {"kind": "image", "n_frames": len(frames), "format": im.format, "mode": im.mode,
             "size": [im.width, im.height]}
     if len(frames) > 1 and im.info.get("duration"):
@@ -295,10 +295,11 @@ def find_sector(grey: np.ndarray) -> np.ndarray | None:
 
 def _square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
     """Square box of side = sector height (apex at the top), centred horizontally: a wide fan loses its
-    far lateral corners, as in EchoNet-Dynamic's frames; a narrow one is padded at the sides."""
+    far lateral corners, as in EchoNet-Dynamic's frames; a narrow one is padded at the sides, a very
+    wide one keeps its width and is padded below."""
     w, h = x1 - x0, y1 - y0
     cx = (x0 + x1) / 2.0
-    side = h
+    side = h if w <= 1.5 * h else w  # very wide (curvilinear) fans: keep the width, pad below
     nx0 = int(round(cx - side / 2.0))
     return nx0, y0, nx0 + side, y0 + side
 

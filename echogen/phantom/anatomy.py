@@ -130,11 +130,12 @@ def cycle(t, h: Heart):
     c[m] = 1.0
     m = (tau >= ts + ivr) & (tau < a_start)               # rapid filling then diastasis
     x = np.clip((tau[m] - ts - ivr) / max(fill_end - ts - ivr, 1e-3), 0.0, 1.0)
-    c[m] = c_dia + (1.0 - c_dia) * (1.0 - x) ** 2
-    o[m] = np.where(x < 1.0, np.minimum(1.0, 4.0 * x + 0.2), 0.45)
+    drift = np.clip((tau[m] - fill_end) / max(a_start - fill_end, 1e-3), 0.0, 1.0)  # slow diastasis filling
+    c[m] = np.where(x < 1.0, c_dia + (1.0 - c_dia) * (1.0 - x) ** 2, c_dia * (1.0 - 0.3 * drift))
+    o[m] = np.where(x < 1.0, np.minimum(1.0, 4.0 * x + 0.2), 0.5 - 0.15 * drift)
     m = tau >= a_start                                    # atrial kick
     y = (tau[m] - a_start) / (T - a_start)
-    c_a = c_dia if a_start > fill_end else c_dia + (1 - c_dia) * (1 - ((a_start - ts - ivr) / max(fill_end - ts - ivr, 1e-3))) ** 2
+    c_a = 0.7 * c_dia if a_start > fill_end else c_dia + (1 - c_dia) * (1 - ((a_start - ts - ivr) / max(fill_end - ts - ivr, 1e-3))) ** 2
     c[m] = c_a * (0.5 + 0.5 * np.cos(np.pi * y))
     o[m] = 0.85 * np.sin(np.pi * np.clip(y * 1.1, 0, 1))
     return c, o
