@@ -93,7 +93,7 @@ def sample_heart(rng: np.random.Generator, fps: float = 50.0) -> Heart:
     apex = (probe[0] + rng.uniform(4.0, 10.0), probe[1] + depth_apex)
     return Heart(
         ef_target=ef, hr=hr, t0=-rng.uniform(0.0, 60.0 / hr), fps=fps, n_frames=n_frames,
-        probe=probe, half_angle=np.deg2rad(rng.uniform(38.0, 46.0)), radius=radius,
+        probe=probe, half_angle=np.deg2rad(rng.uniform(42.0, 50.0)), radius=radius,
         cm_per_px=rng.uniform(14.0, 18.0) / radius, apex=apex, tilt=tilt, L_ed=L_ed, W_ed=W_ed,
         wall=rng.uniform(4.5, 6.5) * (1.0 - 0.2 * dil), rv_width=W_ed * rng.uniform(0.65, 0.85),
         rv_apex=L_ed * rng.uniform(0.22, 0.35), la_len=L_ed * rng.uniform(0.42, 0.52),
