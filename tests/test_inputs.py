@@ -130,7 +130,8 @@ def test_images_all_formats(tmp_path, phantom_frame):
         out, info = prepare_frame(p)
         check_prepared(out)
         assert info["kind"] == "image" and info["masked_pixels"] > 50, name  # text and trace masked
-        assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.8, name
+        blur = lambda a: cv2.GaussianBlur(a, (0, 0), 2.0).ravel()  # noqa: E731  (anatomy, not speckle)
+        assert np.corrcoef(blur(out), blur(ref))[0, 1] > 0.8, name
 
 
 def test_clips_and_npy(tmp_path):
