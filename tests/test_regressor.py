@@ -176,10 +176,40 @@ def test_ef_command(tmp_path, capsys):
     # larger frames are preprocessed to 112x112
     write_video(tmp_path / "big.gif", np.repeat(np.repeat(video[:10], 2, 1), 2, 2), fps=25)
     assert main(["ef", "--video", str(tmp_path / "big.gif"), "--weights", str(wpath)]) == 0
+    assert "big.gif: 10 frames @ 25 fps" in capsys.readouterr().out
+    # DICOM (a real multi-frame apical echo from pydicom's test data), through echogen.inputs
+    pytest.importorskip("echogen.inputs")
+    from pydicom.data import get_testdata_file
+    dcm = get_testdata_file("examples_ybr_color.dcm")
+    if dcm is not None:
+        assert main(["ef", "--video", dcm, "--weights", str(wpath), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["frames"] == 30 and 0 < out["ef"] < 100
     # bad inputs: one line, exit 2
     assert main(["ef", "--video", str(tmp_path / "nope.avi"), "--weights", str(wpath)]) == 2
     (tmp_path / "bad.avi").write_bytes(b"garbage")
     assert main(["ef", "--video", str(tmp_path / "bad.avi"), "--weights", str(wpath)]) == 2
     assert main(["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(tmp_path / "x.safetensors")]) == 2
+    np.save(tmp_path / "one.npy", video[:1])
+    assert main(["ef", "--video", str(tmp_path / "one.npy"), "--weights", str(wpath)]) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 3 and "Traceback" not in err
+    assert err.count("error:") == 4 and "Traceback" not in err
+
+
+def test_prepare_clip_uses_one_crop_for_the_whole_clip():
+    from echogen.commands.ef import prepare_clip
+
+    # a bright fan-like blob on a 240x320 RGB canvas with a moving dot inside; text outside is blanked
+    t, h, w = 6, 240, 320
+    frames = np.zeros((t, h, w, 3), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    fan = ((yy - 20) ** 2 + (xx - 160) ** 2 < 200 ** 2) & (np.abs(xx - 160) < (yy - 20) * 0.9)
+    rng = np.random.default_rng(0)
+    for i in range(t):
+        frames[i][fan] = rng.integers(60, 200, size=(fan.sum(), 1))
+        frames[i, 100 + 10 * i:110 + 10 * i, 150:170] = 255
+    out = prepare_clip(frames, 112)
+    assert out.shape == (t, 112, 112) and out.dtype == np.uint8
+    # the static fan edge lands on the same pixels in every frame (one crop for all)
+    edges = (out > 0).reshape(t, -1)
+    assert (edges[0] ^ edges[-1]).mean() < 0.02

@@ -34,42 +34,63 @@ def _default_weights() -> Path:
     return Path(DEFAULT_WEIGHTS)
 
 
-def _resize_square(frames: np.ndarray, size: int) -> np.ndarray:
-    """Fallback preprocessing (no echogen.inputs): centre square crop, area resize. uint8 (T,H,W) in/out."""
+def _grey(frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W) or (T, H, W, 3) RGB -> uint8 (T, H, W) (ITU-R 601 luma)."""
+    frames = np.asarray(frames)
+    if frames.ndim == 4:
+        luma = frames[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        frames = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+    return frames
+
+
+def prepare_clip(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W[, 3]) -> (T, size, size) uint8 with ONE crop for the whole clip (a crop that moved from
+    frame to frame would read as heart motion). The ultrasound sector is found on the clip's maximum
+    projection (echogen.inputs.find_sector when present), everything outside it is blanked, and the
+    square around it is resized with area interpolation (EchoNet-Dynamic's preprocessing)."""
     import cv2
 
-    t, h, w = frames.shape
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    sq = frames[:, top:top + s, left:left + s]
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in sq])
+    g = _grey(frames)                                                   # (T, H, W) uint8
+    t, h, w = g.shape
+    mask = None
+    try:
+        from echogen.inputs import find_sector
+        mask = find_sector(g.max(0))
+    except ImportError:
+        pass
+    if mask is not None:
+        g = g * mask[None].astype(np.uint8)
+        ys, xs = np.nonzero(mask)
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    else:
+        y0, y1, x0, x1 = 0, h, 0, w
+    side = max(y1 - y0, x1 - x0)
+    canvas = np.zeros((t, side, side), np.uint8)                       # centred, zero-padded square
+    oy, ox = (side - (y1 - y0)) // 2, (side - (x1 - x0)) // 2
+    canvas[:, oy:oy + y1 - y0, ox:ox + x1 - x0] = g[:, y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in canvas])
 
 
 def load_clip(path: Path, size: int) -> tuple[np.ndarray, float]:
-    """Read a clip as (T, size, size) uint8 or float [0, 1] greyscale, and its fps (0 when unknown)."""
-    try:
-        from echogen import inputs
-    except ImportError:
-        inputs = None
+    """Read a clip as (T, size, size) uint8 greyscale, and its fps (0 when unknown)."""
     if path.suffix.lower() in VIDEO_EXTS:
         from echogen.video_io import read_video
 
-        frames, fps = read_video(path, grey=False)
-        if frames.ndim == 4:  # colour video: greyscale it unless the input preprocessing does
-            frames = frames if inputs is not None else frames.mean(-1).astype(np.uint8)
-    elif inputs is not None:
-        frames, info = inputs.load_frames(path)
-        fps = float((info or {}).get("fps") or 0.0) if isinstance(info, dict) else float(getattr(info, "fps", 0) or 0)
+        frames, fps = read_video(path, grey=False) if path.suffix.lower() != ".npy" else read_video(path)
     else:
-        raise UserError(f"{path}: reading '{path.suffix or 'extension-less'}' files (DICOM) needs echogen.inputs, "
-                        "which is not installed in this build; convert to .avi/.mp4/.npy first")
+        try:
+            from echogen import inputs
+        except ImportError:
+            raise UserError(f"{path}: reading '{path.suffix or 'extension-less'}' files (DICOM) needs "
+                            "echogen.inputs, which this build lacks; convert to .avi/.mp4/.npy first") from None
+        frames, info = inputs.load_frames(path)
+        fps = float(info.get("fps") or 0.0)
     if frames.ndim == 3 and frames.shape[1:] == (size, size):
         return frames, float(fps or 0.0)
-    if inputs is not None:
-        return np.stack([inputs.prepare_array(f, size=size) for f in frames]), float(fps or 0.0)
-    if frames.ndim == 4:
-        frames = frames.mean(-1).astype(np.uint8)
-    return _resize_square(np.asarray(frames), size), float(fps or 0.0)
+    if frames.ndim == 4 and frames.shape[1:3] == (size, size):
+        return _grey(frames), float(fps or 0.0)
+    return prepare_clip(frames, size), float(fps or 0.0)
 
 
 def main(args) -> int:
@@ -86,8 +107,8 @@ def main(args) -> int:
         raise UserError(str(e)) from None
     model, cfg = load_regressor(weights, device)
     frames, fps = load_clip(path, cfg.size)
-    if frames.shape[0] < 1:
-        raise UserError(f"{path}: the clip has no frames")
+    if frames.shape[0] < 2:
+        raise UserError(f"{path}: EF is read from a clip, and this input has {frames.shape[0]} frame")
     if args.fps is not None:
         if args.fps <= 0:
             raise UserError(f"--fps must be positive, got {args.fps}")
