@@ -19,7 +19,7 @@ from echogen.device import autocast
 from echogen.edm import Denoiser
 from echogen.resample import augment_lowres, resize_frames, upsample_video
 from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, sampler_settings
-from echogen.unet import SpaceTimeUNet
+from echogen.networks import build_network
 from echogen.weights import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors, \
     update_manifest
 
@@ -27,7 +27,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "weights" 
 
 
 def build_denoiser(stage: StageConfig, diffusion: DiffusionConfig) -> Denoiser:
-    return Denoiser(SpaceTimeUNet(stage.unet), diffusion.sigma_data)
+    return Denoiser(build_network(stage), diffusion.sigma_data)
 
 
 @dataclass
@@ -82,7 +82,8 @@ class Cascade:
             if fname is None:
                 raise WeightsError(f"{bundle}: manifest lists no weights for stage '{st.name}'")
             tensors, file_cfg, _ = load_tensors(bundle / fname, kind="stage")
-            if stage_from_dict(file_cfg).unet != st.unet:
+            fc = stage_from_dict(file_cfg)
+            if (fc.network, fc.unet, fc.network_options) != (st.network, st.unet, st.network_options):
                 raise WeightsError(f"{bundle / fname}: network config differs from the bundle's stage "
                                    f"'{st.name}' (weights from another preset?)")
             den = build_denoiser(st, config.diffusion)
@@ -127,7 +128,7 @@ class Cascade:
         for k, st in enumerate(self.config.stages):
             t0 = time.perf_counter()
             if st.name not in enabled:
-                v = upsample_video(prev.video, prev.fps, st.frames, st.fps, st.size).clamp(0, 1)
+                v = upsample_video(prev.video, prev.fps, st.frames, st.fps, st.size, st.lowres_resize).clamp(0, 1)
                 results.append(StageResult(st.name, v, st.fps, False, time.perf_counter() - t0, 0,
                                            "switched off: bicubic/linear upsampling instead"))
                 prev = results[-1]
@@ -135,7 +136,7 @@ class Cascade:
             g = torch.Generator().manual_seed(int(seed) * 1000 + k)
             cond = {"frame": resize_frames(frame_t, st.size).to(dev), "ef": (ef_t / 100).to(dev)}
             if not st.is_base:
-                low = upsample_video(prev.video, prev.fps, st.frames, st.fps, st.size) * 2 - 1
+                low = upsample_video(prev.video, prev.fps, st.frames, st.fps, st.size, st.lowres_resize) * 2 - 1
                 t_aug = torch.full((b,), st.lowres_aug_sample)
                 cond["lowres"] = augment_lowres(low, t_aug, g).to(dev)
                 cond["aug"] = t_aug.to(dev)

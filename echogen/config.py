@@ -41,6 +41,9 @@ class StageConfig:
     frames: int                      # output frame count
     fps: float                       # output frame rate (frames span frames / fps seconds)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    network: str = "spacetime"       # network class (echogen.networks.NETWORKS); "spacetime" uses `unet`
+    network_options: dict = field(default_factory=dict)  # config of another network class
+    lowres_resize: str = "aligned"   # aligned: frame-time-aligned linear + bicubic; trilinear: F.interpolate
     # sampling
     sampler: str = "heun"            # heun | euler | dpmpp_2m
     steps: int = 32

@@ -44,8 +44,15 @@ def subsample_time(v: torch.Tensor, frames: int, ratio: float) -> torch.Tensor:
     return v[:, :, idx]
 
 
-def upsample_video(v: torch.Tensor, src_fps: float, frames: int, fps: float, size: int) -> torch.Tensor:
-    """Previous stage's output (B, C, t, h, w) at src_fps -> (B, C, frames, size, size) at fps."""
+def upsample_video(v: torch.Tensor, src_fps: float, frames: int, fps: float, size: int,
+                   mode: str = "aligned") -> torch.Tensor:
+    """Previous stage's output (B, C, t, h, w) at src_fps -> (B, C, frames, size, size) at fps.
+    mode "aligned": frame-time-aligned linear interpolation, then bicubic; "trilinear": one
+    F.interpolate over (T, H, W) (what imagen-pytorch does, needed by its checkpoints)."""
+    if mode == "trilinear":
+        return F.interpolate(v.float(), size=(frames, size, size), mode="trilinear", align_corners=False).to(v.dtype)
+    if mode != "aligned":
+        raise ValueError(f"unknown low-res resize mode '{mode}'")
     v = resample_time(v, frames, src_fps / fps)
     return resize_frames(v, size)
 

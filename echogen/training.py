@@ -32,7 +32,7 @@ def stage_inputs(cascade: CascadeConfig, stage: StageConfig, video: torch.Tensor
     prev = previous_stage(cascade, stage)
     if prev is not None:
         low = lowres_from_target(video, stage.fps, prev.frames, prev.fps, prev.size)
-        cond["lowres"] = upsample_video(low, prev.fps, stage.frames, stage.fps, stage.size) * 2 - 1
+        cond["lowres"] = upsample_video(low, prev.fps, stage.frames, stage.fps, stage.size, stage.lowres_resize) * 2 - 1
         t = torch.rand((), generator=generator) * stage.lowres_aug_max        # one level per batch
         cond["aug"] = t.expand(b).clone()
         cond["lowres"] = augment_lowres(cond["lowres"], cond["aug"], generator)
