@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Train the bundled `demo` cascade and the small EF regressor on the phantom, on the CPU.
+# Resumable: run it again and every job continues from its last checkpoint. Each job stops after
+# MINUTES (default: no limit) with a checkpoint, so it can be spread over several sessions.
+#   bash train/train_demo.sh            # everything, in sequence
+#   STAGES="base" bash train/train_demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-data/phantom3k}
+RUNS=${RUNS:-runs/demo}
+BUNDLE=${BUNDLE:-assets/weights/demo}
+MINUTES=${MINUTES:-0}
+STAGES=${STAGES:-"regressor base spatial temporal"}
+THREADS=${THREADS:-0}
+# total optimiser steps per job (batch sizes come from the presets)
+declare -A STEPS=([regressor]=6000 [base]=12000 [spatial]=6000 [temporal]=4000)
+
+if [ ! -f "$DATA/FileList.csv" ]; then
+  $PY -m echogen phantom --out "$DATA" --videos 3000 --seed 2026 --workers 2
+fi
+for job in $STAGES; do
+  if [ "$job" = regressor ]; then
+    $PY train/train_regressor.py --data "$DATA" --preset small --out "$RUNS/regressor" --bundle "$BUNDLE" \
+      --steps "${STEPS[$job]}" --minutes "$MINUTES" --threads "$THREADS"
+  else
+    $PY train/train_stage.py --data "$DATA" --preset demo --stage "$job" --out "$RUNS/$job" --bundle "$BUNDLE" \
+      --steps "${STEPS[$job]}" --minutes "$MINUTES" --threads "$THREADS"
+  fi
+done
