@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from echogen import app_support as S  # noqa: E402
-from echogen.app_ui import CSS, THEME, input_error_types, readout_html, stage_label, weights_md  # noqa: E402
+from echogen.app_ui import CSS, THEME, banner_html, input_error_types, readout_html, stage_label, weights_md  # noqa: E402
 
 MAX_SLOTS = 4          # stage columns shown (the largest preset has four stages)
 EXAMPLES = ROOT / "assets" / "examples"
@@ -55,7 +55,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                               value=st[i].steps if ok else 1),
                     gr.update(visible=ok, label=f"{st[i].name}: guidance" if ok else "guidance",
                               value=st[i].guidance if ok else 1.0)]
-        return [toggles, weights_md(engine)] + ups
+        return [toggles, weights_md(engine), banner_html(engine)] + ups
 
     # ---- events -------------------------------------------------------------------------------
     def on_input(path, weights):
@@ -156,9 +156,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
         gr.HTML("<div id='eg-header'><h1>EchoGen</h1><p>Echocardiogram loops from a single frame and a chosen "
                 "ejection fraction — a cascaded video diffusion model (Reynaud et al., MICCAI 2023). "
                 "For teaching and research; not for diagnosis.</p></div>")
-        if first.untrained:
-            gr.HTML("<div class='eg-warn'>UNTRAINED weights (--random-init): the loops are noise. Use this "
-                    "only to test the app; pass --weights DIR for a trained bundle.</div>")
+        banner = gr.HTML(banner_html(first))
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_classes="eg-card"):
                 gr.Markdown("### 1 · Input")
@@ -169,7 +167,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                 if examples:
                     gr.Examples([[p] for p in examples], inputs=[file_in], label="Bundled examples",
                                 examples_per_page=8)
-                frame_pick = gr.Slider(0, 1, value=0, step=1, label="Frame of the clip to condition on",
+                frame_pick = gr.Slider(0, 9999, value=0, step=1, label="Frame of the clip to condition on",
                                        visible=False, elem_id="frame-pick")
                 with gr.Row():
                     preview = gr.Image(label="Conditioning frame (112×112, preprocessed)", height=224, width=224,
@@ -226,7 +224,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
         # ---- wiring ---------------------------------------------------------------------------
         file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False)
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False)
-        weights.change(lambda w: slot_updates(engines.get(w)), [weights], [toggles, wmd] + slots, api_name=False)
+        weights.change(lambda w: slot_updates(engines.get(w)), [weights], [toggles, wmd, banner] + slots, api_name=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
                  videos + [readout, plot, files, details], api_name="generate")

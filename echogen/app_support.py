@@ -49,7 +49,8 @@ class Engine:
 
 
 def load_engine(choice: str, device="cpu") -> Engine:
-    """choice: a bundle folder, or RANDOM_INIT (the demo preset with random weights)."""
+    """choice: a bundle folder, or RANDOM_INIT (the demo preset with random weights). A bundle whose
+    manifest provenance says untrained=true (e.g. saved from Cascade.random) is labelled UNTRAINED too."""
     if choice == RANDOM_INIT:
         return Engine(Cascade.random("demo", device), None, "demo preset, random weights", untrained=True,
                       regressor_note="no EF regressor (random-init weights)")
@@ -60,7 +61,8 @@ def load_engine(choice: str, device="cpu") -> Engine:
     except WeightsError:
         reg, note = None, "no EF regressor in this bundle"
     man = read_manifest(choice)
-    return Engine(casc, reg, f"{Path(choice).name} (preset {man.get('preset')})", False,
+    untrained = str((man.get("provenance") or {}).get("untrained", "")).lower() in ("1", "true", "yes")
+    return Engine(casc, reg, f"{Path(choice).name} (preset {man.get('preset')})", untrained,
                   note or "regressor from this bundle")
 
 

@@ -78,6 +78,13 @@ def stage_label(r, engine) -> str:
     return f"{r.name} · {h}×{h} px · {r.video.shape[2]} frames @ {r.fps:g} fps · {how}{tag}"
 
 
+def banner_html(engine) -> str:
+    if not engine.untrained:
+        return ""
+    return ("<div class='eg-warn'>UNTRAINED weights: the loops are noise and any EF read from them means "
+            "nothing. For testing the app only; pass --weights DIR for a trained bundle.</div>")
+
+
 def weights_md(engine) -> str:
     st = " → ".join(f"{s.name} {s.size}px×{s.frames}f" for s in engine.stages)
     reg = "EF regressor: yes" if engine.regressor is not None else engine.regressor_note

@@ -1,0 +1,231 @@
+"""The app: its pure helpers, and the real app driven through its API with gradio_client.
+
+A tiny random cascade bundle (+ a tiny random EF regressor) keeps every generation to a few seconds
+on the CPU. The app runs as a subprocess on a free local port, started with --share: offline, it must
+say that it serves locally only and keep serving.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from echogen import app_support as S  # noqa: E402
+
+TOGGLES = ["spatial", "temporal"]
+STEPS = [2, 1.0, 1, 1.0, 1, 1.0, 1, 1.0]            # (steps, guidance) per stage slot
+
+
+# ------------------------------------------------------------------------------ fixtures & helpers
+def make_bundle(out: Path, regressor: bool = True) -> Path:
+    from echogen.cascade import Cascade
+    from echogen.regressor import EFRegressor, get_regressor_preset, save_regressor
+    from echogen.weights import update_manifest
+    Cascade.random("tiny").save(out)
+    if regressor:
+        cfg = get_regressor_preset("tiny")
+        save_regressor(out / "regressor.safetensors", EFRegressor(cfg), cfg)
+        update_manifest(out, regressor="regressor.safetensors")
+    return out
+
+
+def make_inputs(out: Path) -> dict:
+    """A phantom clip (EchoNet-format AVI), its first frame as PNG, an empty and a garbage file."""
+    import cv2
+    from echogen.phantom import write_phantom
+    from echogen.video_io import read_video
+    write_phantom(out / "ph", 1, seed=3)
+    avi = next((out / "ph" / "Videos").glob("*.avi"))
+    frames, _ = read_video(avi)
+    png = out / "frame.png"
+    cv2.imwrite(str(png), frames[0])
+    (out / "empty.png").write_bytes(b"")
+    (out / "garbage.png").write_bytes(os.urandom(2000))
+    return {"avi": avi, "png": png, "empty": out / "empty.png", "garbage": out / "garbage.png"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(args: list[str], log: Path, timeout: float = 90.0):
+    """Start app.py on a free port; return (process, url, log text so far) once it serves."""
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    fh = open(log, "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--device", "cpu", *args],
+                            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        text = log.read_text()
+        if "serving locally only" in text or ("EchoGen serving at" in text and "--share" not in args):
+            return proc, f"http://127.0.0.1:{port}/", text
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read_text()}")
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"app did not start within {timeout} s:\n{log.read_text()}")
+
+
+def stop_app(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def video_path(out) -> str:
+    return out["value"] if isinstance(out, dict) and "value" in out else (out.get("video") if isinstance(out, dict)
+                                                                          else out)
+
+
+def decode(path) -> np.ndarray:
+    import av
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="gray") for f in c.decode(video=0)])
+
+
+# ---------------------------------------------------------------------------------- pure functions
+def test_parse_efs():
+    assert S.parse_efs("20, 35,50") == [20, 35, 50]
+    assert S.parse_efs([20, 80]) == [20, 80]
+    for bad in ("", "abc", "5, 50", "10,20,30,40,50,60"):
+        with pytest.raises(ValueError):
+            S.parse_efs(bad)
+
+
+def test_display_frames_upscales_and_keeps_pixels():
+    v = np.zeros((3, 8, 8), np.float32)
+    v[:, 0, 0] = 1.0
+    d = S.display_frames(v, side=64)
+    assert d.shape == (3, 64, 64) and d.dtype == np.uint8
+    assert (d[:, :8, :8] == 255).all() and (d[:, 8:, 8:] == 0).all()   # nearest: an 8x8 block per pixel
+
+
+def test_grid_frames_layout():
+    vids = [np.random.rand(4, 16, 16).astype(np.float32) for _ in range(3)]
+    g = S.grid_frames(vids, [["EF 20%", "read 21%"]] * 3, side=48)
+    assert g.shape == (4, 48 + 38, 3 * 48)
+
+
+def test_weight_choices_and_no_weights_message(tmp_path):
+    assert S.weight_choices(None, False, root=tmp_path) == []
+    assert S.weight_choices(None, True, root=tmp_path) == [S.RANDOM_INIT]
+    b = make_bundle(tmp_path / "w" / "b1", regressor=False)
+    assert S.weight_choices(None, False, root=tmp_path / "w") == [str(b.resolve())]
+    msg = S.no_weights_message("assets/weights/demo")
+    assert "no trained weights found at assets/weights/demo" in msg and "--random-init" in msg
+
+
+def test_app_refuses_to_start_without_weights(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--weights", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "not a folder" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--weights", str(tmp_path / "empty")],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "manifest.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_input_summary_has_no_identifiers():
+    s = S.input_summary({"kind": "dicom", "n_frames": 30, "fps": 30.0, "sector": "dicom-regions",
+                         "PatientName": "DOE^JANE", "StudyDate": "20240101"}, 4)
+    assert "30 frames" in s and "frame 4" in s and "DOE" not in s and "2024" not in s
+
+
+def test_generation_without_regressor_never_makes_up_an_ef(tmp_path):
+    from echogen.app_ui import readout_html
+    eng = S.load_engine(str(make_bundle(tmp_path / "b", regressor=False)))
+    frame = np.random.default_rng(0).random((112, 112), dtype=np.float32)
+    calls = []
+    g = S.run_generation(eng, frame, 40, ["temporal"], {"base": 2, "temporal": 1}, {}, 1, S.new_result_dir(tmp_path),
+                         callback=lambda *a: calls.append(a))
+    assert g.readout["read_ef"] is None and g.readout["regressor"] == "no EF regressor in this bundle"
+    assert "no EF regressor in this bundle" in readout_html(g.readout)
+    assert [s["sampled"] for s in g.readout["stages"]] == [True, False, True]      # spatial switched off
+    assert calls[0] == ("base", 1, 2) and calls[-1] == ("temporal", 1, 1)
+    assert len(g.files) == 6 and all(Path(f).stat().st_size > 0 for f in g.files)
+    assert decode(g.display["temporal"]).shape == (8, S.DISPLAY, S.DISPLAY)
+
+
+# ------------------------------------------------------------------------------ the app via its API
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    bundle = make_bundle(tmp / "bundle")
+    files = make_inputs(tmp)
+    proc, url, log = start_app(["--weights", str(bundle), "--share"], tmp / "app.log")
+    yield {"url": url, "bundle": str(bundle.resolve()), "log": log, **files}
+    stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+    return Client(served["url"], verbose=False)
+
+
+def test_share_offline_says_local_only(served):
+    assert "serving locally only at http://127.0.0.1:" in served["log"]
+
+
+def _generate(client, served, path, ef=45, frame=0, toggles=TOGGLES, seed=7):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(path)), frame, ef, toggles, served["bundle"], seed, *STEPS,
+                          api_name="/generate")
+
+
+def test_generate_endpoint(client, served):
+    *vids, html, plot, files, readout = _generate(client, served, served["png"], ef=45)
+    shown = [video_path(v) for v in vids[:3]]
+    assert all(p and Path(p).is_file() for p in shown)
+    assert [decode(p).shape[0] for p in shown] == [4, 4, 8]                   # tiny: 4 -> 4 -> 8 frames
+    assert readout["requested_ef"] == 45 and readout["untrained"] is False
+    assert readout["read_ef"] is not None and readout["per_clip_ef"]
+    assert readout["difference"] == pytest.approx(readout["read_ef"] - 45, abs=0.11)
+    assert "EF read from the loop" in html and Path(plot).is_file()
+    names = sorted(Path(f).name for f in files)
+    assert names == sorted(f"echogen_ef45_seed7_{s}.{e}" for s in ("base", "spatial", "temporal") for e in ("mp4", "gif"))
+    final = next(f for f in files if f.endswith("temporal.mp4"))
+    assert decode(final).shape == (8, 16, 16)                                 # native resolution download
+    # same seed -> same loop; a clip input with a frame picked also works
+    again = _generate(client, served, served["png"], ef=45)
+    assert np.array_equal(decode(video_path(again[2])), decode(shown[2]))
+    clip = _generate(client, served, served["avi"], ef=60, frame=5, toggles=["temporal"])
+    assert [s["sampled"] for s in clip[-1]["stages"]] == [True, False, True]
+
+
+def test_sweep_endpoint(client, served):
+    from gradio_client import handle_file
+    grid, table, files = client.predict(handle_file(str(served["png"])), 0, "20, 50, 80", TOGGLES, served["bundle"],
+                                        3, *STEPS, api_name="/sweep")
+    g = decode(video_path(grid))
+    assert g.shape[0] == 8 and g.shape[2] == 3 * 192
+    rows = table["data"]
+    assert [r[0] for r in rows] == [20, 50, 80]
+    assert all(r[2] == pytest.approx(r[1] - r[0], abs=0.11) for r in rows)
+    assert len(files) == 2 + 2 * 3 and all(Path(f).is_file() for f in files)
+
+
+def test_bad_uploads_give_clear_errors_and_app_keeps_serving(client, served):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="file is empty"):
+        _generate(client, served, served["empty"])
+    with pytest.raises(AppError, match="garbage.png"):
+        _generate(client, served, served["garbage"])
+    with pytest.raises(AppError, match="out of range"):
+        _generate(client, served, served["png"], frame=3)
+    out = _generate(client, served, served["png"], ef=30, toggles=[])
+    assert out[-1]["requested_ef"] == 30 and [s["sampled"] for s in out[-1]["stages"]] == [True, False, False]
