@@ -172,7 +172,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                 with gr.Row():
                     preview = gr.Image(label="Conditioning frame (112×112, preprocessed)", height=224, width=224,
                                        interactive=False, buttons=[], elem_id="preview")
-                input_info = gr.Markdown(elem_classes="eg-small")
+                input_info = gr.Markdown(elem_classes="eg-small", elem_id="input-info")
             with gr.Column(scale=5, elem_classes="eg-card"):
                 gr.Markdown("### 2 · Target")
                 ef = gr.Slider(10, 90, value=55, step=1, label="Ejection fraction (EF, %)", elem_id="ef-slider",
@@ -192,6 +192,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                         st = first.stages[i] if i < len(first.stages) else None
                         with gr.Row():
                             slots += [gr.Slider(1, 50, step=1, value=st.steps if st else 1, visible=st is not None,
+                                                elem_id=f"slot-steps-{i}",
                                                 label=f"{st.name}: steps" if st else "steps"),
                                       gr.Slider(0, 10, step=0.5, value=st.guidance if st else 1.0,
                                                 visible=st is not None,

@@ -1,0 +1,82 @@
+"""The real app in headless Chromium: upload a frame, set the EF, generate, watch the loop play, read the EF.
+
+Uses Debian's /usr/bin/chromium through Playwright (never a downloaded browser); .ci/install_browser.sh
+installs it. Set ECHOGEN_SCREENSHOT=docs/app.png (and optionally ECHOGEN_SCREENSHOT_WEIGHTS=DIR,
+ECHOGEN_SCREENSHOT_STEPS=4,2,2) to also save a screenshot of the page after the generation.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_app import make_bundle, make_inputs, start_app, stop_app  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="/usr/bin/chromium is absent (run .ci/install_browser.sh)")
+
+
+def test_app_in_chromium(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    shot = os.environ.get("ECHOGEN_SCREENSHOT")
+    weights = os.environ.get("ECHOGEN_SCREENSHOT_WEIGHTS") or str(make_bundle(tmp_path / "bundle"))
+    steps = [int(s) for s in os.environ.get("ECHOGEN_SCREENSHOT_STEPS", "2,1,1").split(",")]
+    files = make_inputs(tmp_path)
+    proc, url, _ = start_app(["--weights", weights], tmp_path / "app.log")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            ctx = browser.new_context(viewport={"width": 1440, "height": 1200}, device_scale_factor=1)
+            page = ctx.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.wait_for_selector("#generate-btn")
+
+            # a bad upload: a clear warning, and the page keeps working
+            page.locator("#input-file input[type=file]").set_input_files(str(files["garbage"]))
+            page.wait_for_function("() => (document.querySelector('#input-info')?.innerText || '').includes('garbage.png')")
+            assert "⚠" in page.locator("#input-info").inner_text()
+            page.locator("#input-file button[aria-label='Clear'], #input-file button[title='Clear']").first.click()
+
+            # upload the example frame: the 112x112 conditioning frame appears
+            page.locator("#input-file input[type=file]").set_input_files(str(files["png"]))
+            page.wait_for_selector("#preview img")
+
+            # EF: type into the slider's number box
+            box = page.locator("#ef-slider input[type=number]")
+            box.fill("35")
+            box.press("Enter")
+            page.get_by_text("Advanced: sampling steps, guidance, seed").click()
+            for i, n in enumerate(steps):
+                num = page.locator(f"#slot-steps-{i} input[type=number]")
+                num.fill(str(n))
+                num.press("Enter")
+            page.locator("#generate-btn").click()
+
+            # the final stage's loop gets a source and plays (autoplay + loop)
+            last = "#video-2 video"
+            page.wait_for_function(
+                """sel => { const v = document.querySelector(sel);
+                            return v && v.currentSrc && v.readyState >= 2 && v.currentTime > 0 && !v.paused; }""",
+                arg=last, timeout=240_000)
+            assert page.eval_on_selector(last, "v => v.loop")
+            for i in range(3):
+                assert page.eval_on_selector(f"#video-{i} video", "v => v.currentSrc.length > 0")
+            readout = page.locator("#ef-readout").inner_text().lower()   # (tile keys are upper-cased by CSS)
+            assert "requested ef" in readout and "35" in readout
+            assert "ef read from the loop" in readout
+            assert "difference" in readout or "no EF regressor" in readout
+            page.wait_for_timeout(800)
+            if shot:
+                page.mouse.move(0, 0)
+                page.screenshot(path=shot, full_page=True)
+            browser.close()
+    finally:
+        stop_app(proc)
