@@ -101,6 +101,9 @@ def main(args) -> int:
     if not path.is_file():
         raise UserError(f"{path}: video not found")
     weights = Path(args.weights) if args.weights else _default_weights()
+    if not args.weights and not weights.exists():
+        raise UserError(f"no default weights bundle at {weights}; pass --weights (a bundle folder or a "
+                        "regressor .safetensors), or train one: python train/train_regressor.py --bundle DIR")
     try:
         device = pick_device(args.device)
     except RuntimeError as e:
