@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from echogen import app_support as S  # noqa: E402
-from echogen.app_ui import CSS, THEME, banner_html, input_error_types, readout_html, stage_label, weights_md  # noqa: E402
 
 MAX_SLOTS = 4          # stage columns shown (the largest preset has four stages)
 EXAMPLES = ROOT / "assets" / "examples"
@@ -39,6 +38,8 @@ def stage_choices(engine) -> list[tuple[str, str]]:
 
 def build_app(engines: S.Engines, choices: list[str], out_root: Path):
     import gradio as gr
+
+    from echogen.app_ui import banner_html, input_error_types, readout_html, stage_label, weights_md
     errors = input_error_types()
     first = engines.get(choices[0])
 
@@ -120,14 +121,16 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                                  S.new_result_dir(out_root), cb)
         except errors as e:
             fail(e)
-        vids = []
+        vids, caps = [], []
         for i in range(MAX_SLOTS):
             if i < len(g.stages):
                 r = g.stages[i]
-                vids.append(gr.update(value=str(g.display[r.name]), label=stage_label(r, engine), visible=True))
+                vids.append(gr.update(value=str(g.display[r.name]), visible=True))
+                caps.append(gr.update(value=stage_label(r, engine), visible=True))
             else:
                 vids.append(gr.update(value=None, visible=False))
-        return vids + [readout_html(g.readout), str(g.plot), [str(f) for f in g.files], g.readout]
+                caps.append(gr.update(value="", visible=False))
+        return vids + caps + [readout_html(g.readout), str(g.plot), [str(f) for f in g.files], g.readout]
 
     def sweep(input_file, frame_index, efs, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
               progress=gr.Progress()):
@@ -186,7 +189,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                 with gr.Accordion("Advanced: sampling steps, guidance, seed", open=False):
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, elem_id="seed")
-                        dice = gr.Button("🎲 random seed", size="sm")
+                        dice = gr.Button("Random seed", size="sm", elem_id="random-seed")
                     slots = []
                     for i in range(MAX_SLOTS):
                         st = first.stages[i] if i < len(first.stages) else None
@@ -201,34 +204,43 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
         gr.Markdown("### 3 · Result")
         with gr.Tabs():
             with gr.Tab("Generated loop", id="gen"):
+                videos, captions = [], []
                 with gr.Row():
-                    videos = [gr.Video(label=f"stage {i}", autoplay=True, loop=True, height=260, interactive=False,
-                                       elem_id=f"video-{i}", elem_classes="eg-video") for i in range(MAX_SLOTS)]
+                    for i in range(MAX_SLOTS):
+                        with gr.Column(min_width=200):
+                            videos.append(gr.Video(label=f"stage {i}", show_label=False, autoplay=True, loop=True,
+                                                   height=260, interactive=False, elem_id=f"video-{i}",
+                                                   elem_classes="eg-video", visible=i < len(first.stages)))
+                            captions.append(gr.Markdown(f"**{first.stages[i].name}**" if i < len(first.stages)
+                                                        else "", elem_classes="eg-caption", elem_id=f"caption-{i}"))
                 with gr.Row(equal_height=False):
-                    readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>No loop generated yet.</div>", label="EF readout")
-                    plot = gr.Image(label="Blood-pool area over time", height=240, interactive=False, buttons=[],
-                                    elem_id="curve")
+                    readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>No loop generated yet.</div>",
+                                      label="EF readout")
+                    plot = gr.Image(label="Blood-pool area over time", show_label=False, height=240,
+                                    interactive=False, buttons=[], elem_id="curve")
                 with gr.Accordion("Downloads (MP4 + GIF per stage) and details", open=False):
                     files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
                     details = gr.JSON(label="Readout (as returned by the API)")
             with gr.Tab("Counterfactual sweep", id="sweep"):
-                gr.Markdown("The same frame and the same noise (seed) at several EFs: only the requested EF changes.")
+                gr.Markdown("The same frame and the same noise (seed) at several EFs: only the requested EF "
+                            "changes. Each loop is captioned with the EF asked for and the EF read back.")
                 with gr.Row():
                     efs = gr.Textbox(value=", ".join(str(v) for v in S.SWEEP_EFS), label="EFs (%)", scale=3)
                     go_sweep = gr.Button("Run sweep", variant="primary", scale=1, elem_id="sweep-btn")
                 grid = gr.Video(label="Sweep (asked EF and the EF read back above each loop)", autoplay=True,
                                 loop=True, interactive=False, elem_id="sweep-grid")
-                table = gr.Dataframe(headers=["requested EF %", "read EF %", "difference"], interactive=False, label="Sweep readout",
-                                     elem_id="sweep-table")
+                table = gr.Dataframe(headers=["requested EF %", "read EF %", "difference"], interactive=False,
+                                     label="Sweep readout", elem_id="sweep-table")
                 sweep_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
         # ---- wiring ---------------------------------------------------------------------------
         file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False)
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False)
-        weights.change(lambda w: slot_updates(engines.get(w)), [weights], [toggles, wmd, banner] + slots, api_name=False)
+        weights.change(lambda w: slot_updates(engines.get(w)), [weights], [toggles, wmd, banner] + slots,
+                       api_name=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
-                 videos + [readout, plot, files, details], api_name="generate")
+                 videos + captions + [readout, plot, files, details], api_name="generate")
         go_sweep.click(sweep, [file_in, frame_pick, efs, toggles, weights, seed] + slots,
                        [grid, table, sweep_files], api_name="sweep")
     return demo
@@ -280,6 +292,7 @@ def main(argv=None) -> int:
     out_root = Path(tempfile.mkdtemp(prefix="echogen-app-"))
     atexit.register(shutil.rmtree, out_root, ignore_errors=True)
     demo = build_app(engines, choices, out_root)
+    from echogen.app_ui import CSS, THEME
     conc = args.concurrency or (2 if device.type == "cuda" else 1)
     demo.queue(default_concurrency_limit=conc, max_size=64)
     demo.launch(share=args.share, server_name=args.host, server_port=args.port, auth=auth,

@@ -22,7 +22,7 @@ CSS = """
 .eg-tile .v {font-size: 1.8rem; font-weight: 700; font-variant-numeric: tabular-nums;}
 .eg-tile.good .v {color: #0f766e;} .eg-tile.warn .v {color: #b45309;} .eg-tile.bad .v {color: #b91c1c;}
 .eg-foot {flex-basis: 100%; font-size: .8rem; opacity: .75;}
-footer {display: none !important;}
+.eg-caption {text-align: center; font-size: .85rem; margin-top: -.3rem;}
 """
 
 
@@ -75,7 +75,7 @@ def stage_label(r, engine) -> str:
     h = r.video.shape[-1]
     how = "sampled" if r.sampled else "OFF: upsampled"
     tag = " · UNTRAINED" if engine.untrained else ""
-    return f"{r.name} · {h}×{h} px · {r.video.shape[2]} frames @ {r.fps:g} fps · {how}{tag}"
+    return f"**{r.name}** · {h}×{h} px · {r.video.shape[2]} frames @ {r.fps:g} fps · {how}{tag}"
 
 
 def banner_html(engine) -> str:

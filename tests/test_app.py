@@ -160,6 +160,17 @@ def test_generation_without_regressor_never_makes_up_an_ef(tmp_path):
     assert decode(g.display["temporal"]).shape == (8, S.DISPLAY, S.DISPLAY)
 
 
+def test_clip_ef_defaults_the_slider_only_when_there_is_a_regressor_and_a_clip(tmp_path):
+    files = make_inputs(tmp_path)
+    frames, info = S.read_input(files["avi"])
+    with_reg = S.load_engine(str(make_bundle(tmp_path / "a")))
+    without = S.load_engine(str(make_bundle(tmp_path / "b", regressor=False)))
+    est = S.clip_ef(with_reg, frames, info["fps"])
+    assert isinstance(est, float) and 0 < est < 100
+    assert S.clip_ef(without, frames, info["fps"]) is None
+    assert S.clip_ef(with_reg, frames[:1], info["fps"]) is None
+
+
 # ------------------------------------------------------------------------------ the app via its API
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -188,8 +199,10 @@ def _generate(client, served, path, ef=45, frame=0, toggles=TOGGLES, seed=7):
 
 
 def test_generate_endpoint(client, served):
-    *vids, html, plot, files, readout = _generate(client, served, served["png"], ef=45)
+    out = _generate(client, served, served["png"], ef=45)
+    vids, caps, (html, plot, files, readout) = out[:4], out[4:8], out[8:]
     shown = [video_path(v) for v in vids[:3]]
+    assert "temporal" in str(caps[2]) and "sampled" in str(caps[2])
     assert all(p and Path(p).is_file() for p in shown)
     assert [decode(p).shape[0] for p in shown] == [4, 4, 8]                   # tiny: 4 -> 4 -> 8 frames
     assert readout["requested_ef"] == 45 and readout["untrained"] is False
@@ -197,7 +210,8 @@ def test_generate_endpoint(client, served):
     assert readout["difference"] == pytest.approx(readout["read_ef"] - 45, abs=0.11)
     assert "EF read from the loop" in html and Path(plot).is_file()
     names = sorted(Path(f).name for f in files)
-    assert names == sorted(f"echogen_ef45_seed7_{s}.{e}" for s in ("base", "spatial", "temporal") for e in ("mp4", "gif"))
+    stages = ("base", "spatial", "temporal")
+    assert names == sorted(f"echogen_ef45_seed7_{s}.{e}" for s in stages for e in ("mp4", "gif"))
     final = next(f for f in files if f.endswith("temporal.mp4"))
     assert decode(final).shape == (8, 16, 16)                                 # native resolution download
     # same seed -> same loop; a clip input with a frame picked also works

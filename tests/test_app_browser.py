@@ -41,7 +41,8 @@ def test_app_in_chromium(tmp_path):
 
             # a bad upload: a clear warning, and the page keeps working
             page.locator("#input-file input[type=file]").set_input_files(str(files["garbage"]))
-            page.wait_for_function("() => (document.querySelector('#input-info')?.innerText || '').includes('garbage.png')")
+            page.wait_for_function(
+                "() => (document.querySelector('#input-info')?.innerText || '').includes('garbage.png')")
             assert "⚠" in page.locator("#input-info").inner_text()
             page.locator("#input-file button[aria-label='Clear'], #input-file button[title='Clear']").first.click()
 
@@ -74,7 +75,10 @@ def test_app_in_chromium(tmp_path):
             assert "ef read from the loop" in readout
             assert "difference" in readout or "no EF regressor" in readout
             page.wait_for_timeout(800)
-            if shot:
+            if shot:   # a clean page: no toasts, advanced settings folded away
+                page.evaluate("() => document.querySelectorAll('.toast-wrap, .toast-body').forEach(e => e.remove())")
+                page.get_by_text("Advanced: sampling steps, guidance, seed").click()
+                page.wait_for_timeout(500)
                 page.mouse.move(0, 0)
                 page.screenshot(path=shot, full_page=True)
             browser.close()
