@@ -1,0 +1,44 @@
+"""`python -m echogen pool` / `report` in-process on tiny inputs."""
+import csv
+import json
+
+import numpy as np
+
+from echogen.cli import main
+from echogen.teaching.db import ResultsDB
+from echogen.teaching.pool import load_pool
+
+
+def test_pool_cli_random_init(tmp_path, capsys):
+    fdir = tmp_path / "frames"
+    fdir.mkdir()
+    np.save(fdir / "a.npy", np.random.default_rng(0).random((112, 112)).astype(np.float32))
+    rc = main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,60",
+               "--steps", "1", "--out", str(tmp_path / "pool")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "2 generated + 0 real" in out and "no EF regressor" in out
+    assert [c["ef_regressor"] for c in load_pool(tmp_path / "pool").cases] == [None, None]
+    assert main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,150",
+                 "--out", str(tmp_path / "p2")]) == 2
+    assert main(["pool", "--random-init", "--preset", "tiny", "--review", "--out", str(tmp_path / "r")]) == 2
+
+
+def test_report_cli(tmp_path, capsys):
+    db = ResultsDB(tmp_path)
+    t = db.start_session("trainer", "poolA", rater="ann", meta={"categories": "esc2021"})
+    for i, (truth, ans) in enumerate([(30, 40), (60, 55), (45, 50)]):
+        db.add_answer(t, i, f"c{i}", truth_ef=truth, answer_ef=ans, answer_category="preserved")
+    r = db.start_session("review", "setB", rater="bob")
+    for i in range(10):
+        db.add_answer(r, i, f"c{i}", truth_label="real" if i % 2 else "generated", answer_label="real", confidence=3)
+    assert main(["report", "--results", str(tmp_path), "--csv", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "MAE 6.7 %" in out and "bias +3.3 %" in out and "5/10" in out and "p = 1" in out
+    rows = list(csv.DictReader(open(tmp_path / "a.csv")))
+    assert len(rows) == 13 and rows[0]["session"] in (t, r)
+    assert main(["report", "--results", str(tmp_path), "--session", r, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert len(rep) == 1 and rep[0]["summary"]["raters"]["bob"]["correct"] == 5
+    assert main(["report", "--results", str(tmp_path / "none")]) == 2
+    assert main(["report", "--results", str(tmp_path), "--session", "nosuch"]) == 2
