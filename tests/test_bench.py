@@ -1,0 +1,34 @@
+"""`python -m echogen bench` on the tiny preset: one row per stage with sane fields, and the JSON file."""
+import json
+
+from echogen import bench
+from echogen.cli import main
+from echogen.config import get_preset
+from echogen.samplers import nfe
+
+
+def test_bench_tiny_rows_are_sane(tmp_path, capsys):
+    cfg = get_preset("tiny")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--preset", "tiny", "--device", "cpu", "--repeats", "2", "--json", str(out),
+                 "--no-e2e"]) == 0
+    table = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    rows = data["stages"]
+    assert [r["stage"] for r in rows] == cfg.stage_names
+    for r, st in zip(rows, cfg.stages):
+        assert r["params"] > 1000
+        assert r["batch"] == (2 if st.guidance != 1 else 1)       # CFG: cond + uncond in one batch
+        assert (r["frames"], r["size"]) == (st.frames, st.size)
+        assert r["nfe"] == nfe(st.sampler, st.steps)
+        assert 0 < r["forward_s"] < 30 and len(r["forward_all_s"]) == 2
+        assert abs(r["est_video_s"] - r["forward_s"] * r["nfe"]) < 1e-9
+        assert r["peak_mem_mb"] >= 0 and r["mem_kind"].startswith("cpu")
+        assert f"| {st.name} |" in table
+    assert data["machine"]["device"] == "cpu" and data["partial"] is False
+
+
+def test_bench_stage_override_frames():
+    cfg = get_preset("tiny")
+    rows = bench.bench_cascade(cfg, "cpu", stages=["temporal"], frames=4, repeats=1, warmup=0, memory=False)
+    assert len(rows) == 1 and rows[0].frames == 4 and "frames 4" in rows[0].note
