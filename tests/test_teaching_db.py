@@ -66,3 +66,30 @@ def test_answers_validate_and_double_submit_is_ignored(tmp_path):
         db.add_answer("nosuch", 0, "c0", answer_ef=50)
     with pytest.raises(ValueError):
         db.start_session("exam", "pool1")
+
+
+def test_session_helpers_store_truth_from_pool_and_key(tmp_path):
+    from pathlib import Path
+
+    from echogen.teaching import sessions
+    from echogen.teaching.pool import Pool
+    from echogen.teaching.review import ReviewSet
+
+    pool = Pool(Path(tmp_path), {"id": "p1", "spec": {"frames": 4, "fps": 2, "size": 8}},
+                [{"id": f"c{i}", "kind": "generated", "ef": ef, "ef_regressor": None, "file": ""}
+                 for i, ef in enumerate([30, 45, 60])])
+    db = ResultsDB(tmp_path / "res")
+    sid, cases = sessions.start_trainer(db, pool, 5, rater="ann", seed=0)
+    assert len(cases) == 5 and set(cases[:3]) == {"c0", "c1", "c2"}
+    fb = sessions.record_trainer_answer(db, sid, 0, pool, "c1", answer_ef=55, answer_category="preserved")
+    assert fb == {"true_ef": 45, "error": 10.0, "regressor_ef": None, "true_category": "mildly reduced",
+                  "category_correct": False, "kind": "generated"}
+    row = db.answers(session=sid)[0]
+    assert (row["truth_ef"], row["truth_category"], row["answer_ef"]) == (45, "mildly reduced", 55)
+    rs = ReviewSet(Path(tmp_path), {"id": "r1", "spec": {}}, [{"id": "a"}, {"id": "b"}],
+                   {"a": {"truth": "real"}, "b": {"truth": "generated"}})
+    rid, order = sessions.start_review(db, rs, rater="bob", seed=1)
+    assert sorted(order) == ["a", "b"]
+    for pos, cid in enumerate(order):
+        sessions.record_review_answer(db, rid, pos, rs, cid, "real", confidence=3)
+    assert {(r["case_id"], r["truth_label"]) for r in db.answers(session=rid)} == {("a", "real"), ("b", "generated")}

@@ -7,4 +7,5 @@ sets, a results database, and the statistics of both. See docs/TEACHING.md.
 - db      : ResultsDB (SQLite, WAL, safe for concurrent writers)
 - stats   : EF categories, MAE / bias, Bland-Altman, exact binomial test, kappas, CSV
 - summary : trainer / review summaries from stored answers
+- sessions: per-case logic of a session (draw cases, score, store) for the app and scripts
 """
