@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from echogen.regressor import load_regressor
-from echogen.weights import read_manifest
+from echogen.weights import load_tensors, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train" / "train_regressor.py"
@@ -57,6 +57,9 @@ def test_trains_exports_and_resumes(phantom, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["preset"] == "tiny" and cfg["regressor"]["frames"] == 8 and 0 < cfg["regressor"]["mean"] < 1
     assert {"ckpt.safetensors", "regressor.safetensors", "log.txt", "val.csv"} <= {p.name for p in run.iterdir()}
+    ck, ck_cfg, meta = load_tensors(run / "ckpt.safetensors", "regressor_checkpoint")
+    assert any(k.startswith("optim.p0.exp_avg") for k in ck) and any(k.startswith("ema.") for k in ck)
+    assert json.loads(meta["train_state"])["step"] == 2 and ck_cfg == cfg["regressor"]
     _train(common + ["--steps", 3])
     state = json.loads((run / "state.json").read_text())
     assert state["step"] == 3 and state["seen"] == 3 * 2       # the counters continued
