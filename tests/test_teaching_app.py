@@ -1,0 +1,85 @@
+"""The teaching tabs served by Gradio and driven through their API with gradio_client: two raters at
+once, 20 trainer answers each, all 40 stored; a blinded review end to end with the organiser summary."""
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from echogen.cascade import Cascade
+from echogen.teaching.db import ResultsDB
+
+STEPS = {"base": 1, "spatial": 1, "temporal": 1}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    pytest.importorskip("gradio_client")
+    from echogen.app_teaching import TeachingState, build_teaching_demo
+    from echogen.phantom import write_phantom
+    from echogen.teaching.pool import build_pool
+    from echogen.teaching.review import build_review_set
+
+    tmp = tmp_path_factory.mktemp("teach")
+    state = TeachingState(tmp / "results")
+    casc = Cascade.random("tiny", seed=0)
+    build_pool(casc, None, [np.full((112, 112), 0.4, np.float32)], [30, 45, 60], out_dir=state.pools_root / "p1",
+               sample_kwargs={"steps": STEPS})
+    write_phantom(tmp / "echonet", 2, seed=4)
+    rdir = state.reviews_root / "r1"
+    build_review_set(casc, tmp / "echonet", "ALL", 1, rdir, key_path=state.key_path(rdir),
+                     sample_kwargs={"steps": STEPS})
+    demo = build_teaching_demo(state)
+    demo.queue(default_concurrency_limit=1)
+    with socket.socket() as sock:                         # a free port: other apps may hold 7860
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=port)
+    yield {"url": demo.local_url, "state": state, "pool": str(state.pools_root / "p1"), "review": str(rdir)}
+    demo.close()
+
+
+def test_two_concurrent_trainees_store_all_answers(served):
+    from gradio_client import Client
+
+    errors = []
+
+    def trainee(name, n=20):
+        try:
+            c = Client(served["url"], verbose=False)
+            c.predict(name, served["pool"], n, "esc2021", api_name="/trainer_start")
+            for i in range(n):
+                c.predict(40 + i % 20, "reduced" if i % 2 else "preserved", api_name="/trainer_answer")
+                c.predict(api_name="/trainer_next")
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=trainee, args=(n,)) for n in ("ann", "bob")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    db = ResultsDB(served["state"].results_dir)
+    rows = db.answers(kind="trainer")
+    assert len(rows) == 40
+    assert sorted({r["rater"] for r in rows}) == ["ann", "bob"]
+    assert {r["truth_ef"] for r in rows} == {30, 45, 60}
+    assert all(r["response_ms"] is not None and r["response_ms"] >= 0 for r in rows)
+
+
+def test_blinded_review_and_organiser_summary(served):
+    from gradio_client import Client
+
+    c = Client(served["url"], verbose=False)
+    video, status = c.predict("cara", served["review"], api_name="/review_start")
+    assert "Clip 1 of 2" in status and video
+    for label in ("real", "generated"):
+        video, status = c.predict(label, 4, "looks fine", api_name="/review_answer")
+    assert status.startswith("Finished") and video is None
+    md, csv_path = c.predict(served["review"], api_name="/review_summary")
+    assert "2 answers" in md and "cara" in md and "binomial" in md
+    assert open(csv_path).read().count("\n") == 3
+    # the key is never among the files served to browsers
+    key = served["state"].key_path(served["review"])
+    assert key.is_file() and not any(str(key).startswith(p) for p in served["state"].served_paths())
