@@ -3,7 +3,7 @@
 It scores generated videos (PAPER.md "EF regressor used for scoring") and backs `python -m echogen ef`.
 The idea is EchoNet-Dynamic's R(2+1)D-18 (Tran et al. 2018): every 3D convolution is split into a
 per-frame spatial conv (1 x k x k) and a per-pixel temporal conv (kt x 1 x 1), with a norm and ReLU in
-between; residual blocks; global average pooling; one linear output whose bias starts at 55.6 (the
+between; residual blocks; global average pooling; one linear output, starting at EF 55.6 % (the
 mean EF of EchoNet-Dynamic) so the untrained network already predicts the population mean.
 
 Input (B, 1, T, 112, 112) in [0, 1] at cfg.fps; output EF in % (B,). The network normalises its input
@@ -42,6 +42,7 @@ class RegressorConfig:
     mean: float = 0.128               # pixel normalisation, [0,1] units (EchoNet-Dynamic: ~32.7/255)
     std: float = 0.196                #                                     (~50/255)
     bias_init: float = 55.6           # EF (%) the untrained head predicts (paper / EchoNet)
+    ef_scale: float = 10.0            # the head works in units of ef_scale % (see EFRegressor.forward)
     clip_stride: int = 8              # frames between clip starts when averaging over a long video
 
     def to_dict(self) -> dict:
@@ -149,7 +150,7 @@ class EFRegressor(nn.Module):
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         nn.init.normal_(self.head.weight, std=0.01)
-        nn.init.constant_(self.head.bias, cfg.bias_init)
+        nn.init.constant_(self.head.bias, cfg.bias_init / cfg.ef_scale)  # output starts at bias_init %
 
     @property
     def feature_dim(self) -> int:
@@ -164,7 +165,10 @@ class EFRegressor(nn.Module):
         return h.mean(dim=(2, 3, 4))             # (B, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x))).squeeze(1)  # (B,) EF in %
+        # EF = ef_scale * head(features). Adam moves each weight by ~lr per step whatever the loss scale,
+        # so a head in raw % (ef_scale = 1, EchoNet's choice) needs thousands of steps just to span the
+        # 10-80 % range; in units of 10 % it gets there ten times sooner. ef_scale = 1 is the raw head.
+        return self.cfg.ef_scale * self.head(self.dropout(self.features(x))).squeeze(1)  # (B,) EF in %
 
 
 def num_params(model: nn.Module) -> int:
@@ -204,8 +208,13 @@ def load_regressor(path_or_bundle, device=None) -> tuple[EFRegressor, RegressorC
     p = resolve_regressor_path(path_or_bundle)
     tensors, cfg_dict, _ = load_tensors(p, KIND)
     try:
-        cfg = RegressorConfig.from_dict(cfg_dict)
-        model = EFRegressor(cfg)
+        if cfg_dict.get("arch") == "echonet_r2plus1d_18":  # EchoNet-Dynamic's published regressor
+            from echogen.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
+            cfg = EchoNetConfig.from_dict(cfg_dict)
+            model = EchoNetR2Plus1D(cfg)
+        else:
+            cfg = RegressorConfig.from_dict(cfg_dict)
+            model = EFRegressor(cfg)
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{p}: invalid regressor config ({e})") from None
     load_state_strict(model, tensors, str(p))
@@ -288,6 +297,11 @@ def predict_ef(model: EFRegressor, cfg: RegressorConfig, video, fps: float, devi
     if tuple(v.shape[1:]) != (cfg.size, cfg.size):
         raise ValueError(f"frames must be {cfg.size}x{cfg.size} (got {tuple(v.shape[1:])}); "
                          "preprocess them first (echogen.inputs.prepare_array)")
+    if hasattr(model, "predict_video"):                             # a model with its own clip protocol
+        if device is not None:
+            model.to(device)
+        efs = model.predict_video(v, fps, stride=stride, batch_size=batch_size)
+        return float(np.mean(efs)), [float(e) for e in efs]
     v = v[torch.as_tensor(resample_indices(v.shape[0], fps, cfg.fps))]
     if v.shape[0] < cfg.frames:
         v = F.pad(v, (0, 0, 0, 0, 0, cfg.frames - v.shape[0]))
