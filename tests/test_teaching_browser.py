@@ -1,0 +1,119 @@
+"""The teaching tabs in headless Chromium: five EF-trainer cases and five blinded-review clips end to
+end, then the summaries checked against the database.
+
+Debian's /usr/bin/chromium through Playwright (never a downloaded browser). Set
+ECHOGEN_TEACHING_SCREENSHOTS=docs to also save docs/teaching_trainer.png and docs/teaching_review.png.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STEPS = {"base": 1, "spatial": 1, "temporal": 1}
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (.ci/install_browser.sh)")
+
+
+def _serve(tmp):
+    from echogen.app_teaching import TeachingState, build_teaching_demo
+    from echogen.cascade import Cascade
+    from echogen.phantom import write_phantom
+    from echogen.teaching.pool import build_pool
+    from echogen.teaching.review import build_review_set
+
+    state = TeachingState(tmp / "results")
+    casc = Cascade.random("tiny", seed=0)
+    build_pool(casc, None, [np.full((112, 112), 0.4, np.float32)], [25, 40, 55, 70], out_dir=state.pools_root / "ward",
+               sample_kwargs={"steps": STEPS})
+    write_phantom(tmp / "echonet", 3, seed=5)
+    rdir = state.reviews_root / "study"
+    build_review_set(casc, tmp / "echonet", "ALL", 3, rdir, key_path=state.key_path(rdir),
+                     sample_kwargs={"steps": STEPS})
+    demo = build_teaching_demo(state)
+    demo.queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=port)
+    return demo, state
+
+
+def _playing(page, sel):
+    page.wait_for_function("""sel => { const v = document.querySelector(sel);
+                                        return v && v.currentSrc && v.readyState >= 2; }""", arg=sel,
+                           timeout=60_000)
+
+
+def test_teaching_tabs_in_chromium(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    shots = os.environ.get("ECHOGEN_TEACHING_SCREENSHOTS")
+    demo, state = _serve(tmp_path)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            page = browser.new_context(viewport={"width": 1280, "height": 1100}).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(demo.local_url)
+
+            # ---- EF trainer: five cases
+            page.get_by_role("tab", name="EF trainer").click()
+            page.locator("#trainer-name input, #trainer-name textarea").first.fill("Trainee A")
+            n = page.locator("#trainer-n input[type=number]")
+            n.fill("5")
+            n.press("Enter")
+            page.locator("#trainer-start").click()
+            for i in range(5):
+                page.wait_for_function(f"() => document.querySelector('#trainer-status')?.innerText"
+                                       f".includes('Case {i + 1} of 5')")
+                _playing(page, "#trainer-video video")
+                box = page.locator("#trainer-ef input[type=number]")
+                box.fill(str(30 + 10 * i))
+                box.press("Enter")
+                page.locator("#trainer-cat label").filter(has_text="preserved").click()
+                page.locator("#trainer-submit").click()
+                page.wait_for_function("() => document.querySelector('#trainer-feedback')?.innerText.includes('True EF')")
+                page.locator("#trainer-next").click()
+            page.wait_for_function("() => document.querySelector('#trainer-summary')?.innerText.includes('MAE')")
+            summary = page.locator("#trainer-summary").inner_text()
+            if shots:
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(Path(shots) / "teaching_trainer.png"), full_page=True)
+
+            # ---- Blinded review: five clips
+            page.get_by_role("tab", name="Blinded review").click()
+            page.locator("#review-name input, #review-name textarea").first.fill("Expert B")
+            page.locator("#review-start").click()
+            for i in range(5):
+                page.wait_for_function(f"() => document.querySelector('#review-status')?.innerText"
+                                       f".includes('Clip {i + 1} of 6')")
+                _playing(page, "#review-video video")
+                page.locator("#review-label label").filter(has_text="generated" if i % 2 else "real").click()
+                if i == 0 and shots:
+                    page.screenshot(path=str(Path(shots) / "teaching_review.png"), full_page=True)
+                page.locator("#review-submit").click()
+            page.wait_for_function("() => document.querySelector('#review-status')?.innerText.includes('Clip 6 of 6')")
+            page.get_by_text("Organiser: summary of a review set").click()
+            page.locator("#review-summary-btn").click()
+            page.wait_for_function("() => document.querySelector('#review-summary')?.innerText.includes('binomial')")
+            review_md = page.locator("#review-summary").inner_text()
+            browser.close()
+    finally:
+        demo.close()
+
+    from echogen.teaching.summary import summarise_review, summarise_trainer
+    rows = state.db.answers(kind="trainer")
+    assert len(rows) == 5 and {r["rater"] for r in rows} == {"Trainee A"}
+    assert [r["answer_ef"] for r in rows] == [30, 40, 50, 60, 70]
+    s = summarise_trainer(rows)
+    assert f"MAE {s['mae']:.1f} %" in summary and f"bias {s['bias']:+.1f} %" in summary
+    rrows = state.db.answers(kind="review")
+    assert len(rrows) == 5 and all(r["confidence"] == 3 for r in rrows)
+    rs = summarise_review(rrows, state.db.sessions(kind="review"))
+    assert f"{rs['correct']}/5" in review_md and "Expert B" in review_md
