@@ -42,6 +42,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
     from echogen.app_ui import banner_html, input_error_types, readout_html, stage_label, weights_md
     errors = input_error_types()
     first = engines.get(choices[0])
+    n_cols = max(S.stage_count(c) for c in choices)   # one loop column per stage of the largest cascade
 
     def fail(e):
         raise gr.Error(str(e).splitlines()[0], duration=12) from None
@@ -122,7 +123,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
         except errors as e:
             fail(e)
         vids, caps = [], []
-        for i in range(MAX_SLOTS):
+        for i in range(n_cols):
             if i < len(g.stages):
                 r = g.stages[i]
                 vids.append(gr.update(value=str(g.display[r.name]), visible=True))
@@ -206,7 +207,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
             with gr.Tab("Generated loop", id="gen"):
                 videos, captions = [], []
                 with gr.Row():
-                    for i in range(MAX_SLOTS):
+                    for i in range(n_cols):
                         with gr.Column(min_width=200):
                             videos.append(gr.Video(label=f"stage {i}", show_label=False, autoplay=True, loop=True,
                                                    height=260, interactive=False, elem_id=f"video-{i}",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from echogen.cascade import DEFAULT_WEIGHTS, Cascade, StageResult
+from echogen.config import get_preset
 from echogen.weights import WeightsError, find_bundles, read_manifest
 
 RANDOM_INIT = "random-init (UNTRAINED, testing only)"
@@ -74,6 +75,13 @@ def weight_choices(weights: str | None, random_init: bool, root=None) -> list[st
     if random_init:
         out.append(RANDOM_INIT)
     return out
+
+
+def stage_count(choice: str) -> int:
+    """Number of cascade stages of a picker entry, read from its manifest (no weights loaded)."""
+    if choice == RANDOM_INIT:
+        return len(get_preset("demo").stages)
+    return len(read_manifest(choice)["cascade"]["stages"])
 
 
 class Engines:

@@ -125,8 +125,15 @@ def test_weight_choices_and_no_weights_message(tmp_path):
     assert S.weight_choices(None, True, root=tmp_path) == [S.RANDOM_INIT]
     b = make_bundle(tmp_path / "w" / "b1", regressor=False)
     assert S.weight_choices(None, False, root=tmp_path / "w") == [str(b.resolve())]
+    assert S.stage_count(str(b)) == 3 and S.stage_count(S.RANDOM_INIT) == 3
     msg = S.no_weights_message("assets/weights/demo")
     assert "no trained weights found at assets/weights/demo" in msg and "--random-init" in msg
+
+
+def test_random_init_is_labelled_untrained_and_has_no_regressor():
+    eng = S.load_engine(S.RANDOM_INIT)
+    assert eng.untrained and eng.regressor is None and [s.name for s in eng.stages] == ["base", "spatial", "temporal"]
+    assert S.display_frames(np.zeros((1, 28, 28)), stamp="UNTRAINED").max() > 0     # the label is burned in
 
 
 def test_app_refuses_to_start_without_weights(tmp_path):
@@ -200,7 +207,8 @@ def _generate(client, served, path, ef=45, frame=0, toggles=TOGGLES, seed=7):
 
 def test_generate_endpoint(client, served):
     out = _generate(client, served, served["png"], ef=45)
-    vids, caps, (html, plot, files, readout) = out[:4], out[4:8], out[8:]
+    assert len(out) == 3 + 3 + 4                        # a loop and a caption per stage, then the readout
+    vids, caps, (html, plot, files, readout) = out[:3], out[3:6], out[6:]
     shown = [video_path(v) for v in vids[:3]]
     assert "temporal" in str(caps[2]) and "sampled" in str(caps[2])
     assert all(p and Path(p).is_file() for p in shown)
