@@ -36,7 +36,7 @@ def stage_choices(engine) -> list[tuple[str, str]]:
     return [(f"{s.name} — {S.STAGE_ROLE.get(s.name, 'refinement')}", s.name) for s in engine.stages[1:]]
 
 
-def build_app(engines: S.Engines, choices: list[str], out_root: Path):
+def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=None):
     import gradio as gr
 
     from echogen.app_ui import banner_html, input_error_types, readout_html, stage_label, weights_md
@@ -161,78 +161,92 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path):
                 "ejection fraction — a cascaded video diffusion model (Reynaud et al., MICCAI 2023). "
                 "For teaching and research; not for diagnosis.</p></div>")
         banner = gr.HTML(banner_html(first))
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, elem_classes="eg-card"):
-                gr.Markdown("### 1 · Input")
-                file_in = gr.File(label="Echo frame, DICOM or clip (PNG/JPEG, DCM, AVI/MP4)", elem_id="input-file",
-                                  file_types=[".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom",
-                                              ".avi", ".mp4", ".mov", ".webm", ".npy"], height=110)
-                examples = S.list_examples(EXAMPLES)
-                if examples:
-                    gr.Examples([[p] for p in examples], inputs=[file_in], label="Bundled examples",
-                                examples_per_page=8)
-                frame_pick = gr.Slider(0, 9999, value=0, step=1, label="Frame of the clip to condition on",
-                                       visible=False, elem_id="frame-pick")
-                with gr.Row():
-                    preview = gr.Image(label="Conditioning frame (112×112, preprocessed)", height=224, width=224,
-                                       interactive=False, buttons=[], elem_id="preview")
-                input_info = gr.Markdown(elem_classes="eg-small", elem_id="input-info")
-            with gr.Column(scale=5, elem_classes="eg-card"):
-                gr.Markdown("### 2 · Target")
-                ef = gr.Slider(10, 90, value=55, step=1, label="Ejection fraction (EF, %)", elem_id="ef-slider",
-                               info="Normal ≥ 50 %, mildly reduced 41–49 %, reduced ≤ 40 %")
-                toggles = gr.CheckboxGroup(label="Cascade stages after the base (off = plain upsampling)",
-                                           choices=stage_choices(first), value=[s.name for s in first.stages[1:]],
-                                           elem_id="stage-toggles")
-                weights = gr.Dropdown(choices=[(S.RANDOM_INIT if c == S.RANDOM_INIT else Path(c).name, c)
-                                               for c in choices], value=choices[0], label="Weights bundle")
-                wmd = gr.Markdown(weights_md(first), elem_classes="eg-small")
-                with gr.Accordion("Advanced: sampling steps, guidance, seed", open=False):
-                    with gr.Row():
-                        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, elem_id="seed")
-                        dice = gr.Button("Random seed", size="sm", elem_id="random-seed")
-                    slots = []
-                    for i in range(MAX_SLOTS):
-                        st = first.stages[i] if i < len(first.stages) else None
-                        with gr.Row():
-                            slots += [gr.Slider(1, 50, step=1, value=st.steps if st else 1, visible=st is not None,
-                                                elem_id=f"slot-steps-{i}",
-                                                label=f"{st.name}: steps" if st else "steps"),
-                                      gr.Slider(0, 10, step=0.5, value=st.guidance if st else 1.0,
-                                                visible=st is not None,
-                                                label=f"{st.name}: guidance" if st else "guidance")]
-                go = gr.Button("Generate loop", variant="primary", elem_id="generate-btn", size="lg")
-        gr.Markdown("### 3 · Result")
-        with gr.Tabs():
-            with gr.Tab("Generated loop", id="gen"):
-                videos, captions = [], []
-                with gr.Row():
-                    for i in range(n_cols):
-                        with gr.Column(min_width=200):
-                            videos.append(gr.Video(label=f"stage {i}", show_label=False, autoplay=True, loop=True,
-                                                   height=260, interactive=False, elem_id=f"video-{i}",
-                                                   elem_classes="eg-video", visible=i < len(first.stages)))
-                            captions.append(gr.Markdown(f"**{first.stages[i].name}**" if i < len(first.stages)
-                                                        else "", elem_classes="eg-caption", elem_id=f"caption-{i}"))
+        with gr.Tabs(elem_id="eg-tabs"):
+            with gr.Tab("Generate", id="generate"):
                 with gr.Row(equal_height=False):
-                    readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>No loop generated yet.</div>",
-                                      label="EF readout")
-                    plot = gr.Image(label="Blood-pool area over time", show_label=False, height=240,
-                                    interactive=False, buttons=[], elem_id="curve")
-                with gr.Accordion("Downloads (MP4 + GIF per stage) and details", open=False):
-                    files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
-                    details = gr.JSON(label="Readout (as returned by the API)")
-            with gr.Tab("Counterfactual sweep", id="sweep"):
-                gr.Markdown("The same frame and the same noise (seed) at several EFs: only the requested EF "
-                            "changes. Each loop is captioned with the EF asked for and the EF read back.")
-                with gr.Row():
-                    efs = gr.Textbox(value=", ".join(str(v) for v in S.SWEEP_EFS), label="EFs (%)", scale=3)
-                    go_sweep = gr.Button("Run sweep", variant="primary", scale=1, elem_id="sweep-btn")
-                grid = gr.Video(label="Sweep (asked EF and the EF read back above each loop)", autoplay=True,
-                                loop=True, interactive=False, elem_id="sweep-grid")
-                table = gr.Dataframe(headers=["requested EF %", "read EF %", "difference"], interactive=False,
-                                     label="Sweep readout", elem_id="sweep-table")
-                sweep_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                    with gr.Column(scale=5, elem_classes="eg-card"):
+                        gr.Markdown("### 1 · Input")
+                        file_in = gr.File(label="Echo frame, DICOM or clip (PNG/JPEG, DCM, AVI/MP4)",
+                                          elem_id="input-file",
+                                          file_types=[".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm",
+                                                      ".dicom",
+                                                      ".avi", ".mp4", ".mov", ".webm", ".npy"], height=110)
+                        examples = S.list_examples(EXAMPLES)
+                        if examples:
+                            gr.Examples([[p] for p in examples], inputs=[file_in], label="Bundled examples",
+                                        examples_per_page=8)
+                        frame_pick = gr.Slider(0, 9999, value=0, step=1, label="Frame of the clip to condition on",
+                                               visible=False, elem_id="frame-pick")
+                        with gr.Row():
+                            preview = gr.Image(label="Conditioning frame (112×112, preprocessed)", height=224,
+                                               width=224,
+                                               interactive=False, buttons=[], elem_id="preview")
+                        input_info = gr.Markdown(elem_classes="eg-small", elem_id="input-info")
+                    with gr.Column(scale=5, elem_classes="eg-card"):
+                        gr.Markdown("### 2 · Target")
+                        ef = gr.Slider(10, 90, value=55, step=1, label="Ejection fraction (EF, %)", elem_id="ef-slider",
+                                       info="Normal ≥ 50 %, mildly reduced 41–49 %, reduced ≤ 40 %")
+                        toggles = gr.CheckboxGroup(label="Cascade stages after the base (off = plain upsampling)",
+                                                   choices=stage_choices(first),
+                                                   value=[s.name for s in first.stages[1:]],
+                                                   elem_id="stage-toggles")
+                        weights = gr.Dropdown(choices=[(S.RANDOM_INIT if c == S.RANDOM_INIT else Path(c).name, c)
+                                                       for c in choices], value=choices[0], label="Weights bundle")
+                        wmd = gr.Markdown(weights_md(first), elem_classes="eg-small")
+                        with gr.Accordion("Advanced: sampling steps, guidance, seed", open=False):
+                            with gr.Row():
+                                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, elem_id="seed")
+                                dice = gr.Button("Random seed", size="sm", elem_id="random-seed")
+                            slots = []
+                            for i in range(MAX_SLOTS):
+                                st = first.stages[i] if i < len(first.stages) else None
+                                with gr.Row():
+                                    slots += [gr.Slider(1, 50, step=1, value=st.steps if st else 1,
+                                                        visible=st is not None,
+                                                        elem_id=f"slot-steps-{i}",
+                                                        label=f"{st.name}: steps" if st else "steps"),
+                                              gr.Slider(0, 10, step=0.5, value=st.guidance if st else 1.0,
+                                                        visible=st is not None,
+                                                        label=f"{st.name}: guidance" if st else "guidance")]
+                        go = gr.Button("Generate loop", variant="primary", elem_id="generate-btn", size="lg")
+                gr.Markdown("### 3 · Result")
+                with gr.Tabs():
+                    with gr.Tab("Generated loop", id="gen"):
+                        videos, captions = [], []
+                        with gr.Row():
+                            for i in range(n_cols):
+                                with gr.Column(min_width=200):
+                                    videos.append(gr.Video(label=f"stage {i}", show_label=False, autoplay=True,
+                                                           loop=True,
+                                                           height=260, interactive=False, elem_id=f"video-{i}",
+                                                           elem_classes="eg-video", visible=i < len(first.stages)))
+                                    captions.append(gr.Markdown(f"**{first.stages[i].name}**" if i < len(first.stages)
+                                                                else "", elem_classes="eg-caption",
+                                                                elem_id=f"caption-{i}"))
+                        with gr.Row(equal_height=False):
+                            readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>"
+                                              "No loop generated yet.</div>",
+                                              label="EF readout")
+                            plot = gr.Image(label="Blood-pool area over time", show_label=False, height=240,
+                                            interactive=False, buttons=[], elem_id="curve")
+                        with gr.Accordion("Downloads (MP4 + GIF per stage) and details", open=False):
+                            files = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                            elem_id="downloads")
+                            details = gr.JSON(label="Readout (as returned by the API)")
+                    with gr.Tab("Counterfactual sweep", id="sweep"):
+                        gr.Markdown("The same frame and the same noise (seed) at several EFs: only the requested EF "
+                                    "changes. Each loop is captioned with the EF asked for and the EF read back.")
+                        with gr.Row():
+                            efs = gr.Textbox(value=", ".join(str(v) for v in S.SWEEP_EFS), label="EFs (%)", scale=3)
+                            go_sweep = gr.Button("Run sweep", variant="primary", scale=1, elem_id="sweep-btn")
+                        grid = gr.Video(label="Sweep (asked EF and the EF read back above each loop)", autoplay=True,
+                                        loop=True, interactive=False, elem_id="sweep-grid")
+                        table = gr.Dataframe(headers=["requested EF %", "read EF %", "difference"], interactive=False,
+                                             label="Sweep readout", elem_id="sweep-table")
+                        sweep_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+            if teaching is not None:   # Build pool / EF trainer / Blinded review (echogen/app_teaching.py)
+                from echogen.app_teaching import add_teaching_tabs
+                add_teaching_tabs(teaching)
 
         # ---- wiring ---------------------------------------------------------------------------
         file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False)
@@ -257,6 +271,9 @@ def parse_args(argv=None):
     p.add_argument("--auth", default=None, help="user:pass required to open the app")
     p.add_argument("--random-init", action="store_true",
                    help="offer the demo preset with random weights (UNTRAINED noise, for testing the app)")
+    p.add_argument("--results", default="results",
+                   help="teaching results folder (pools, review sets, answers database; default ./results)")
+    p.add_argument("--no-teaching", action="store_true", help="only the generation tab (no teaching tabs)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="generations run at once (default 1 on CPU, 2 on CUDA); others wait in the queue")
     return p.parse_args(argv)
@@ -292,7 +309,15 @@ def main(argv=None) -> int:
         return 2
     out_root = Path(tempfile.mkdtemp(prefix="echogen-app-"))
     atexit.register(shutil.rmtree, out_root, ignore_errors=True)
-    demo = build_app(engines, choices, out_root)
+    teaching = None
+    if not args.no_teaching:
+        try:
+            from echogen.app_teaching import TeachingState
+        except ImportError:
+            TeachingState = None
+        if TeachingState is not None:
+            teaching = TeachingState(Path(args.results), engines, choices)
+    demo = build_app(engines, choices, out_root, teaching)
     from echogen.app_ui import CSS, THEME
     conc = args.concurrency or (2 if device.type == "cuda" else 1)
     demo.queue(default_concurrency_limit=conc, max_size=64)

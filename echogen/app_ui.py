@@ -62,6 +62,8 @@ def readout_html(r: dict) -> str:
         clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
         foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. "
                 f"Requested {req:.0f}% is {ef_class(req)}; read {r['read_ef']:.1f}% is {ef_class(r['read_ef'])}.")
+        if not 0 <= r["read_ef"] <= 100:
+            foot += " <b>The read EF lies outside 0–100 %: the regressor cannot be trusted on this loop.</b>"
     sampled = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" if s["sampled"] else f"{s['stage']} upsampled"
                         for s in r.get("stages", []))
     foot += f"<br>Weights: {html.escape(r.get('weights', ''))} · seed {r.get('seed')} · {sampled}"

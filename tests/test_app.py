@@ -64,6 +64,8 @@ def start_app(args: list[str], log: Path, timeout: float = 90.0):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
     fh = open(log, "w")
+    if "--results" not in args:                      # teaching results stay in the test's folder
+        args = [*args, "--results", str(log.parent / "results")]
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--device", "cpu", *args],
                             cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     t0 = time.time()
