@@ -130,37 +130,58 @@ def stage_from_dict(d: dict) -> StageConfig:
 # Presets
 # ---------------------------------------------------------------------------------------------
 
-def _paper_unet(lowres: bool, mid_attn: bool = True) -> UNetConfig:
-    # base width 64, 2 res blocks per level, mults (1,2,4), EF cross-attention at the last level,
-    # space-time attention at the bottleneck, 8 heads x 64 dims (PAPER.md "Network")
-    return UNetConfig(base_width=64, channel_mult=(1, 2, 4), num_res_blocks=2, cross_attn_levels=(2,),
-                      mid_attn=mid_attn, heads=8, head_dim=64, lowres_channels=1 if lowres else 0)
+def _imagen_options(lowres: bool, cross=(False, False, True), attend: bool = True, me: bool = False) -> dict:
+    """network_options of the published EchoDiffusion networks (network "imagen3d"): base width 64,
+    2 resnet blocks per level, widths (1, 2, 4), EF cross-attention where `cross` says, space-time
+    attention at the bottleneck when `attend`, 8 heads x 64, 3-channel (grey RGB) videos."""
+    return dict(dim=64, dim_mults=[1, 2, 4], num_resnet_blocks=2, layer_cross_attns=list(cross),
+                attend_at_middle=attend, memory_efficient=me, lowres_cond=lowres, channels=3, cond_images_channels=3,
+                text_embed_dim=1, max_text_len=1, attn_heads=8, attn_dim_head=64, resnet_groups=8, num_time_tokens=2,
+                learned_sinu_pos_emb_dim=16, attn_pool_num_latents=32, init_cross_embed_kernel_sizes=[3, 7, 15],
+                time_rel_pos_bias_depth=2, final_conv_kernel_size=3)
 
 
-def _paper_stage(name, size, frames, fps, steps, batch, lowres, S_churn, mid_attn=True) -> StageConfig:
+def imagen_unet_mirror(o: dict) -> UNetConfig:
+    """The UNetConfig fields that describe an "imagen3d" network (channels, widths, attention levels);
+    its weights and layers come from network_options."""
+    return UNetConfig(channels=o["channels"], cond_channels=1, lowres_channels=o["channels"] if o["lowres_cond"] else 0,
+                      base_width=o["dim"], channel_mult=tuple(o["dim_mults"]), num_res_blocks=o["num_resnet_blocks"],
+                      cross_attn_levels=tuple(i for i, c in enumerate(o["layer_cross_attns"]) if c),
+                      mid_attn=bool(o["attend_at_middle"]), heads=o["attn_heads"], head_dim=o["attn_dim_head"],
+                      ef_dim=o["dim"], groups=o["resnet_groups"])
+
+
+def _paper_stage(name, size, frames, fps, steps, batch, lowres, S_churn, crop=0, lowres_resize="trilinear",
+                 **opts) -> StageConfig:
+    # the published checkpoints' sampling settings (EchoDiffusion diffusion/configs/*.yaml); convert them
+    # with `python -m echogen convert` (echogen/convert.py builds the same configs from config.yaml)
     return StageConfig(name=name, size=size, frames=frames, fps=fps, steps=steps, batch_size=batch,
-                       unet=_paper_unet(lowres, mid_attn), sampler="heun", guidance=5.0, S_churn=S_churn)
+                       unet=imagen_unet_mirror(_imagen_options(lowres, **opts)),
+                       network="imagen3d", network_options=_imagen_options(lowres, **opts),
+                       lowres_resize=lowres_resize, sampler="heun", guidance=5.0, S_churn=S_churn, crop=crop)
 
 
 def preset_1scm() -> CascadeConfig:
-    return CascadeConfig("1SCM", [_paper_stage("base", 112, 16, 8.0, 64, 4, False, 80.0)],
-                         description="Paper 1SCM: one stage, 112x112 x 16 frames @ 8 fps.")
+    return CascadeConfig("1SCM", [_paper_stage("base", 112, 16, 8.0, 64, 4, False, 160.0, attend=False)],
+                         description="Paper 1SCM (published 1SCM_v2): one stage, 112x112 x 16 frames @ 8 fps.")
 
 
 def preset_2scm() -> CascadeConfig:
     return CascadeConfig("2SCM", [
         _paper_stage("base", 56, 16, 8.0, 32, 16, False, 80.0),
-        _paper_stage("spatiotemporal", 112, 64, 32.0, 64, 10, True, 160.0),
-    ], description="Paper 2SCM: 56x56x16 @ 8 fps -> spatio-temporal SR to 112x112x64 @ 32 fps.")
+        _paper_stage("spatiotemporal", 112, 64, 32.0, 64, 10, True, 160.0, crop=56, me=True),
+    ], description="Paper 2SCM (published 2SCM_v6): 56x56x16 @ 8 fps -> spatio-temporal SR to 112x112x64 @ 32 fps.")
 
 
 def preset_4scm() -> CascadeConfig:
+    # 4SCM_v2.yaml sets no resize_mode: imagen resized its low-res inputs with 'nearest'; EchoGen's
+    # resample has no nearest mode yet, so trilinear is used (see docs/PUBLISHED.md)
     return CascadeConfig("4SCM", [
-        _paper_stage("base", 56, 16, 8.0, 32, 16, False, 80.0),
-        _paper_stage("temporal1", 56, 32, 16.0, 32, 20, True, 40.0),
-        _paper_stage("temporal2", 56, 64, 32.0, 32, 8, True, 40.0),
-        _paper_stage("spatial", 112, 64, 32.0, 64, 5, True, 160.0, mid_attn=False),
-    ], description="Paper 4SCM: 56x16 -> 56x32 -> 56x64 -> 112x64 (8 -> 16 -> 32 -> 32 fps).")
+        _paper_stage("base", 56, 16, 8.0, 32, 16, False, 40.0),
+        _paper_stage("temporal1", 56, 32, 16.0, 32, 20, True, 80.0, me=True),
+        _paper_stage("temporal2", 56, 64, 32.0, 32, 8, True, 160.0, me=True),
+        _paper_stage("spatial", 112, 64, 32.0, 64, 5, True, 160.0, crop=56, cross=(False, False, False), attend=False),
+    ], description="Paper 4SCM (published 4SCM_v2): 56x16 -> 56x32 -> 56x64 -> 112x64 (8 -> 16 -> 32 -> 32 fps).")
 
 
 def preset_demo() -> CascadeConfig:
