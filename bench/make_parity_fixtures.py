@@ -18,6 +18,10 @@ Writes tests/fixtures/published/:
   echonet_r2plus1d.json    its state-dict key names and shapes
 It also converts the checkpoint ImagenTrainer.save() wrote (the real merged.pt layout) with
 echogen.convert in this environment and prints the result, as a documented check.
+
+    ... bench/make_parity_fixtures.py --full-2scm DIR
+writes a full-size 2SCM merged.pt (random weights, fork's ImagenTrainer.save) + config.yaml for the
+end-to-end check in docs/PUBLISHED.md.
 """
 from __future__ import annotations
 
@@ -179,8 +183,46 @@ def echonet_fixtures(tensors: dict, meta: dict) -> None:
     tensors.update({"z": z, "features": feats.contiguous(), "y": y.reshape(-1).contiguous()})
 
 
+FULL_2SCM = {  # the values of EchoDiffusion's diffusion/configs/2SCM.yaml that define the networks
+    "unets": {"unet1": dict(dim=64, num_resnet_blocks=2, dim_mults=[1, 2, 4], max_text_len=1, layer_attns=False,
+                            layer_cross_attns=[False, False, True], cond_images_channels=3),
+              "unet2": dict(dim=64, num_resnet_blocks=2, dim_mults=[1, 2, 4], max_text_len=1, layer_attns=False,
+                            layer_cross_attns=[False, False, True], memory_efficient=True, cond_images_channels=3)},
+    "imagen": dict(elucidated=True, condition_on_text=True, image_sizes=[56, 112], text_embed_dim=1,
+                   num_sample_steps=[32, 64], random_crop_sizes=[None, 56], temporal_downsample_factor=[4, 1],
+                   sigma_min=0.002, sigma_max=80, sigma_data=0.25, rho=7, P_mean=-1.2, P_std=1.2, S_churn=[80, 160],
+                   S_tmin=0.05, S_tmax=50, S_noise=1.003, resize_mode="trilinear"),
+    "trainer": {"split_batches": False, "lr": 5e-4},
+    "dataset": {"fps": 32, "duration": 2.0, "grayscale": False},
+    "checkpoint": {"cond_scale": 5.0},
+}
+
+
+def full_2scm(out: Path) -> None:
+    """A full-size 2SCM checkpoint (random weights) in the published layout: out/merged.pt + config.yaml,
+    saved by the fork's ImagenTrainer. Without `elucidated` in the yaml, as the published 1SCM config."""
+    import yaml
+    _patch_t5()
+    from imagen_pytorch import ElucidatedImagen, ImagenTrainer, Unet3D
+    torch.manual_seed(0)
+    cfg = json.loads(json.dumps(FULL_2SCM))
+    unets = [Unet3D(**u, lowres_cond=i > 0) for i, u in enumerate(cfg["unets"].values())]
+    imagen = ElucidatedImagen(unets=unets, **{k: v for k, v in cfg["imagen"].items() if k != "elucidated"})
+    trainer = ImagenTrainer(imagen=imagen, **cfg["trainer"])
+    for i, ema in enumerate(trainer.ema_unets):
+        randomise(ema.ema_model, 300 + i)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save(str(out / "merged.pt"), time_elapsed=1.0)
+    del cfg["imagen"]["elucidated"]
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    print(f"wrote {out / 'merged.pt'} ({(out / 'merged.pt').stat().st_size / 1e6:.0f} MB) and config.yaml")
+
+
 def main() -> int:
     from safetensors.torch import save_file
+    if len(sys.argv) == 3 and sys.argv[1] == "--full-2scm":
+        full_2scm(Path(sys.argv[2]))
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     t, m = {}, {}
     imagen_fixtures(t, m)
