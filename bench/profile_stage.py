@@ -1,0 +1,44 @@
+"""Where a stage's forward spends its time: torch.profiler, grouped by op, for one EchoGen stage.
+
+    .venv/bin/python bench/profile_stage.py --preset demo --stage base [--frames N] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from echogen.bench import stage_inputs  # noqa: E402
+from echogen.cascade import build_denoiser  # noqa: E402
+from echogen.config import get_preset  # noqa: E402
+from echogen.samplers import GuidedDenoiser  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--stage", default="base")
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rows", type=int, default=25)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = get_preset(a.preset)
+    st = cfg.stage(a.stage)
+    den = build_denoiser(st, cfg.diffusion).eval()
+    inp = stage_inputs(st, 1, a.frames)
+    model = GuidedDenoiser(den, inp["cond"], st.guidance, st.dynamic_threshold)
+    with torch.no_grad():
+        model(inp["x"], 1.0)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                model(inp["x"], 1.0)
+    print(f"# {a.preset}/{a.stage} frames {a.frames or st.frames}, threads {a.threads}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows))
+
+
+if __name__ == "__main__":
+    main()
