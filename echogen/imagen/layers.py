@@ -163,6 +163,11 @@ class Attention(nn.Module):
         k, v = self.to_kv(x).chunk(2, dim=-1)                                  # (B, n, d)
         nk, nv = (z.reshape(1, 1, -1).expand(b, 1, -1) for z in self.null_kv.unbind(0))
         k, v = torch.cat([nk, k], dim=1), torch.cat([nv, v], dim=1)            # (B, 1 + n, d)
+        if self.rel_pos_bias is None and not self.causal:
+            # plain attention (the bottleneck's, over T*H*W tokens): a fused kernel, no (n x n) matrix in memory
+            out = F.scaled_dot_product_attention(q, k[:, None].expand(-1, self.heads, -1, -1),
+                                                 v[:, None].expand(-1, self.heads, -1, -1), scale=1.0)
+            return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
         sim = torch.einsum("bhid,bjd->bhij", q, k)
         if self.rel_pos_bias is not None:
             bias = self.rel_pos_bias(n, x.device, q.dtype)                     # (h, n, n)
