@@ -248,3 +248,21 @@ def test_learns_ef_from_motion():
     finally:
         torch.set_num_threads(threads)
     assert loss.sqrt() < 3.0        # from ~23 (the spread of the targets)
+
+
+def test_load_dispatches_to_echonet_published_architecture(tmp_path):
+    from echogen.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
+
+    torch.manual_seed(0)
+    ecfg = EchoNetConfig(frames=4, period=2, widths=(4, 8), blocks=(1, 1), stem_mid=4, clip_stride=3)
+    net = EchoNetR2Plus1D(ecfg).eval()
+    save_tensors(tmp_path / "echonet.safetensors", net.state_dict(), "regressor", ecfg.to_dict())
+    model, cfg = load_regressor(tmp_path / "echonet.safetensors")
+    assert isinstance(model, EchoNetR2Plus1D) and cfg == ecfg
+    video = np.random.default_rng(0).random((20, 112, 112)).astype(np.float32)
+    mean, per = predict_ef(model, cfg, video, fps=50.0)                # its own clip protocol
+    assert per == pytest.approx(net.predict_video(torch.from_numpy(video), 50.0), abs=1e-5)
+    assert mean == pytest.approx(np.mean(per), abs=1e-5)
+    save_tensors(tmp_path / "alien.safetensors", net.state_dict(), "regressor", dict(ecfg.to_dict(), arch="x"))
+    with pytest.raises(WeightsError):
+        load_regressor(tmp_path / "alien.safetensors")
