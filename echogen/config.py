@@ -189,9 +189,9 @@ def preset_demo() -> CascadeConfig:
     i.e. every 2nd frame of a 50 fps EchoNet clip (one heartbeat at >= 47 bpm)."""
     base = StageConfig(
         name="base", size=28, frames=16, fps=12.5, sampler="heun", steps=12, guidance=3.0, S_churn=0.0,
-        unet=UNetConfig(base_width=32, channel_mult=(1, 2, 3), num_res_blocks=1, cross_attn_levels=(2,),
-                        temporal_attn_levels=(1, 2), mid_attn=True, heads=4, head_dim=32, ef_dim=32),
-        batch_size=16, lr=5e-4, lowres_aug_max=0.0)
+        unet=UNetConfig(base_width=24, channel_mult=(1, 2, 4), num_res_blocks=1, cross_attn_levels=(2,),
+                        temporal_attn_levels=(2,), mid_attn=True, heads=4, head_dim=24, ef_dim=32),
+        batch_size=8, lr=5e-4, lowres_aug_max=0.0)
     spatial = StageConfig(
         name="spatial", size=112, frames=16, fps=12.5, sampler="dpmpp_2m", steps=8, guidance=1.0,
         S_churn=0.0,
