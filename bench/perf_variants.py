@@ -9,6 +9,7 @@ Variants
   temporal_conv2d  TemporalConv's Conv3d (kt,1,1) lands on aten::slow_conv3d (im2col) on the CPU; the same
                    weights as a Conv2d with kernel (kt,1) over (B, C, T, H*W) run on oneDNN. No copy: a view.
   spatial_conv2d   temporal_conv2d plus every (1,k,k) / 1x1x1 Conv3d as a Conv2d over B*T frames.
+  cross_attn_2key  EF cross-attention with its 2 keys folded into the q / out projections (exact).
   channels_last    the whole network and its input in torch.channels_last_3d.
   compile          torch.compile (inductor) of temporal_conv2d's network: fuses GroupNorm/SiLU/scale-shift.
   threads2         baseline at 2 threads instead of --threads (interleaved with the others).
@@ -79,6 +80,33 @@ def spatial_conv2d(net):
     return net
 
 
+def _cross_attn_2key_forward(self, x, ctx=None, **_):
+    """CrossAttention with its 2 keys (null token, EF token) folded into the projections: same maths.
+    logits = x . (W_q,h^T k_j)  and  out = sum_j a_j (W_o,h v_j) + b, so the per-token work is C x 2h
+    twice instead of C x (h d) twice (the q and out projections over all T*H*W tokens)."""
+    b, c, t, h, w = x.shape
+    at = self.attn
+    H, d = at.heads, at.head_dim
+    ctx = torch.cat([self.null.expand(b, 1, -1).to(ctx.dtype), ctx], dim=1)            # (B, 2, ctx_dim)
+    k, v = at.kv(ctx).view(b, 2, 2, H, d).unbind(2)                                  # (B, 2, H, d) each
+    wq = at.q.weight.view(H, d, c)                                                   # (H, d, C)
+    M = torch.einsum("hdc,bjhd->bchj", wq, k).reshape(b, c, H * 2) * d ** -0.5      # (B, C, 2H)
+    wo = at.out.weight.view(c, H, d)                                                 # (C, H, d)
+    P = torch.einsum("chd,bjhd->bhjc", wo, v).reshape(b, H * 2, c)                   # (B, 2H, C)
+    tok = self.norm(x).flatten(2).transpose(1, 2)                                    # (B, THW, C)
+    a = torch.bmm(tok, M).view(b, -1, H, 2).softmax(-1).view(b, -1, H * 2)           # (B, THW, 2H)
+    out = torch.baddbmm(at.out.bias.view(1, 1, c), a, P)                             # (B, THW, C)
+    return x + out.transpose(1, 2).view(b, c, t, h, w)
+
+
+def cross_attn_2key(net):
+    from echogen.layers import CrossAttention
+    for m in net.modules():
+        if isinstance(m, CrossAttention):
+            m.forward = types.MethodType(_cross_attn_2key_forward, m)
+    return net
+
+
 def perturb(net, seed=0):
     """Random weights everywhere (fresh nets have zero-initialised branches, which would hide errors)."""
     g = torch.Generator().manual_seed(seed)
@@ -116,6 +144,8 @@ def main():
         nets = {"baseline": (base, x, a.threads)}
         if "temporal_conv2d" in variants:
             nets["temporal_conv2d"] = (temporal_conv2d(copy.deepcopy(base)), x, a.threads)
+        if "cross_attn_2key" in variants:
+            nets["cross_attn_2key"] = (cross_attn_2key(copy.deepcopy(base)), x, a.threads)
         if "spatial_conv2d" in variants:
             nets["spatial_conv2d"] = (spatial_conv2d(copy.deepcopy(base)), x, a.threads)
         if "channels_last" in variants:

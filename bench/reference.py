@@ -16,7 +16,11 @@ What is compared, per stage, at the stage's size and frame count (or --frames):
 ratio = ours / theirs per network evaluation (< 1: EchoGen faster). Per video: ours x NFE of the stage's
 default sampler vs theirs x (2N - 1) (the paper's Heun sampler at the stage's step count).
 
-Configuration ("--match layers", default): imagen's Unet3D with the stage's widths (dim, dim_mults),
+Paper presets (stage.network == "imagen3d"): EchoGen's imagen-compatible network (it loads the published
+weights) against imagen's Unet3D built from the SAME keyword arguments (stage.network_options): identical
+architecture and parameter count, so the ratio is the implementation alone.
+
+Configuration of the demo/tiny ("spacetime" network) stages ("--match layers", default): imagen's Unet3D with the stage's widths (dim, dim_mults),
 heads x head_dim, groups, input channels (video, I_c as cond_images, low-res video), EF as a 1-d
 "text" embedding (text_embed_dim 1, max_text_len 1, as EchoDiffusion's configs), cross-attention at
 the same levels, bottleneck attention on/off as ours, and the same number of resnet blocks per level
@@ -58,7 +62,11 @@ def import_unet3d():
 
 
 def unet3d_kwargs(stage, match: str = "layers") -> dict:
-    """imagen Unet3D keyword arguments for an EchoGen stage."""
+    """imagen Unet3D keyword arguments for an EchoGen stage. A stage whose network is "imagen3d" (the
+    paper presets: EchoGen's own imagen-compatible network) carries imagen's keyword arguments in
+    network_options: those are used as they are (identical architecture; only the code differs)."""
+    if getattr(stage, "network", "spacetime") == "imagen3d":
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in stage.network_options.items()}
     u = stage.unet
     L = len(u.channel_mult)
     kw = dict(dim=u.base_width, dim_mults=tuple(u.channel_mult), channels=u.channels,
@@ -101,7 +109,8 @@ def build_pair(stage, diffusion, match="layers", seed=0):
     ours = build_denoiser(stage, diffusion).net.eval()
     torch.manual_seed(seed)
     theirs = Unet3D(**unet3d_kwargs(stage, match)).eval()
-    stripped = strip_temporal_attention(theirs, stage) if match == "layers" else 0
+    same_arch = getattr(stage, "network", "spacetime") == "imagen3d"
+    stripped = strip_temporal_attention(theirs, stage) if match == "layers" and not same_arch else 0
     return ours, theirs, stripped
 
 
@@ -133,6 +142,11 @@ def calls(stage, ours, theirs, batch, frames):
         if b_low is not None:
             kw.update(lowres_cond_img=b_low, lowres_noise_times=b_aug)
         return b_x, b_t, kw
+
+    cc = getattr(theirs, "cond_images_channels", frame.shape[1])
+
+    def their_kw(b_x, b_t, b_fr, b_ef, b_low, b_aug, _kw=their_kw):
+        return _kw(b_x, b_t, b_fr.expand(-1, cc, -1, -1) if b_fr.shape[1] != cc else b_fr, b_ef, b_low, b_aug)
 
     tx, tt, tkw = their_kw(x, c_noise, frame, ef, low, aug)
 
