@@ -183,6 +183,7 @@ class Attention(nn.Module):
 
 class TemporalAttention(Fn):
     """Residual causal attention over frames, per pixel (checkpoint names: fn.fn.*)."""
+    CHUNK = 4096
 
     def __init__(self, dim, heads, dim_head, rel_pos_depth=2):
         super().__init__(Fn(Attention(dim, heads, dim_head, causal=True, rel_pos_bias=True,
@@ -191,7 +192,8 @@ class TemporalAttention(Fn):
     def forward(self, x):
         b, c, t, h, w = x.shape
         y = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
-        y = y + self.fn.fn(y)
+        # one sequence per pixel: in chunks, so a 112x112 level never holds all (t x t) maps at once
+        y = torch.cat([part + self.fn.fn(part) for part in y.split(self.CHUNK)])
         return y.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
