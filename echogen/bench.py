@@ -209,7 +209,7 @@ def markdown_table(rows) -> str:
     for r in rows:
         lines.append(f"| {r.stage} | {r.params / 1e6:.2f} M | {r.batch} | {r.frames}x{r.size}x{r.size} "
                      f"| {r.sampler}, {r.steps} | {r.nfe} | {r.forward_s:.4f} | {r.est_video_s:.2f} "
-                     f"| {r.peak_mem_mb:.0f} | {r.note} |")
+                     f"| {'-' if r.peak_mem_mb != r.peak_mem_mb else f'{r.peak_mem_mb:.0f}'} | {r.note} |")
     total = sum(r.est_video_s for r in rows)
     lines.append(f"| **total** | {sum(r.params for r in rows) / 1e6:.2f} M | | | | {sum(r.nfe for r in rows)} "
                  f"| | **{total:.2f}** | | |")
