@@ -9,6 +9,8 @@ Variants
   temporal_conv2d  TemporalConv's Conv3d (kt,1,1) lands on aten::slow_conv3d (im2col) on the CPU; the same
                    weights as a Conv2d with kernel (kt,1) over (B, C, T, H*W) run on oneDNN. No copy: a view.
   spatial_conv2d   temporal_conv2d plus every (1,k,k) / 1x1x1 Conv3d as a Conv2d over B*T frames.
+  imagen_temporal_conv2d  (paper presets' imagen3d network) its causal temporal Conv1d over permuted
+                   (B*H*W, C, T) copies as a Conv2d (kt,1) over the view (B, C, T, H*W).
   cross_attn_2key  EF cross-attention with its 2 keys folded into the q / out projections (exact).
   channels_last    the whole network and its input in torch.channels_last_3d.
   compile          torch.compile (inductor) of temporal_conv2d's network: fuses GroupNorm/SiLU/scale-shift.
@@ -107,6 +109,28 @@ def cross_attn_2key(net):
     return net
 
 
+def _imagen_stconv_forward(self, x, ignore_time: bool = False):
+    """echogen.imagen SpaceTimeConv with its causal temporal Conv1d over (B*H*W, C, T) (two permute copies)
+    run instead as a Conv2d with kernel (kt, 1) over the free view (B, C, T, H*W), left-padded kt - 1."""
+    b, _, t, h, w = x.shape
+    x = self.spatial_conv(x.transpose(1, 2).reshape(b * t, -1, h, w))
+    x = x.reshape(b, t, -1, h, w).transpose(1, 2)
+    if ignore_time:
+        return x
+    c = x.shape[1]
+    y = F.pad(x.reshape(b, c, t, h * w), (0, 0, self.kt - 1, 0))
+    y = F.conv2d(y, self.temporal_conv.weight[..., None], self.temporal_conv.bias)
+    return y.reshape(b, c, t, h, w)
+
+
+def imagen_temporal_conv2d(net):
+    from echogen.imagen.layers import SpaceTimeConv as ImagenSTConv
+    for m in net.modules():
+        if isinstance(m, ImagenSTConv):
+            m.forward = types.MethodType(_imagen_stconv_forward, m)
+    return net
+
+
 def perturb(net, seed=0):
     """Random weights everywhere (fresh nets have zero-initialised branches, which would hide errors)."""
     g = torch.Generator().manual_seed(seed)
@@ -144,6 +168,8 @@ def main():
         nets = {"baseline": (base, x, a.threads)}
         if "temporal_conv2d" in variants:
             nets["temporal_conv2d"] = (temporal_conv2d(copy.deepcopy(base)), x, a.threads)
+        if "imagen_temporal_conv2d" in variants:
+            nets["imagen_temporal_conv2d"] = (imagen_temporal_conv2d(copy.deepcopy(base)), x, a.threads)
         if "cross_attn_2key" in variants:
             nets["cross_attn_2key"] = (cross_attn_2key(copy.deepcopy(base)), x, a.threads)
         if "spatial_conv2d" in variants:
