@@ -33,7 +33,7 @@ def build_denoiser(stage: StageConfig, diffusion: DiffusionConfig) -> Denoiser:
 @dataclass
 class StageResult:
     name: str
-    video: torch.Tensor     # (B, 1, T, H, W) in [0, 1], on the CPU
+    video: torch.Tensor     # (B, 1, T, H, W) greyscale in [0, 1], on the CPU
     fps: float
     sampled: bool           # False: the stage was switched off and replaced by upsampling
     seconds: float
@@ -124,19 +124,19 @@ class Cascade:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; preset '{self.config.name}' has "
                              f"{self.config.stage_names}")
         steps, guidance, sampler = steps or {}, guidance or {}, sampler or {}
-        dev, results, prev = self.device, [], None
+        dev, results, prev, prev_full = self.device, [], None, None
         for k, st in enumerate(self.config.stages):
             t0 = time.perf_counter()
             if st.name not in enabled:
-                v = upsample_video(prev.video, prev.fps, st.frames, st.fps, st.size, st.lowres_resize).clamp(0, 1)
-                results.append(StageResult(st.name, v, st.fps, False, time.perf_counter() - t0, 0,
-                                           "switched off: bicubic/linear upsampling instead"))
+                prev_full = upsample_video(prev_full, prev.fps, st.frames, st.fps, st.size, st.lowres_resize).clamp(0, 1)
+                results.append(StageResult(st.name, prev_full.mean(1, keepdim=True), st.fps, False,
+                                           time.perf_counter() - t0, 0, "switched off: plain upsampling instead"))
                 prev = results[-1]
                 continue
             g = torch.Generator().manual_seed(int(seed) * 1000 + k)
-            cond = {"frame": resize_frames(frame_t, st.size).to(dev), "ef": (ef_t / 100).to(dev)}
+            cond = {"frame": resize_frames(frame_t, st.size, st.frame_resize).to(dev), "ef": (ef_t / 100).to(dev)}
             if not st.is_base:
-                low = upsample_video(prev.video, prev.fps, st.frames, st.fps, st.size, st.lowres_resize) * 2 - 1
+                low = upsample_video(prev_full, prev.fps, st.frames, st.fps, st.size, st.lowres_resize) * 2 - 1
                 t_aug = torch.full((b,), st.lowres_aug_sample)
                 cond["lowres"] = augment_lowres(low, t_aug, g).to(dev)
                 cond["aug"] = t_aug.to(dev)
@@ -153,8 +153,10 @@ class Cascade:
             kwargs = sampler_settings(st) if name == "heun" else {}
             with autocast(dev):
                 x = SAMPLERS[name](model, x, sigmas, callback=cb, generator=g, **kwargs)
-            v = ((x.float().clamp(-1, 1) + 1) / 2).cpu()
+            prev_full = ((x.float().clamp(-1, 1) + 1) / 2).cpu()      # all channels go to the next stage
             note = f"{name}, {n_steps} steps, guidance {w:g}"
-            results.append(StageResult(st.name, v, st.fps, True, time.perf_counter() - t0, nfe(name, n_steps), note))
+            # results hold greyscale: the channel mean (checkpoints that store grey echoes as RGB)
+            results.append(StageResult(st.name, prev_full.mean(1, keepdim=True), st.fps, True,
+                                       time.perf_counter() - t0, nfe(name, n_steps), note))
             prev = results[-1]
         return results

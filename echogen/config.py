@@ -43,7 +43,8 @@ class StageConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     network: str = "spacetime"       # network class (echogen.networks.NETWORKS); "spacetime" uses `unet`
     network_options: dict = field(default_factory=dict)  # config of another network class
-    lowres_resize: str = "aligned"   # aligned: frame-time-aligned linear + bicubic; trilinear: F.interpolate
+    lowres_resize: str = "aligned"   # aligned: frame-time-aligned linear + bicubic; trilinear | nearest: F.interpolate
+    frame_resize: str = "area"       # how I_c is resized to the stage: area | nearest (imagen's checkpoints)
     # sampling
     sampler: str = "heun"            # heun | euler | dpmpp_2m
     steps: int = 32
@@ -158,11 +159,13 @@ def _paper_stage(name, size, frames, fps, steps, batch, lowres, S_churn, crop=0,
     return StageConfig(name=name, size=size, frames=frames, fps=fps, steps=steps, batch_size=batch,
                        unet=imagen_unet_mirror(_imagen_options(lowres, **opts)),
                        network="imagen3d", network_options=_imagen_options(lowres, **opts),
-                       lowres_resize=lowres_resize, sampler="heun", guidance=5.0, S_churn=S_churn, crop=crop)
+                       lowres_resize=lowres_resize, frame_resize="nearest", sampler="heun", guidance=5.0, S_churn=S_churn, crop=crop)
 
 
 def preset_1scm() -> CascadeConfig:
-    return CascadeConfig("1SCM", [_paper_stage("base", 112, 16, 8.0, 64, 4, False, 160.0, attend=False)],
+    # 1SCM_v2.yaml sets no resize_mode (imagen's default, nearest; unused by a single stage)
+    return CascadeConfig("1SCM", [_paper_stage("base", 112, 16, 8.0, 64, 4, False, 160.0, attend=False,
+                                               lowres_resize="nearest")],
                          description="Paper 1SCM (published 1SCM_v2): one stage, 112x112 x 16 frames @ 8 fps.")
 
 
@@ -174,13 +177,13 @@ def preset_2scm() -> CascadeConfig:
 
 
 def preset_4scm() -> CascadeConfig:
-    # 4SCM_v2.yaml sets no resize_mode: imagen resized its low-res inputs with 'nearest'; EchoGen's
-    # resample has no nearest mode yet, so trilinear is used (see docs/PUBLISHED.md)
+    # 4SCM_v2.yaml sets no resize_mode: imagen resized its low-res inputs with 'nearest'
     return CascadeConfig("4SCM", [
-        _paper_stage("base", 56, 16, 8.0, 32, 16, False, 40.0),
-        _paper_stage("temporal1", 56, 32, 16.0, 32, 20, True, 80.0, me=True),
-        _paper_stage("temporal2", 56, 64, 32.0, 32, 8, True, 160.0, me=True),
-        _paper_stage("spatial", 112, 64, 32.0, 64, 5, True, 160.0, crop=56, cross=(False, False, False), attend=False),
+        _paper_stage("base", 56, 16, 8.0, 32, 16, False, 40.0, lowres_resize="nearest"),
+        _paper_stage("temporal1", 56, 32, 16.0, 32, 20, True, 80.0, lowres_resize="nearest", me=True),
+        _paper_stage("temporal2", 56, 64, 32.0, 32, 8, True, 160.0, lowres_resize="nearest", me=True),
+        _paper_stage("spatial", 112, 64, 32.0, 64, 5, True, 160.0, crop=56, cross=(False, False, False), attend=False,
+                     lowres_resize="nearest"),
     ], description="Paper 4SCM (published 4SCM_v2): 56x16 -> 56x32 -> 56x64 -> 112x64 (8 -> 16 -> 32 -> 32 fps).")
 
 

@@ -191,7 +191,7 @@ def cascade_from_config(cfg: dict, name: str | None = None) -> tuple[CascadeConf
         stages.append(StageConfig(
             name=stage_names[i], size=int(sizes[i]), frames=total // int(tdf[i]), fps=fps / int(tdf[i]),
             unet=imagen_unet_mirror(opts[i]), network="imagen3d", network_options=opts[i],
-            lowres_resize=low_mode, sampler="heun", steps=int(per["num_sample_steps"][i]), guidance=guidance,
+            lowres_resize=low_mode, frame_resize="nearest", sampler="heun", steps=int(per["num_sample_steps"][i]), guidance=guidance,
             S_churn=float(per["S_churn"][i]), S_tmin=float(per["S_tmin"][i]), S_tmax=float(per["S_tmax"][i]),
             S_noise=float(per["S_noise"][i]), dynamic_threshold=threshold if dyn[i] else 0.0,
             lowres_aug_sample=float(im.get("lowres_sample_noise_level", 0.2)),

@@ -11,13 +11,18 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_frames(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(..., H, W) -> (..., size, size); area when shrinking, bicubic (clamped) when enlarging."""
+def resize_frames(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
+    """(..., H, W) -> (..., size, size); mode "area": area when shrinking, bicubic (clamped) when
+    enlarging; mode "nearest": nearest neighbour (what imagen-pytorch does to its conditioning image)."""
     lead, (h, w) = x.shape[:-2], x.shape[-2:]
     if (h, w) == (size, size):
         return x
     flat = x.reshape(-1, 1, h, w).float()
-    if size < h:
+    if mode == "nearest":
+        out = F.interpolate(flat, size=(size, size), mode="nearest")
+    elif mode != "area":
+        raise ValueError(f"unknown frame resize mode '{mode}'")
+    elif size < h:
         out = F.interpolate(flat, size=(size, size), mode="area")
     else:
         lo, hi = flat.amin(), flat.amax()
@@ -47,10 +52,12 @@ def subsample_time(v: torch.Tensor, frames: int, ratio: float) -> torch.Tensor:
 def upsample_video(v: torch.Tensor, src_fps: float, frames: int, fps: float, size: int,
                    mode: str = "aligned") -> torch.Tensor:
     """Previous stage's output (B, C, t, h, w) at src_fps -> (B, C, frames, size, size) at fps.
-    mode "aligned": frame-time-aligned linear interpolation, then bicubic; "trilinear": one
+    mode "aligned": frame-time-aligned linear interpolation, then bicubic; "trilinear" / "nearest": one
     F.interpolate over (T, H, W) (what imagen-pytorch does, needed by its checkpoints)."""
     if mode == "trilinear":
         return F.interpolate(v.float(), size=(frames, size, size), mode="trilinear", align_corners=False).to(v.dtype)
+    if mode == "nearest":
+        return F.interpolate(v.float(), size=(frames, size, size), mode="nearest").to(v.dtype)
     if mode != "aligned":
         raise ValueError(f"unknown low-res resize mode '{mode}'")
     v = resample_time(v, frames, src_fps / fps)

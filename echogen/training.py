@@ -28,7 +28,7 @@ def stage_inputs(cascade: CascadeConfig, stage: StageConfig, video: torch.Tensor
     Returns (y, cond): y the clean target in [-1, 1], cond the keyword inputs of the network."""
     b = video.shape[0]
     video = resize_frames(video, stage.size)
-    cond = {"frame": resize_frames(frame, stage.size), "ef": ef.float() / 100}
+    cond = {"frame": resize_frames(frame, stage.size, stage.frame_resize), "ef": ef.float() / 100}
     prev = previous_stage(cascade, stage)
     if prev is not None:
         low = lowres_from_target(video, stage.fps, prev.frames, prev.fps, prev.size)
