@@ -109,6 +109,19 @@ def sampler_settings(stage) -> dict:
     return {}
 
 
+def row_quantile(a: torch.Tensor, p: float) -> torch.Tensor:
+    """torch.quantile(a, p, dim=1) with linear interpolation, for (B, N), from two order statistics:
+    same values, 4-7x faster on video-sized rows (no full sort; docs/PERF.md)."""
+    n = a.shape[1]
+    pos = torch.tensor(p, dtype=a.dtype) * (n - 1)      # rank in a's dtype, as torch.quantile computes it
+    lo = int(pos)
+    frac = pos - lo
+    v_lo = a.kthvalue(lo + 1, dim=1).values
+    if frac == 0 or lo + 1 >= n:
+        return v_lo
+    return torch.lerp(v_lo, a.kthvalue(lo + 2, dim=1).values, frac.to(a.device))
+
+
 class GuidedDenoiser:
     """Classifier-free guidance with cond and uncond in ONE batch, plus dynamic thresholding.
 
@@ -131,7 +144,7 @@ class GuidedDenoiser:
             D_c, D_u = self.denoiser(torch.cat([x, x]), sigma, **self.cond2).chunk(2)
             D = D_u + self.w * (D_c - D_u)
         if self.p > 0:
-            s = torch.quantile(D.flatten(1).abs().float(), self.p, dim=1).clamp(min=1.0).to(D.dtype)
+            s = row_quantile(D.flatten(1).abs().float(), self.p).clamp(min=1.0).to(D.dtype)
             s = append_dims(s, D.ndim)
             D = D.clamp(-s, s) / s
         return D

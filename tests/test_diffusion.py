@@ -6,7 +6,7 @@ import torch
 
 from echogen.config import DiffusionConfig
 from echogen.edm import Denoiser, edm_loss, precond_coeffs
-from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe
+from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, row_quantile
 
 
 def test_preconditioning_unit_variance():
@@ -130,3 +130,10 @@ def test_edm_loss_zero_for_perfect_denoiser():
 
     loss = edm_loss(Perfect(), torch.zeros(4, 1, 2, 4, 4), DiffusionConfig(), generator=torch.Generator().manual_seed(0))
     assert loss.shape == (4,) and torch.all(loss == 0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
+def test_row_quantile_matches_torch_quantile(n):
+    a = torch.randn(3, n, generator=torch.Generator().manual_seed(n)).abs()
+    for p in (0.0, 0.5, 0.95, 1.0):
+        assert torch.equal(row_quantile(a, p), torch.quantile(a, p, dim=1))
