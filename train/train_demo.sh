@@ -20,6 +20,10 @@ if [ ! -f "$DATA/FileList.csv" ]; then
   $PY -m echogen phantom --out "$DATA" --videos 3000 --seed 2026 --workers 2
 fi
 for job in $STAGES; do
+  # a fresh checkout resumes from the committed checkpoints of earlier sessions
+  if [ ! -f "$RUNS/$job/ckpt/state.json" ] && [ ! -f "$RUNS/$job/state.json" ] && [ -d "train/checkpoints/demo/$job" ]; then
+    mkdir -p "$RUNS" && cp -r "train/checkpoints/demo/$job" "$RUNS/$job"
+  fi
   if [ "$job" = regressor ]; then
     # lr 1e-3: trained from scratch (the paper's 1e-4 was for a Kinetics-pretrained network)
     $PY train/train_regressor.py --data "$DATA" --preset small --out "$RUNS/regressor" --bundle "$BUNDLE" \
