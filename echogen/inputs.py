@@ -106,14 +106,14 @@ def _load_dicom(path: Path) -> tuple[np.ndarray, dict]:
 
         arr = apply_color_lut(arr, ds)
         spp = 3
-    elif photometric in ("MONOCHROME1", "MONOCHROME2"):
-        try:
-            from pydicom.pixels import apply_voi_lut
+    voi_note = None
+    if photometric in ("MONOCHROME1", "MONOCHROME2") and ("WindowCenter" in ds or "VOILUTSequence" in ds):
+        from pydicom.pixels import apply_voi_lut
 
-            if "WindowCenter" in ds or "VOILUTSequence" in ds:
-                arr = apply_voi_lut(arr, ds)
-        except Exception:
-            pass
+        try:
+            arr = apply_voi_lut(arr, ds)
+        except (ValueError, TypeError, KeyError, IndexError) as e:  # a malformed window: use raw values, say so
+            voi_note = f"VOI LUT/window not applied ({type(e).__name__}); raw pixel values min-max scaled"
     arr = _to_uint8(np.asarray(arr)) if arr.dtype != np.uint8 or spp == 1 else arr
     if photometric == "PALETTE COLOR" and np.asarray(arr).max() > 255:
         arr = _to_uint8(arr)
@@ -133,6 +133,8 @@ def _load_dicom(path: Path) -> tuple[np.ndarray, dict]:
             "regions": _regions(ds), "size": [int(arr.shape[2]), int(arr.shape[1])]}
     if fps:
         info["fps"] = fps
+    if voi_note:
+        info["note"] = voi_note
     return np.ascontiguousarray(arr), info
 
 
