@@ -57,11 +57,9 @@ def load_engine(choice: str, device="cpu") -> Engine:
                       regressor_note="no EF regressor (random-init weights)")
     casc = Cascade.load(choice, device)
     from echogen.regressor import load_regressor
-    try:
-        reg, note = load_regressor(choice, device), ""
-    except WeightsError:
-        reg, note = None, "no EF regressor in this bundle"
     man = read_manifest(choice)
+    # a bundle without a regressor is fine; a listed regressor that fails to load is an error, not "absent"
+    reg, note = (load_regressor(choice, device), "") if man.get("regressor") else (None, "no EF regressor in this bundle")
     untrained = str((man.get("provenance") or {}).get("untrained", "")).lower() in ("1", "true", "yes")
     return Engine(casc, reg, f"{Path(choice).name} (preset {man.get('preset')})", untrained,
                   note or "regressor from this bundle")
