@@ -16,7 +16,7 @@ import torch
 
 from echogen.cascade import DEFAULT_WEIGHTS, Cascade, StageResult
 from echogen.config import get_preset
-from echogen.weights import WeightsError, find_bundles, read_manifest
+from echogen.weights import find_bundles, read_manifest
 
 RANDOM_INIT = "random-init (UNTRAINED, testing only)"
 SWEEP_EFS = (20, 35, 50, 65, 80)

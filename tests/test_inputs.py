@@ -1,6 +1,5 @@
 """Input loading and preprocessing: every DICOM photometric kind, images, clips, and bad input."""
 import json
-import shutil
 
 import cv2
 import numpy as np

@@ -10,7 +10,6 @@ TEST MAE / RMSE / R^2 of that best model, each video scored as the mean over all
 Resumes from RUN/ckpt.safetensors + RUN/state.json. Writes RUN/config.json, RUN/log.txt, RUN/val.csv.
 """
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -35,7 +34,7 @@ from echogen.metrics import regression_metrics
 from echogen.regressor import (EFRegressor, RegressorConfig, get_regressor_preset, load_regressor, num_params,
                                predict_ef, save_regressor)
 from echogen.training import EMA
-from echogen.weights import WeightsError, load_state_strict, load_tensors, save_tensors, update_manifest
+from echogen.weights import load_state_strict, load_tensors, save_tensors, update_manifest
 
 # per preset: (batch per process, total steps)
 DEFAULTS = {"small": (8, 4000), "full": (20, 40000), "tiny": (2, 20)}

@@ -5,7 +5,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from echogen.cli import UserError
