@@ -60,3 +60,21 @@ def barrier(d: Dist) -> None:
 def cleanup(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_logger(path, d: Dist):
+    """log(msg): rank 0 appends a timestamped line to `path` and prints it above the progress bars;
+    other ranks do nothing."""
+    import time
+
+    from tqdm import tqdm
+
+    f = open(path, "a") if d.main else None
+
+    def log(msg):
+        if f is not None:
+            line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+            tqdm.write(line)
+            f.write(line + "\n")
+            f.flush()
+    return log

@@ -72,15 +72,7 @@ run = Path(args.out)
 if dist.main:
     run.mkdir(parents=True, exist_ok=True)
 distributed.barrier(dist)
-log_file = open(run / "log.txt", "a") if dist.main else None
-
-
-def log(msg):
-    if dist.main:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        tqdm.write(line)
-        log_file.write(line + "\n")
-        log_file.flush()
+log = distributed.run_logger(run / "log.txt", dist)
 
 
 # The config comes from the checkpoint when resuming (its normalisation was measured on the data).

@@ -64,15 +64,7 @@ if dist.main:
     (run / "config.json").write_text(json.dumps({"cascade": cascade.to_dict(), "stage": stage.name,
                                                  "train": {**vars(args), "batch": batch, "lr": lr,
                                                            "world": dist.world}}, indent=2))
-log_file = open(run / "log.txt", "a") if dist.main else None
-
-
-def log(msg):
-    if dist.main:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        tqdm.write(line)
-        log_file.write(line + "\n")
-        log_file.flush()
+log = distributed.run_logger(run / "log.txt", dist)
 
 
 torch.manual_seed(args.seed)  # same init on every rank
