@@ -63,6 +63,11 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x80":  # a legacy torch.save file starts with a pickle protocol opcode
+                raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither torch.save's zip format "
+                                   f"nor its legacy pickle format: truncated, or another kind of file?)")
     try:
         try:  # memory-map large zip-format checkpoints; legacy (non-zip) files cannot be mapped
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)

@@ -6,6 +6,9 @@ Factual: generate at the video's own EF; compare with the real clip (SSIM, regre
 Frechet distance between regressor-backbone features of real and generated clips).
 Single-sample scores come first; best-of-K (the paper's best-of-3: the sample whose regressed EF is
 nearest the target; SSIM max over K) beside them, always labelled.
+With user-supplied networks (echogen.perceptual, docs/METRICS.md) the factual task also reports
+LPIPS (mean over frames, generated vs real; best-of-K = min over K), FID over all frames and FVD over
+clips (sample 0 of each video against the real clips); without them nothing changes.
 """
 from __future__ import annotations
 
@@ -53,14 +56,37 @@ def _real_clip(video_u8: np.ndarray, native_fps: float, frames: int, fps: float)
     return torch.from_numpy(clip)
 
 
+def _perceptual_scores(nets: dict, vids: torch.Tensor, real: torch.Tensor, rec: dict, feats: dict) -> None:
+    """LPIPS of every sample against the real clip (into rec); FID frame features and FVD clip features
+    of the real clip and of sample 0 (into feats[name] = (real list, generated list))."""
+    if "lpips" in nets:
+        for k, v in enumerate(vids):
+            rec[f"factual_lpips_{k}"] = nets["lpips"].video_distance(v, real)
+    if "fid" in nets:
+        feats["fid"][0].append(nets["fid"].features(real))                    # (T, 2048)
+        feats["fid"][1].append(nets["fid"].features(vids[0]))
+    if "fvd" in nets:
+        feats["fvd"][0].append(nets["fvd"].features(real[None]))              # (1, 400)
+        feats["fvd"][1].append(nets["fvd"].features(vids[0][None]))
+
+
 def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None, sample_kwargs=None,
-             progress=None) -> dict:
-    """Run the evaluation; returns the summary dict and writes summary.md/json + per_video.csv to out_dir."""
+             progress=None, perceptual: dict | None = None) -> dict:
+    """Run the evaluation; returns the summary dict and writes summary.md/json + per_video.csv to out_dir.
+
+    perceptual: optional {"lpips" | "fid" | "fvd": network} from echogen.perceptual.load_perceptual."""
     model, rcfg = regressor
     sample_kwargs = sample_kwargs or {}
+    perceptual = perceptual or {}
     rows = [r for r in read_filelist(data_root) if r["Split"] == settings.split.upper()][: settings.n]
     if not rows:
         raise ValueError(f"{data_root}: no videos in split {settings.split}")
+    if perceptual and "factual" not in settings.tasks:
+        raise ValueError("LPIPS / FID / FVD score the factual task: add factual to --tasks")
+    if "fvd" in perceptual and len(rows) < 2:
+        raise ValueError(f"FVD compares sets of clips and needs at least 2 videos; split {settings.split} "
+                         f"gives {len(rows)} (raise --n)")
+    pfeats = {name: ([], []) for name in ("fid", "fvd") if name in perceptual}
     final = cascade.config.stages[-1]
     rng = np.random.default_rng(settings.seed)
     K = settings.samples
@@ -93,20 +119,24 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
                     rec[f"factual_ssim_{k}"] = float(v)
                 feats_real.append(extract_features(model, regressor_clip(real, final.fps, rcfg)[None]))
                 feats_gen.append(extract_features(model, regressor_clip(vids[0], out.fps, rcfg)[None]))
+                _perceptual_scores(perceptual, vids, real, rec, pfeats)
         per_video.append(rec)
         if progress:
             progress(i + 1, len(rows), rec)
-    summary = summarise(per_video, settings, feats_real, feats_gen)
+    summary = summarise(per_video, settings, feats_real, feats_gen, pfeats)
     summary["seconds_per_video"] = float(np.mean(gen_seconds))
     summary["settings"] = asdict(settings)
     summary["cascade"] = cascade.config.name
     summary["weights"] = cascade.source
+    if perceptual:
+        summary["perceptual"] = {name: {"weights": getattr(net, "source", None), "config": net.cfg.to_dict()}
+                                 for name, net in perceptual.items()}
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, per_video)
     return summary
 
 
-def summarise(per_video: list, settings: EvalSettings, feats_real=(), feats_gen=()) -> dict:
+def summarise(per_video: list, settings: EvalSettings, feats_real=(), feats_gen=(), perceptual_feats=None) -> dict:
     K, res = settings.samples, {}
     real_true = [r["ef_true"] for r in per_video]
     res["regressor_on_real"] = regression_metrics(real_true, [r["ef_real_regressed"] for r in per_video])
@@ -122,22 +152,36 @@ def summarise(per_video: list, settings: EvalSettings, feats_real=(), feats_gen=
             if len(feats_real) >= 2:
                 res["factual_single"]["fd_regressor"] = frechet_distance(torch.cat(list(feats_real)),
                                                                          torch.cat(list(feats_gen)))
+            if all("factual_lpips_0" in r for r in per_video):
+                lp = np.array([[r[f"factual_lpips_{k}"] for k in range(K)] for r in per_video])
+                res["factual_single"]["lpips"] = float(lp[:, 0].mean())
+                res[f"factual_best_of_{K}"]["lpips"] = float(lp.min(1).mean())          # lower is better
+            for name, (real, gen) in (perceptual_feats or {}).items():                  # FID (frames), FVD (clips)
+                res["factual_single"][name] = frechet_distance(torch.cat(real), torch.cat(gen))
     return res
+
+
+PERCEPTUAL_COLUMNS = (("lpips", "LPIPS", "{:.4f}"), ("fid", "FID", "{:.2f}"), ("fvd", "FVD", "{:.2f}"))
 
 
 def markdown_table(summary: dict) -> str:
     K = summary["settings"]["samples"]
-    lines = ["| task | scoring | R^2 | MAE | RMSE | SSIM | FD (regressor feats) | s/video |",
-             "|---|---|---|---|---|---|---|---|"]
+    rows = [summary[k] for k in ("factual_single", f"factual_best_of_{K}") if k in summary]
+    extra = [c for c in PERCEPTUAL_COLUMNS if any(c[0] in m for m in rows)]   # only the metrics computed
+    head = "".join(f" {label} |" for _, label, _ in extra)
+    lines = [f"| task | scoring | R^2 | MAE | RMSE | SSIM | FD (regressor feats) |{head} s/video |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(extra) + "---|"]
     reg = summary["regressor_on_real"]
-    lines.append(f"| regressor on real clips | - | {reg['r2']:.3f} | {reg['mae']:.2f} | {reg['rmse']:.2f} | - | - | - |")
+    lines.append(f"| regressor on real clips | - | {reg['r2']:.3f} | {reg['mae']:.2f} | {reg['rmse']:.2f} | - | - |"
+                 + " - |" * len(extra) + " - |")
     for task in summary["settings"]["tasks"]:
         for label, key in (("single sample", f"{task}_single"), (f"best of {K}", f"{task}_best_of_{K}")):
             m = summary[key]
             ssim = f"{m['ssim']:.3f}" if "ssim" in m else "-"
             fd = f"{m['fd_regressor']:.2f}" if "fd_regressor" in m else "-"
-            lines.append(f"| {task} | {label} | {m['r2']:.3f} | {m['mae']:.2f} | {m['rmse']:.2f} | {ssim} | {fd} "
-                         f"| {summary['seconds_per_video']:.1f} |")
+            cells = "".join(f" {fmt.format(m[k]) if k in m else '-'} |" for k, _, fmt in extra)
+            lines.append(f"| {task} | {label} | {m['r2']:.3f} | {m['mae']:.2f} | {m['rmse']:.2f} | {ssim} | {fd} |"
+                         f"{cells} {summary['seconds_per_video']:.1f} |")
     return "\n".join(lines)
 
 

