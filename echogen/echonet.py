@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from echogen.resample import source_frames
+
 FILELIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
 TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
 SPLITS = ("TRAIN", "VAL", "TEST", "ALL")
@@ -94,7 +96,7 @@ def load_video(root, filename) -> tuple[np.ndarray, float]:
 
 def clip_indices(start: int, frames: int, native_fps: float, fps: float) -> np.ndarray:
     """Frame indices of a clip of `frames` frames at `fps` from a video at `native_fps`."""
-    return start + np.round(np.arange(frames) * (native_fps / fps)).astype(np.int64)
+    return source_frames(frames, native_fps, fps, start)
 
 
 class EchoNetDataset(torch.utils.data.Dataset):

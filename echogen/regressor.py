@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from echogen.resample import source_frames
 from echogen.weights import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
 
 KIND = "regressor"
@@ -233,9 +234,8 @@ def resample_indices(n: int, src_fps: float, dst_fps: float) -> np.ndarray:
     50 -> 25 fps gives every 2nd frame: 0, 2, 4, ...; an unknown src_fps (<= 0) keeps every frame."""
     if src_fps <= 0 or abs(src_fps - dst_fps) < 1e-6:
         return np.arange(n)
-    step = src_fps / dst_fps
-    m = max(1, int(math.floor((n - 1) / step + 1e-6)) + 1)
-    return np.minimum(np.floor(np.arange(m) * step + 1e-6).astype(np.int64), n - 1)
+    m = max(1, int(math.floor((n - 1) * dst_fps / src_fps + 1e-6)) + 1)
+    return np.minimum(source_frames(m, src_fps, dst_fps), n - 1)
 
 
 def _as_float_video(video) -> torch.Tensor:

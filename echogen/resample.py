@@ -7,8 +7,16 @@ of a stage at fps_hi sits at position j * fps_lo / fps_hi in a stage at fps_lo.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def source_frames(count: int, src_fps: float, dst_fps: float, start: int = 0) -> np.ndarray:
+    """Indices of the frames of a src_fps video on screen at times k / dst_fps (k < count) after frame
+    `start`: start + floor(k * src_fps / dst_fps). The one rule every clip in the project is cut by
+    (50 -> 25 fps: 0, 2, 4, ...; 12.5 -> 25 fps: 0, 0, 1, 1, ...)."""
+    return start + np.floor(np.arange(count) * (src_fps / dst_fps) + 1e-6).astype(np.int64)
 
 
 def resize_frames(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:

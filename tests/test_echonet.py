@@ -81,3 +81,11 @@ def test_resize_cond_ed_and_cache(root):
     v, _ = ds._video(item["filename"])
     assert torch.allclose(item["frame"][0], torch.from_numpy(v[item["ed"]]).float() / 255)
     assert item["filename"] in ds._videos
+
+
+def test_clips_and_regressor_cut_frames_by_one_rule():
+    # a non-integer frame-rate ratio (30 -> 25 fps) is where round and floor used to disagree
+    from echogen.regressor import resample_indices
+    assert echonet.clip_indices(0, 6, 30.0, 25.0).tolist() == [0, 1, 2, 3, 4, 6]
+    assert resample_indices(7, 30.0, 25.0).tolist() == [0, 1, 2, 3, 4, 6]
+    assert echonet.clip_indices(3, 3, 12.5, 25.0).tolist() == [3, 3, 4]
