@@ -1,8 +1,10 @@
 """The teaching tabs in headless Chromium: five EF-trainer cases and five blinded-review clips end to
 end, then the summaries checked against the database.
 
-Debian's /usr/bin/chromium through Playwright (never a downloaded browser). Set
-ECHOGEN_TEACHING_SCREENSHOTS=docs to also save docs/teaching_trainer.png and docs/teaching_review.png.
+The pool and the review set are built from the bundled demo weights (assets/weights/demo) and its EF
+regressor, at few sampling steps to keep the test short. Debian's /usr/bin/chromium through
+Playwright (never a downloaded browser). Set ECHOGEN_TEACHING_SCREENSHOTS=docs to also save
+docs/teaching_trainer.png and docs/teaching_review.png (then at the bundle's own sampling steps).
 """
 from __future__ import annotations
 
@@ -10,32 +12,34 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-STEPS = {"base": 1, "spatial": 1, "temporal": 1}
+FEW_STEPS = {"base": 4, "spatial": 2, "temporal": 2}
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (.ci/install_browser.sh)")
 
 
 def _serve(tmp):
     from echogen.app_teaching import TeachingState, build_teaching_demo
-    from echogen.cascade import Cascade
+    from echogen.cascade import DEFAULT_WEIGHTS, Cascade
     from echogen.phantom import write_phantom
+    from echogen.regressor import load_regressor
     from echogen.teaching.pool import build_pool
     from echogen.teaching.review import build_review_set
 
     state = TeachingState(tmp / "results")
-    casc = Cascade.random("tiny", seed=0)
-    build_pool(casc, None, [np.full((112, 112), 0.4, np.float32)], [25, 40, 55, 70], out_dir=state.pools_root / "ward",
-               sample_kwargs={"steps": STEPS})
+    casc, reg = Cascade.load(DEFAULT_WEIGHTS), load_regressor(DEFAULT_WEIGHTS)
+    steps = {} if os.environ.get("ECHOGEN_TEACHING_SCREENSHOTS") else {"steps": FEW_STEPS}
     write_phantom(tmp / "echonet", 3, seed=5)
+    from echogen.echonet import load_video, read_filelist
+    frames = [load_video(tmp / "echonet", r["FileName"])[0][0] / 255.0 for r in read_filelist(tmp / "echonet")[:2]]
+    pool = build_pool(casc, reg, frames, [25, 55], out_dir=state.pools_root / "ward", sample_kwargs=steps)
+    assert len(pool.cases) == 4 and all(c["ef_regressor"] is not None for c in pool.cases)
     rdir = state.reviews_root / "study"
-    build_review_set(casc, tmp / "echonet", "ALL", 3, rdir, key_path=state.key_path(rdir),
-                     sample_kwargs={"steps": STEPS})
+    build_review_set(casc, tmp / "echonet", "ALL", 3, rdir, key_path=state.key_path(rdir), sample_kwargs=steps)
     demo = build_teaching_demo(state)
     demo.queue()
     with socket.socket() as s:
