@@ -99,6 +99,16 @@ def clip_indices(start: int, frames: int, native_fps: float, fps: float) -> np.n
     return source_frames(frames, native_fps, fps, start)
 
 
+def cut_clip(video: np.ndarray, start: int, frames: int, native_fps: float, fps: float) -> np.ndarray:
+    """A clip of `frames` frames at `fps` from `start` of a (T, H, W) video at native_fps; frames past
+    the end of the video are zeros."""
+    idx = clip_indices(start, frames, native_fps, fps)
+    clip = np.zeros((frames,) + video.shape[1:], video.dtype)
+    ok = idx < len(video)
+    clip[ok] = video[idx[ok]]
+    return clip
+
+
 class EchoNetDataset(torch.utils.data.Dataset):
     """Clips of EchoNet-format videos with their EF, for training the cascade and the EF regressor.
 
@@ -165,10 +175,7 @@ class EchoNetDataset(torch.utils.data.Dataset):
         n = len(v)
         span = int(clip_indices(0, self.frames, native, self.fps)[-1]) + 1
         start = self._randint(n - span + 1) if self.random_start and n > span else 0
-        idx = clip_indices(start, self.frames, native, self.fps)
-        clip = np.zeros((self.frames, self.size, self.size), np.uint8)
-        ok = idx < n
-        clip[ok] = v[idx[ok]]
+        clip = cut_clip(v, start, self.frames, native, self.fps)
         ed, es = self._edes.get(name, (-1, -1))
         if self.cond_frame == "random":
             c = self._randint(n)

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from echogen.echonet import clip_indices, load_video, read_filelist
+from echogen.echonet import cut_clip, load_video, read_filelist
 from echogen.metrics import best_of_k, frechet_distance, regression_metrics, ssim_videos
 from echogen.resample import resize_frames
-from echogen.regressor import extract_features, predict_ef, resample_indices
+from echogen.regressor import at_regressor_rate, extract_features, predict_ef
 
 
 @dataclass
@@ -42,18 +41,11 @@ class EvalSettings:
 
 def regressor_clip(video: torch.Tensor, fps: float, cfg) -> torch.Tensor:
     """(T, H, W) in [0,1] at fps -> (1, cfg.frames, H, W) at cfg.fps (first clip, zero-padded)."""
-    v = video[torch.as_tensor(resample_indices(video.shape[0], fps, cfg.fps))][: cfg.frames]
-    if v.shape[0] < cfg.frames:
-        v = F.pad(v, (0, 0, 0, 0, 0, cfg.frames - v.shape[0]))
-    return v[None]
+    return at_regressor_rate(video, fps, cfg)[: cfg.frames][None]
 
 
 def _real_clip(video_u8: np.ndarray, native_fps: float, frames: int, fps: float) -> torch.Tensor:
-    idx = clip_indices(0, frames, native_fps, fps)
-    clip = np.zeros((frames,) + video_u8.shape[1:], np.float32)
-    ok = idx < len(video_u8)
-    clip[ok] = video_u8[idx[ok]] / 255.0
-    return torch.from_numpy(clip)
+    return torch.from_numpy(cut_clip(video_u8, 0, frames, native_fps, fps).astype(np.float32) / 255.0)
 
 
 def _perceptual_scores(nets: dict, vids: torch.Tensor, real: torch.Tensor, rec: dict, feats: dict) -> None:

@@ -238,6 +238,14 @@ def resample_indices(n: int, src_fps: float, dst_fps: float) -> np.ndarray:
     return np.minimum(source_frames(m, src_fps, dst_fps), n - 1)
 
 
+def at_regressor_rate(video: torch.Tensor, fps: float, cfg) -> torch.Tensor:
+    """(T, H, W) at fps -> (T', H, W) at cfg.fps, zero-padded at the end to at least cfg.frames."""
+    v = video[torch.as_tensor(resample_indices(video.shape[0], fps, cfg.fps))]
+    if v.shape[0] < cfg.frames:
+        v = F.pad(v, (0, 0, 0, 0, 0, cfg.frames - v.shape[0]))
+    return v
+
+
 def _as_float_video(video) -> torch.Tensor:
     """(T, H, W) uint8 or float in [0, 1] (numpy or torch) -> float32 tensor in [0, 1]."""
     v = torch.as_tensor(np.asarray(video) if not isinstance(video, torch.Tensor) else video)
@@ -302,9 +310,7 @@ def predict_ef(model: EFRegressor, cfg: RegressorConfig, video, fps: float, devi
             model.to(device)
         efs = model.predict_video(v, fps, stride=stride, batch_size=batch_size)
         return float(np.mean(efs)), [float(e) for e in efs]
-    v = v[torch.as_tensor(resample_indices(v.shape[0], fps, cfg.fps))]
-    if v.shape[0] < cfg.frames:
-        v = F.pad(v, (0, 0, 0, 0, 0, cfg.frames - v.shape[0]))
+    v = at_regressor_rate(v, fps, cfg)
     starts = clip_starts(v.shape[0], cfg.frames, stride or cfg.clip_stride)
     clips = torch.stack([v[s:s + cfg.frames] for s in starts])[:, None]  # (N, 1, T, H, W)
     if device is not None:

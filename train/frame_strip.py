@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from echogen.cascade import Cascade  # noqa: E402
-from echogen.echonet import clip_indices, load_video, read_filelist  # noqa: E402
+from echogen.echonet import cut_clip, load_video, read_filelist  # noqa: E402
 from echogen.regressor import load_regressor, predict_ef  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +50,7 @@ for i, target in enumerate(args.efs):
     row = min(rows, key=lambda r: abs(float(r["EF"]) - target))
     video, fps = load_video(args.data, row["FileName"])
     native = row.get("FPS") or fps or 50.0
-    real = video[np.minimum(clip_indices(0, final.frames, native, final.fps), len(video) - 1)]  # (T, H, W)
+    real = cut_clip(video, 0, final.frames, native, final.fps)                                # (T, H, W)
     ef_real = predict_ef(model, rcfg, video, native)[0]
     out = cascade.sample(video[0].astype(np.float32) / 255.0, float(row["EF"]), seed=args.seed)[-1]
     gen = out.video[0, 0].numpy()                                                            # (T, H, W)

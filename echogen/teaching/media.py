@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,26 @@ class VideoSpec:
         st = cascade.config.stages[-1]
         return VideoSpec(int(st.frames), float(st.fps), int(st.size))
 
+
+
+@dataclass
+class CaseFolder:
+    """A folder of cases described by a JSON file: a trainer pool or a blinded review set."""
+    dir: Path
+    meta: dict                          # id, created, spec, ... (what the JSON file holds besides the cases)
+    cases: list = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def spec(self) -> VideoSpec:
+        return VideoSpec.from_dict(self.meta["spec"])
+
+    def path(self, case: dict) -> Path:
+        """The video file of a case."""
+        return self.dir / case["file"]
 
 def random_id(nbytes: int = 8) -> str:
     """Random hex id (no order, time or content in it)."""

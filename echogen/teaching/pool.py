@@ -12,13 +12,13 @@ regressor reads from the loop (None when the weights bundle has no regressor: ne
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from echogen.teaching.media import (VideoSpec, fit_clip, frame_hash, max_start, name_hash, random_id,
+from echogen.teaching.media import (CaseFolder, VideoSpec, fit_clip, frame_hash, max_start, name_hash, random_id,
                                     resize_video, save_png, write_clip, write_json)
 
 POOL_FILE = "pool.json"
@@ -26,22 +26,8 @@ POOL_VERSION = 1
 
 
 @dataclass
-class Pool:
-    dir: Path
-    meta: dict                          # id, created, spec, weights, preset, version
-    cases: list = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return self.meta["id"]
-
-    @property
-    def spec(self) -> VideoSpec:
-        return VideoSpec.from_dict(self.meta["spec"])
-
-    def path(self, case: dict) -> Path:
-        """The video file of a case."""
-        return self.dir / case["file"]
+class Pool(CaseFolder):
+    """meta: id, created, spec, weights, preset, version; cases: one record per case."""
 
     def case(self, case_id: str) -> dict:
         for c in self.cases:

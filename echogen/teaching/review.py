@@ -20,29 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from echogen.teaching.media import VideoSpec, frame_hash, name_hash, random_id, write_clip, write_json
+from echogen.teaching.media import CaseFolder, VideoSpec, frame_hash, name_hash, random_id, write_clip, write_json
 from echogen.teaching.pool import select_real
 
 REVIEW_FILE = "review.json"
 
 
 @dataclass
-class ReviewSet:
-    dir: Path
-    meta: dict                 # id, created, spec, n_real, n_generated
-    cases: list                # public records in the order shown: {"id", "file", "position"}
-    key: dict | None = None    # case id -> {"truth": "real"|"generated", ...}; None without the key
-
-    @property
-    def id(self) -> str:
-        return self.meta["id"]
-
-    @property
-    def spec(self) -> VideoSpec:
-        return VideoSpec.from_dict(self.meta["spec"])
-
-    def path(self, case: dict) -> Path:
-        return self.dir / case["file"]
+class ReviewSet(CaseFolder):
+    """meta: id, created, spec, n_real, n_generated; cases: public records in the order shown
+    ({"id", "file", "position"}); key: case id -> {"truth": "real"|"generated", ...}, None without it."""
+    key: dict | None = None
 
     def truth(self, case_id: str) -> str:
         if self.key is None:
