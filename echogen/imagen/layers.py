@@ -55,10 +55,12 @@ class SpaceTimeConv(nn.Module):
         x = x.reshape(b, t, -1, h, w).transpose(1, 2)                        # (B, C, T, H, W)
         if ignore_time:
             return x
+        # The Conv1d over (B*H*W, C, T) run as a Conv2d with a (kt, 1) kernel over the free view
+        # (B, C, T, H*W), left-padded in time: no permute copies, 0.87x time (docs/PERF.md change 9).
         c = x.shape[1]
-        y = x.permute(0, 3, 4, 1, 2).reshape(b * h * w, c, t)
-        y = self.temporal_conv(F.pad(y, (self.kt - 1, 0)))
-        return y.reshape(b, h, w, c, t).permute(0, 3, 4, 1, 2)
+        y = F.pad(x.reshape(b, c, t, h * w), (0, 0, self.kt - 1, 0))
+        y = F.conv2d(y, self.temporal_conv.weight[..., None], self.temporal_conv.bias)
+        return y.reshape(b, c, t, h, w)
 
 
 class Block(nn.Module):
