@@ -89,3 +89,34 @@ def test_app_in_chromium(tmp_path):
             browser.close()
     finally:
         stop_app(proc)
+
+
+def test_bundled_demo_weights_generate_within_30_s(tmp_path):
+    """Issue 5's target, in the browser: the app with its default (bundled, trained) demo weights and
+    default sampling settings turns a bundled example into a playing loop in <= 30 s on the CPU."""
+    import time
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    example = Path(__file__).resolve().parent.parent / "assets" / "examples" / "phantom_test_ef50.png"
+    proc, url, _ = start_app([], tmp_path / "app.log")              # no --weights: assets/weights/demo
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.locator("#input-file input[type=file]").set_input_files(str(example))
+            page.wait_for_selector("#preview img")
+            assert "UNTRAINED" not in page.content()
+            t0 = time.perf_counter()
+            page.locator("#generate-btn").click()
+            page.wait_for_function(
+                """() => { const v = document.querySelector('#video-2 video');
+                           return v && v.currentSrc && v.readyState >= 2 && v.currentTime > 0; }""", timeout=120_000)
+            seconds = time.perf_counter() - t0
+            readout = page.locator("#ef-readout").inner_text().lower()
+            browser.close()
+    finally:
+        stop_app(proc)
+    print(f"bundled demo weights: click to playing loop {seconds:.1f} s")
+    assert "ef read from the loop" in readout and "difference" in readout
+    assert seconds <= 30, f"a full demo generation took {seconds:.1f} s in the app (target <= 30 s)"
