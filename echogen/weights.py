@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -67,24 +68,38 @@ def load_tensors(path, kind: str | None = None) -> tuple[dict[str, torch.Tensor]
     return tensors, json.loads(meta["echogen_config"]), meta
 
 
+def name_keys(keys, n: int = 6) -> str:
+    """'a, b, c, ... (N more)': a readable sample of key names for error messages."""
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def key_mismatches(found: dict, expected: dict, ignored: str | None = None) -> list[str]:
+    """What keeps `found` (name -> tensor or shape) from fitting `expected` (name -> shape): missing,
+    unexpected (unless their name fully matches the regex `ignored`) and mis-shaped keys, as message parts."""
+    shape_of = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(v)  # noqa: E731
+    missing = set(expected) - set(found)
+    unexpected = {k for k in set(found) - set(expected) if not (ignored and re.fullmatch(ignored, k))}
+    shape = sorted(k for k in set(found) & set(expected) if shape_of(found[k]) != shape_of(expected[k]))
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key(s): {name_keys(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} key(s): {name_keys(unexpected)}")
+    if shape:
+        k = shape[0]
+        parts.append(f"{len(shape)} shape mismatch(es), e.g. {k}: file {shape_of(found[k])} "
+                     f"vs model {shape_of(expected[k])}")
+    return parts
+
+
 def load_state_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load a state dict, failing with a message naming every missing, extra or mis-shaped key.
 
     Tensors are cast to the parameter's dtype (bundles may store fp16)."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    extra = sorted(set(tensors) - set(own))
-    shape = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or extra or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s), e.g. {missing[:3]}")
-        if extra:
-            parts.append(f"unexpected {len(extra)} key(s), e.g. {extra[:3]}")
-        if shape:
-            k = shape[0]
-            parts.append(f"{len(shape)} shape mismatch(es), e.g. {k}: file {tuple(tensors[k].shape)} "
-                         f"vs model {tuple(own[k].shape)}")
+    parts = key_mismatches(tensors, own)
+    if parts:
         raise WeightsError(f"{source}: weights do not fit the model: " + "; ".join(parts))
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
 

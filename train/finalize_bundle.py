@@ -10,6 +10,7 @@ and writes the fp16 bundle to --out only when every EF difference is below --max
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import sys
@@ -46,7 +47,7 @@ steps = {name: read_metadata(src / f).get("steps", "?") for name, f in man["stag
 steps["regressor"] = read_metadata(src / man["regressor"]).get("steps", "?")
 c32.save(tmp, fp16=True, **{**man.get("provenance", {}), "trained_steps": steps,
                             "data": f"phantom {args.data}", "finalized_by": "train/finalize_bundle.py (fp16)"})
-model16 = load_regressor(src)[0].half()
+model16 = copy.deepcopy(reg32[0]).half()
 save_regressor(tmp / "regressor.safetensors", model16, reg32[1])
 update_manifest(tmp, regressor="regressor.safetensors")
 c16, reg16 = Cascade.load(tmp), load_regressor(tmp)   # loading casts fp16 tensors back to fp32 parameters

