@@ -107,10 +107,11 @@ class Cascade:
 
     # ---- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, frame, ef, *, stages=None, steps=None, guidance=None, sampler=None, seed: int = 0,
-               callback=None) -> list[StageResult]:
+    def sample(self, frame, ef, *, stages=None, steps=None, guidance=None, sampler=None, sigma_start=None,
+               seed: int = 0, callback=None) -> list[StageResult]:
         """frame: (H,W) / (B,H,W) / (B,1,H,W) in [0,1]; ef: EF in % (float or sequence).
-        stages: names to run (the base always runs); steps / guidance / sampler: dicts stage -> value.
+        stages: names to run (the base always runs); steps / guidance / sampler / sigma_start: dicts
+        stage -> value (sigma_start: see StageConfig; it applies to super-resolution stages only).
         callback(stage_name, step, total_steps) after each sampler step. Same seed -> same output."""
         ef_t = torch.as_tensor(np.atleast_1d(np.asarray(ef, dtype=np.float32)))
         if torch.any(ef_t < 0) or torch.any(ef_t > 100):
@@ -123,7 +124,11 @@ class Cascade:
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)}; preset '{self.config.name}' has "
                              f"{self.config.stage_names}")
-        steps, guidance, sampler = steps or {}, guidance or {}, sampler or {}
+        steps, guidance, sampler, sigma_start = steps or {}, guidance or {}, sampler or {}, sigma_start or {}
+        for name, s0 in sigma_start.items():
+            if not 0 <= float(s0) < self.config.diffusion.sigma_max:
+                raise ValueError(f"sigma_start of stage '{name}' must be in [0, sigma_max = "
+                                 f"{self.config.diffusion.sigma_max:g}) (got {float(s0):g})")
         dev, results, prev, prev_full = self.device, [], None, None
         for k, st in enumerate(self.config.stages):
             t0 = time.perf_counter()
@@ -146,15 +151,18 @@ class Cascade:
                 raise ValueError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
             w = float(guidance.get(st.name, st.guidance))
             model = GuidedDenoiser(self.denoisers[st.name], cond, w, st.dynamic_threshold)
-            sigmas = get_sigmas_karras(n_steps, self.config.diffusion.sigma_min, self.config.diffusion.sigma_max,
-                                       self.config.diffusion.rho, dev)
+            s0 = 0.0 if st.is_base else float(sigma_start.get(st.name, st.sigma_start))
+            dif = self.config.diffusion
+            sigmas = get_sigmas_karras(n_steps, dif.sigma_min, s0 if s0 > 0 else dif.sigma_max, dif.rho, dev)
             x = torch.randn((b, st.unet.channels, st.frames, st.size, st.size), generator=g).to(dev) * sigmas[0]
+            if s0 > 0:  # SDEdit: the upsampled low-res video, noised to sigma_start
+                x = x + low.to(dev)
             cb = (lambda d, _n=st.name: callback(_n, d["i"] + 1, n_steps)) if callback else None
             kwargs = sampler_settings(st) if name == "heun" else {}
             with autocast(dev):
                 x = SAMPLERS[name](model, x, sigmas, callback=cb, generator=g, **kwargs)
             prev_full = ((x.float().clamp(-1, 1) + 1) / 2).cpu()      # all channels go to the next stage
-            note = f"{name}, {n_steps} steps, guidance {w:g}"
+            note = f"{name}, {n_steps} steps, guidance {w:g}" + (f", from its input at sigma {s0:g}" if s0 > 0 else "")
             # results hold greyscale: the channel mean (checkpoints that store grey echoes as RGB)
             results.append(StageResult(st.name, prev_full.mean(1, keepdim=True), st.fps, True,
                                        time.perf_counter() - t0, nfe(name, n_steps), note))

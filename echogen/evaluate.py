@@ -120,6 +120,7 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
     summary["settings"] = asdict(settings)
     summary["cascade"] = cascade.config.name
     summary["weights"] = cascade.source
+    summary["sampling"] = {k: v for k, v in sample_kwargs.items() if v}   # per-stage overrides of the presets
     if perceptual:
         summary["perceptual"] = {name: {"weights": getattr(net, "source", None), "config": net.cfg.to_dict()}
                                  for name, net in perceptual.items()}

@@ -110,6 +110,23 @@ def test_cascade_random_demo_shapes_and_stage_switch():
     assert off[2].video.shape == res[2].video.shape
 
 
+def test_sigma_start_keeps_the_upsampled_lowres_video():
+    """SDEdit start for the SR stages: from sigma_start ~ 0 an SR stage returns its input (the
+    previous stage's output, upsampled) whatever its network; with sigma_start 0 (from pure noise at
+    sigma_max) it does not."""
+    c = Cascade.random("tiny", seed=2)
+    f = torch.rand(16, 16)
+    plain = c.sample(f, [30, 70], seed=4, stages=["base"])                 # SR stages: plain upsampling
+    tiny = c.sample(f, [30, 70], seed=4, sigma_start={"spatial": 1e-3, "temporal": 1e-3})
+    full = c.sample(f, [30, 70], seed=4, sigma_start={"spatial": 0.0, "temporal": 0.0})   # from pure noise
+    assert torch.equal(plain[0].video, tiny[0].video)                        # same base sample
+    assert (tiny[-1].video - plain[-1].video).abs().max() < 0.01
+    assert (full[-1].video - plain[-1].video).abs().max() > 0.1
+    for bad in (-1.0, 80.0):
+        with pytest.raises(ValueError, match="sigma_start"):
+            c.sample(f, 50, sigma_start={"spatial": bad})
+
+
 def test_cascade_same_seed_same_output_and_bad_inputs():
     c = Cascade.random("tiny")
     f = torch.rand(16, 16)
@@ -175,3 +192,16 @@ def test_one_training_step_per_stage(stage_name):
         opt.step()
     changed = sum(not torch.equal(a, p) for a, p in zip(before, den.parameters()))
     assert changed > len(before) // 2
+
+
+def test_per_stage_cli_values_name_the_bad_option():
+    from echogen.cli import UserError
+    from echogen.commands.generate import parse_per_stage
+    names = ["base", "spatial", "temporal"]
+    assert parse_per_stage("0.25", names, float, "sigma-start") == {n: 0.25 for n in names}
+    assert parse_per_stage("spatial=0.25, temporal=0.15", names, float, "sigma-start") == \
+        {"spatial": 0.25, "temporal": 0.15}
+    with pytest.raises(UserError, match="--sigma-start: 'abc' is not a valid float"):
+        parse_per_stage("spatial=abc", names, float, "sigma-start")
+    with pytest.raises(UserError, match="--steps: unknown stage 'nope'"):
+        parse_per_stage("nope=3", names, int, "steps")

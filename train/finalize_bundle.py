@@ -6,6 +6,9 @@ changes nothing measurable. Measures, with the same seeds, fp32 vs fp16 for
 and writes the fp16 bundle to --out only when every EF difference is below --max-ef-diff (%).
 
     python train/finalize_bundle.py --src runs/demo/bundle32 --data data/phantom3k --out assets/weights/demo
+
+--set STAGE.FIELD=VALUE changes a sampling setting the bundle ships with (e.g. spatial.sigma_start=1.0);
+settings that shape the network or its training cannot be changed here.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from echogen.cascade import Cascade  # noqa: E402
+from echogen.config import StageConfig  # noqa: E402
 from echogen.echonet import load_video, read_filelist  # noqa: E402
 from echogen.regressor import load_regressor, predict_ef, save_regressor  # noqa: E402
 from echogen.weights import read_manifest, read_metadata, update_manifest  # noqa: E402
@@ -34,17 +38,31 @@ p.add_argument("--out", required=True)
 p.add_argument("--videos", type=int, default=4, help="TEST videos to compare on")
 p.add_argument("--max-ef-diff", type=float, default=0.5)
 p.add_argument("--threads", type=int, default=0)
+p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+               help="sampling setting to ship, e.g. spatial.sigma_start=1.0 (repeatable)")
 args = p.parse_args()
+SAMPLING = {"sampler": str, "steps": int, "guidance": float, "S_churn": float, "S_tmin": float, "S_tmax": float,
+            "S_noise": float, "dynamic_threshold": float, "lowres_aug_sample": float, "sigma_start": float}
+assert set(SAMPLING) <= {f for f in StageConfig.__dataclass_fields__}
 if args.threads:
     torch.set_num_threads(args.threads)
 
 src = Path(args.src)
 man = read_manifest(src)
 c32 = Cascade.load(src)
+for item in args.set:
+    key, _, val = item.partition("=")
+    stage_name, _, field = key.partition(".")
+    if field not in SAMPLING:
+        sys.exit(f"--set {item}: '{field}' is not a sampling setting ({', '.join(SAMPLING)})")
+    setattr(c32.config.stage(stage_name), field, SAMPLING[field](val))
+    print(f"shipping {stage_name}.{field} = {val}")
 reg32 = load_regressor(src)
 tmp = Path(tempfile.mkdtemp(prefix="echogen-fp16-"))
-steps = {name: read_metadata(src / f).get("steps", "?") for name, f in man["stages"].items()}
-steps["regressor"] = read_metadata(src / man["regressor"]).get("steps", "?")
+# training writes "steps" into each file's metadata; files already finalized keep the manifest's record
+known = man.get("provenance", {}).get("trained_steps", {})
+steps = {name: read_metadata(src / f).get("steps") or known.get(name, "?") for name, f in man["stages"].items()}
+steps["regressor"] = read_metadata(src / man["regressor"]).get("steps") or known.get("regressor", "?")
 c32.save(tmp, fp16=True, **{**man.get("provenance", {}), "trained_steps": steps,
                             "data": f"phantom {args.data}", "finalized_by": "train/finalize_bundle.py (fp16)"})
 model16 = copy.deepcopy(reg32[0]).half()

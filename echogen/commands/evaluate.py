@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", default=None, help="N for every stage, or base=N,spatial=M")
     p.add_argument("--guidance", default=None)
     p.add_argument("--sampler", default=None)
+    p.add_argument("--sigma-start", default=None, help="SR stages' SDEdit start sigma (see generate --help)")
     p.add_argument("--stages", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<time>)")
@@ -58,7 +59,8 @@ def main(args) -> int:
     names = cascade.config.stage_names
     kw = dict(steps=parse_per_stage(args.steps, names, int, "steps"),
               guidance=parse_per_stage(args.guidance, names, float, "guidance"),
-              sampler=parse_per_stage(args.sampler, names, str, "sampler"))
+              sampler=parse_per_stage(args.sampler, names, str, "sampler"),
+              sigma_start=parse_per_stage(args.sigma_start, names, float, "sigma-start"))
     if args.stages:
         kw["stages"] = [s.strip() for s in args.stages.split(",")]
     settings = EvalSettings(split=args.split, n=args.n, samples=args.samples, seed=args.seed,

@@ -14,14 +14,20 @@ def parse_per_stage(text: str | None, names: list, cast, what: str) -> dict:
     """'8' -> every stage; 'base=12,spatial=6' -> those stages."""
     if not text:
         return {}
+    def value(v):
+        try:
+            return cast(v.strip())
+        except ValueError:
+            raise UserError(f"--{what}: '{v.strip()}' is not a valid {cast.__name__}") from None
+
     if "=" not in text:
-        return {n: cast(text) for n in names}
+        return {n: value(text) for n in names}
     out = {}
     for part in text.split(","):
         name, _, val = part.partition("=")
         if name.strip() not in names:
             raise UserError(f"--{what}: unknown stage '{name.strip()}' (stages: {', '.join(names)})")
-        out[name.strip()] = cast(val)
+        out[name.strip()] = value(val)
     return out
 
 
@@ -49,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", default=None, help="sampler steps: N for every stage, or base=N,spatial=M")
     p.add_argument("--guidance", default=None, help="CFG weight: W for every stage, or base=W,...")
     p.add_argument("--sampler", default=None, help="heun | euler | dpmpp_2m, for every stage or base=...,")
+    p.add_argument("--sigma-start", default=None,
+                   help="super-resolution stages: start sampling at this sigma from the noised upsampled "
+                        "low-res video (SDEdit); S for every SR stage or spatial=S,...; 0 = from pure noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", default=None, help="comma-separated stages to run (others are upsampled)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
@@ -78,6 +87,7 @@ def main(args) -> int:
     steps = parse_per_stage(args.steps, names, int, "steps")
     guidance = parse_per_stage(args.guidance, names, float, "guidance")
     sampler = parse_per_stage(args.sampler, names, str, "sampler")
+    sigma_start = parse_per_stage(args.sigma_start, names, float, "sigma-start")
 
     bars = {}
 
@@ -92,6 +102,7 @@ def main(args) -> int:
         print("warning: --random-init: untrained networks, the output is noise", flush=True)
     t0 = time.perf_counter()
     results = cascade.sample(frame, args.ef, stages=stages, steps=steps, guidance=guidance, sampler=sampler,
+                             sigma_start=sigma_start,
                              seed=args.seed, callback=progress)
     total = time.perf_counter() - t0
     for b in bars.values():
