@@ -126,6 +126,8 @@ class Cascade:
                              f"{self.config.stage_names}")
         steps, guidance, sampler, sigma_start = steps or {}, guidance or {}, sampler or {}, sigma_start or {}
         for name, s0 in sigma_start.items():
+            if name not in self.config.stage_names:
+                raise ValueError(f"sigma_start: unknown stage '{name}' (stages: {self.config.stage_names})")
             if not 0 <= float(s0) < self.config.diffusion.sigma_max:
                 raise ValueError(f"sigma_start of stage '{name}' must be in [0, sigma_max = "
                                  f"{self.config.diffusion.sigma_max:g}) (got {float(s0):g})")

@@ -125,6 +125,8 @@ def test_sigma_start_keeps_the_upsampled_lowres_video():
     for bad in (-1.0, 80.0):
         with pytest.raises(ValueError, match="sigma_start"):
             c.sample(f, 50, sigma_start={"spatial": bad})
+    with pytest.raises(ValueError, match="sigma_start: unknown stage 'nope'"):
+        c.sample(f, 50, sigma_start={"nope": 0.5})
 
 
 def test_cascade_same_seed_same_output_and_bad_inputs():
