@@ -31,6 +31,12 @@ for job in $STAGES; do
   else
     # super-resolution stages learn local detail: 1200 videos are plenty and halve the decoded-video cache
     extra=""; [ "$job" != base ] && extra="--max-videos 1200"
+    # base: from step 7000 on, lr 2e-4 (preset 5e-4) and a longer EMA; its counterfactual R^2 went
+    # 0.854 -> 0.890 from step 5500 to 9214 (docs/RESULTS.md, session 4)
+    if [ "$job" = base ] && [ -f "$RUNS/base/ckpt/state.json" ] && \
+       [ "$($PY -c "import json; print(json.load(open('$RUNS/base/ckpt/state.json'))['step'])")" -ge 7000 ]; then
+      extra="--lr 2e-4 --ema-half-life 4000"
+    fi
     $PY train/train_stage.py --data "$DATA" --preset demo --stage "$job" --out "$RUNS/$job" --bundle "$BUNDLE" \
       --steps "${STEPS[$job]}" --minutes "$MINUTES" --threads "$THREADS" $extra
   fi
