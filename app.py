@@ -281,7 +281,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from echogen.device import pick_device
+    from echogen.device import pick_device, tune_cpu_malloc
+    tune_cpu_malloc()
     from echogen.weights import WeightsError
     try:
         device = pick_device(args.device)

@@ -13,6 +13,10 @@ What is compared, per stage, at the stage's size and frame count (or --frames):
   theirs    imagen's `forward_with_cond_scale`: two separate calls at batch B when guided (the paper's
             sampler), else one call
   theirs_b  imagen's network once at batch 2B (same batch as ours: the pure network ratio)
+  theirs_2d imagen as `theirs`, but its cross-embed stem's (1, k, k) Conv3d layers run as the same Conv2d
+            over frames. On this CPU build (torch 2.13 and 2.14.1, oneDNN), a batch-1 Conv3d with few input
+            channels and a 15 x 15 kernel takes ~12 s where the same conv as Conv2d takes ~0.2 s: a slow
+            kernel path, not imagen's design. `ratio_2d` = ours / theirs_2d is the conservative ratio.
 ratio = ours / theirs per network evaluation (< 1: EchoGen faster). Per video: ours x NFE of the stage's
 default sampler vs theirs x (2N - 1) (the paper's Heun sampler at the stage's step count).
 
@@ -102,6 +106,34 @@ def strip_temporal_attention(net, stage) -> int:
     return n
 
 
+class FramewiseConv(nn.Module):
+    """A (1, k, k) Conv3d run as the same Conv2d over the B*T frames (same weights, same output)."""
+
+    def __init__(self, conv3d: nn.Conv3d):
+        super().__init__()
+        self.conv = conv3d
+
+    def forward(self, x):
+        c = self.conv
+        b, ch, t, h, w = x.shape
+        y = nn.functional.conv2d(x.transpose(1, 2).reshape(b * t, ch, h, w), c.weight[:, :, 0], c.bias,
+                                 stride=c.stride[1:], padding=c.padding[1:])
+        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+def stem_as_conv2d(theirs):
+    """A copy of imagen's Unet3D whose cross-embed stem runs as Conv2d over frames (see theirs_2d)."""
+    import copy
+    net = copy.deepcopy(theirs)
+    convs = getattr(net.init_conv, "convs", None)
+    if convs is None:
+        net.init_conv = FramewiseConv(net.init_conv)
+    else:
+        for i, c in enumerate(convs):
+            convs[i] = FramewiseConv(c)
+    return net
+
+
 def build_pair(stage, diffusion, match="layers", seed=0):
     from echogen.cascade import build_denoiser
     Unet3D = import_unet3d()
@@ -126,8 +158,9 @@ def make_inputs(stage, batch, frames, seed=0):
     return x, c_noise, frame, ef, low, aug
 
 
-def calls(stage, ours, theirs, batch, frames):
-    """Three zero-argument callables: ours (one batched CFG call), theirs (paper-style CFG), theirs_b."""
+def calls(stage, ours, theirs, batch, frames, theirs_2d=None):
+    """Zero-argument callables: ours (one batched CFG call), theirs (paper-style CFG), theirs_b, and
+    theirs_2d (theirs_2d's network, paper-style CFG) when given."""
     guided = stage.guidance != 1.0
     x, c_noise, frame, ef, low, aug = make_inputs(stage, batch, frames)
     cat2 = (lambda v: None if v is None else torch.cat([v, v])) if guided else (lambda v: v)
@@ -158,7 +191,10 @@ def calls(stage, ours, theirs, batch, frames):
     def theirs_batched():
         return theirs(bx, bt, **bkw)
 
-    return ours_call, theirs_call, theirs_batched
+    def theirs_2d_call():
+        return theirs_2d.forward_with_cond_scale(tx, tt, cond_scale=stage.guidance, **tkw)
+
+    return ours_call, theirs_call, theirs_batched, (theirs_2d_call if theirs_2d is not None else None)
 
 
 def interleaved_times(fns: dict, repeats: int, warmup: int) -> dict:
@@ -191,6 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--match", choices=["layers", "paper"], default="layers")
     ap.add_argument("--no-batched", action="store_true", help="skip theirs at batch 2B")
+    ap.add_argument("--no-raw", action="store_true", help="skip theirs as shipped (time theirs_2d only; its "
+                    "batch-1 stem conv takes ~12 s per call at 112x112 on this CPU)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc settings as they are (EchoGen's CLI and app tune them)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -198,23 +238,34 @@ def main(argv=None) -> int:
     from echogen.samplers import nfe
     if args.threads:
         torch.set_num_threads(args.threads)
+    from echogen.device import tune_cpu_malloc
+    malloc = False if args.default_malloc else tune_cpu_malloc()   # process-wide: both networks alike
     cfg = get_preset(args.preset)
     names = args.stages.split(",") if args.stages else cfg.stage_names
     import importlib.metadata as md
     info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "torch": torch.__version__,
             "imagen_pytorch": md.version("imagen-pytorch"), "threads": torch.get_num_threads(),
             "loadavg": [round(v, 2) for v in os.getloadavg()], "command": " ".join(sys.argv),
-            "match": args.match}
+            "match": args.match, "malloc_tuned": malloc}
     print(f"# {args.preset} | torch {info['torch']} | imagen-pytorch {info['imagen_pytorch']} | "
-          f"{info['threads']} threads | load {info['loadavg']} | {info['date']} | match={args.match}", flush=True)
+          f"{info['threads']} threads | load {info['loadavg']} | {info['date']} | match={args.match} | "
+          f"malloc tuned: {malloc}", flush=True)
     rows = []
     for st in cfg.stages:
         if st.name not in names:
             continue
         frames = args.frames or st.frames
         ours, theirs, stripped = build_pair(st, cfg.diffusion, args.match)
-        o, t, tb = calls(st, ours, theirs, args.batch, frames)
-        fns = {"ours": o, "theirs": t} if args.no_batched else {"ours": o, "theirs": t, "theirs_b": tb}
+        theirs_2d = stem_as_conv2d(theirs)
+        with torch.no_grad():  # same network, same output (the stem change is exact up to float rounding);
+            o, t, tb, t2 = calls(st, ours, theirs, args.batch, frames, theirs_2d)   # also a first warm-up
+            o()
+            stem_diff = None if args.no_raw else (t() - t2()).abs().max().item()
+            if args.no_raw:
+                t2()
+        fns = {"ours": o, "theirs_2d": t2} if args.no_raw else {"ours": o, "theirs": t, "theirs_2d": t2}
+        if not args.no_batched:
+            fns["theirs_b"] = tb
         print(f"  {st.name}: {frames}x{st.size}x{st.size}, params ours {nparams(ours)/1e6:.2f} M, "
               f"theirs {nparams(theirs)/1e6:.2f} M ({stripped} temporal attentions stripped) ...", flush=True)
         res = interleaved_times(fns, args.repeats, args.warmup)
@@ -223,24 +274,26 @@ def main(argv=None) -> int:
                "params_ours": nparams(ours), "params_theirs": nparams(theirs), "stripped_temporal_attn": stripped,
                **{f"{k}_s": round(v[0], 5) for k, v in res.items()},
                **{f"{k}_all_s": [round(x, 5) for x in v[1]] for k, v in res.items()},
-               "ratio": res["ours"][0] / res["theirs"][0],
+               "ratio": res["ours"][0] / res["theirs"][0] if "theirs" in res else None,
+               "ratio_2d": res["ours"][0] / res["theirs_2d"][0], "stem2d_max_abs_diff": stem_diff,
                "ratio_same_batch": res["ours"][0] / res["theirs_b"][0] if "theirs_b" in res else None,
                "nfe_ours": n_ours, "nfe_theirs": n_theirs,
-               "video_ours_s": res["ours"][0] * n_ours, "video_theirs_s": res["theirs"][0] * n_theirs,
+               "video_ours_s": res["ours"][0] * n_ours, "video_theirs_s": res["theirs_2d"][0] * n_theirs,
                "loadavg": [round(v, 2) for v in os.getloadavg()]}
         rows.append(row)
-        del ours, theirs
+        del ours, theirs, theirs_2d
     info["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     print("\n| stage | T x H x W | params ours / theirs | ours s (1 call, batch 2B if CFG) | theirs s (paper CFG: "
-          "2 calls) | ratio ours/theirs | theirs s (1 call, batch 2B) | ratio same batch | s/video ours (NFE) "
-          "| s/video theirs (2N-1) |")
-    print("|" + "---|" * 10)
+          "2 calls) | ratio ours/theirs | theirs_2d s (stem as Conv2d) | ratio_2d | theirs s (1 call, batch 2B) "
+          "| ratio same batch | s/video ours (NFE) | s/video theirs_2d (2N-1) |")
+    print("|" + "---|" * 12)
     for r in rows:
         tb = f"{r['theirs_b_s']:.4f}" if "theirs_b_s" in r else "-"
         rb = f"{r['ratio_same_batch']:.2f}" if r["ratio_same_batch"] is not None else "-"
+        raw = (f"{r['theirs_s']:.4f} | {r['ratio']:.2f}") if r["ratio"] is not None else "- | -"
         print(f"| {r['stage']} | {r['frames']}x{r['size']}x{r['size']} | {r['params_ours']/1e6:.2f} M / "
-              f"{r['params_theirs']/1e6:.2f} M | {r['ours_s']:.4f} | {r['theirs_s']:.4f} | **{r['ratio']:.2f}** "
-              f"| {tb} | {rb} | {r['video_ours_s']:.1f} ({r['nfe_ours']}) | {r['video_theirs_s']:.1f} ({r['nfe_theirs']}) |")
+              f"{r['params_theirs']/1e6:.2f} M | {r['ours_s']:.4f} | {raw} "
+              f"| {r['theirs_2d_s']:.4f} | **{r['ratio_2d']:.2f}** | {tb} | {rb} | {r['video_ours_s']:.1f} ({r['nfe_ours']}) | {r['video_theirs_s']:.1f} ({r['nfe_theirs']}) |")
     print(f"\nload after: {info['loadavg_after']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

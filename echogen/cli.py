@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from echogen.device import tune_cpu_malloc
+    tune_cpu_malloc()
     try:
         return int(loaded[args.command].main(args) or 0)
     except _expected_errors() as e:

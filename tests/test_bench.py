@@ -1,5 +1,10 @@
 """`python -m echogen bench` on the tiny preset: one row per stage with sane fields, and the JSON file."""
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from echogen import bench
 from echogen.cli import main
@@ -32,3 +37,13 @@ def test_bench_stage_override_frames():
     cfg = get_preset("tiny")
     rows = bench.bench_cascade(cfg, "cpu", stages=["temporal"], frames=4, repeats=1, warmup=0, memory=False)
     assert len(rows) == 1 and rows[0].frames == 4 and "frames 4" in rows[0].note
+
+
+@pytest.mark.parametrize("env,expected", [("1", "True True"), ("0", "False False")])
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_tuning_is_applied_once_and_can_be_turned_off(env, expected):
+    code = "from echogen.device import tune_cpu_malloc as t; a = t(); b = t(); print(a, b)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "ECHOGEN_MALLOC": env})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[:2] == expected.split()

@@ -110,7 +110,10 @@ def test_imagen_sample_parity(imagen_fix, converted):
     sigmas = get_sigmas_karras(3, d.sigma_min, d.sigma_max, d.rho)
     model = GuidedDenoiser(converted.denoisers[st.name], {"frame": t["case0.frame"], "ef": t["ef"]}, 5.0, 0.95)
     x = sample_heun(model, t["sample0.noise"] * sigmas[0], sigmas, S_churn=0.0, S_tmin=st.S_tmin, S_tmax=st.S_tmax)
-    torch.testing.assert_close((x.clamp(-1, 1) + 1) / 2, t["sample0.out"], rtol=1e-4, atol=1e-4)
+    # Guidance 5 over 3 steps amplifies float rounding ~10x: the same network with only its summation order
+    # changed (echogen/kernels.py, exact maths) moves 1 of 1536 pixels by 2.2e-4. The tight check is the
+    # denoiser parity above; a wrong layer moves samples by >> 1e-3 (outputs are in [0, 1]).
+    torch.testing.assert_close((x.clamp(-1, 1) + 1) / 2, t["sample0.out"], rtol=1e-4, atol=1e-3)
 
 
 def test_converted_bundle_samples_through_cascade(converted):

@@ -54,6 +54,13 @@ def test_each_stage_trains_exports_and_resumes(phantom, bundle):
     assert "resumed" in (runs / "base" / "log.txt").read_text()
     assert json.loads((runs / "base/ckpt/state.json").read_text())["step"] == 3
     assert not list((runs / "base").rglob("*.pt")) and not list((runs / "base").rglob("*.pkl"))
+    # an in-run anneal applies on resume past its step, once
+    r = _run(["train/train_stage.py", "--data", str(phantom), "--preset", "tiny", "--stage", "base",
+              "--out", str(runs / "base"), "--steps", "5", "--log-every", "1", "--sample-every", "0", "--threads", "1",
+              "--anneal-at", "3", "--anneal-lr", "1e-5", "--anneal-ema-half-life", "100"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in (runs / "base" / "log.txt").read_text().splitlines() if "annealed" in ln]
+    assert len(lines) == 1 and "step 3: annealed to lr 1e-05, EMA half-life 100 samples" in lines[0], lines
 
 
 def test_evaluate_end_to_end(phantom, bundle, tmp_path):

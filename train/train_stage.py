@@ -24,6 +24,7 @@ from echogen import distributed
 from echogen.cascade import Cascade, build_denoiser
 from echogen.checkpoint import load_checkpoint, save_checkpoint
 from echogen.config import get_preset
+from echogen.device import tune_cpu_malloc
 from echogen.echonet import EchoNetDataset
 from echogen.training import EMA, previous_stage, stage_inputs, stage_loss
 from echogen.video_io import write_video
@@ -38,6 +39,11 @@ p.add_argument("--minutes", type=float, default=0, help="stop (with a checkpoint
 p.add_argument("--batch", type=int, default=0, help="batch per process (default: the stage config's)")
 p.add_argument("--lr", type=float, default=0, help="Adam learning rate (default: the stage config's)")
 p.add_argument("--ema-half-life", type=float, default=2000, help="EMA half-life in samples")
+p.add_argument("--anneal-at", type=int, default=0, help="from this step on (also after a resume), train with "
+               "--anneal-lr and --anneal-ema-half-life (0: never)")
+p.add_argument("--anneal-lr", type=float, default=0, help="learning rate from --anneal-at on")
+p.add_argument("--anneal-ema-half-life", type=float, default=0, help="EMA half-life (samples) from --anneal-at on "
+               "(0: keep --ema-half-life)")
 p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
 p.add_argument("--max-videos", type=int, default=None)
 p.add_argument("--ckpt-every", type=int, default=500)
@@ -48,10 +54,13 @@ p.add_argument("--device", default=None)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
 args = p.parse_args()
+if args.anneal_at and not args.anneal_lr:
+    p.error("--anneal-at needs --anneal-lr")
 
 # ---- setup -----------------------------------------------------------------------------------
 if args.threads:
     torch.set_num_threads(args.threads)
+tune_cpu_malloc()
 dist = distributed.setup(args.device)
 cascade = get_preset(args.preset)
 stage = cascade.stage(args.stage)
@@ -159,6 +168,11 @@ while state["step"] < args.steps:
             sampler.set_epoch(state["step"])
         it = iter(loader)
         b = next(it)
+    if args.anneal_at and state["step"] >= args.anneal_at and opt.param_groups[0]["lr"] != args.anneal_lr:
+        for group in opt.param_groups:
+            group["lr"] = args.anneal_lr
+        ema.half_life = args.anneal_ema_half_life or args.ema_half_life
+        log(f"step {state['step']}: annealed to lr {args.anneal_lr}, EMA half-life {ema.half_life:g} samples")
     model.train()
     loss = stage_loss(ddp, cascade, stage, b, gen, dist.device)
     opt.zero_grad(set_to_none=True)

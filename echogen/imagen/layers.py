@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from echogen.kernels import frame_conv, temporal_conv
+
 
 class LayerNormG(nn.Module):
     """LayerNorm with a gain only (no bias); eps 1e-5 in float32, 1e-3 otherwise. dim: normalised axis."""
@@ -26,6 +28,8 @@ class LayerNormG(nn.Module):
 
     def forward(self, x):
         eps = 1e-5 if x.dtype == torch.float32 else 1e-3
+        if self.axis == -1:  # one fused kernel (docs/PERF.md change 11); same formula as below
+            return F.layer_norm(x, x.shape[-1:], self.g, None, eps)
         var = torch.var(x, dim=self.axis, unbiased=False, keepdim=True)
         mean = x.mean(dim=self.axis, keepdim=True)
         g = self.g if self.axis == -1 else self.g.reshape(-1, *([1] * (x.ndim - 2)))
@@ -50,17 +54,11 @@ class SpaceTimeConv(nn.Module):
         self.kt = kt
 
     def forward(self, x, ignore_time: bool = False):
-        b, _, t, h, w = x.shape
-        x = self.spatial_conv(x.transpose(1, 2).reshape(b * t, -1, h, w))
-        x = x.reshape(b, t, -1, h, w).transpose(1, 2)                        # (B, C, T, H, W)
+        sc = self.spatial_conv
+        x = frame_conv(x, sc.weight, sc.bias, sc.padding[0])                 # (B, C, T, H, W)
         if ignore_time:
             return x
-        # The Conv1d over (B*H*W, C, T) run as a Conv2d with a (kt, 1) kernel over the free view
-        # (B, C, T, H*W), left-padded in time: no permute copies, 0.87x time (docs/PERF.md change 9).
-        c = x.shape[1]
-        y = F.pad(x.reshape(b, c, t, h * w), (0, 0, self.kt - 1, 0))
-        y = F.conv2d(y, self.temporal_conv.weight[..., None], self.temporal_conv.bias)
-        return y.reshape(b, c, t, h, w)
+        return temporal_conv(x, self.temporal_conv.weight, self.temporal_conv.bias, centre=self.kt - 1)   # causal
 
 
 class Block(nn.Module):
@@ -75,8 +73,9 @@ class Block(nn.Module):
         x = self.groupnorm(x)
         if scale_shift is not None:
             scale, shift = scale_shift
-            x = x * (scale + 1) + shift
-        return self.project(F.silu(x), ignore_time)
+            x = torch.addcmul(shift, x, scale + 1)                             # x * (scale + 1) + shift
+        # x is this block's own temporary: without autograd, SiLU can overwrite it
+        return self.project(F.silu(x, inplace=not torch.is_grad_enabled()), ignore_time)
 
 
 class GlobalContext(nn.Module):
@@ -89,7 +88,7 @@ class GlobalContext(nn.Module):
         self.net = nn.Sequential(nn.Conv3d(c_in, hidden, 1), nn.SiLU(), nn.Conv3d(hidden, c_out, 1), nn.Sigmoid())
 
     def forward(self, x):
-        w = self.to_k(x).flatten(2).softmax(dim=-1)                          # (B, 1, N)
+        w = frame_conv(x, self.to_k.weight[:, :, 0], self.to_k.bias, 0).flatten(2).softmax(dim=-1)   # (B, 1, N)
         pooled = torch.einsum("bin,bcn->bci", w, x.flatten(2))               # (B, C, 1)
         return self.net(pooled[..., None, None])
 
@@ -161,25 +160,30 @@ class Attention(nn.Module):
     def forward(self, x):                                                      # (B, N, C)
         b, n, _ = x.shape
         x = self.norm(x)
-        q = self.to_q(x).reshape(b, n, self.heads, -1).transpose(1, 2) * self.scale   # (B, h, n, d)
+        q = self.to_q(x)                                                       # (B, n, h*d)
         k, v = self.to_kv(x).chunk(2, dim=-1)                                  # (B, n, d)
         nk, nv = (z.reshape(1, 1, -1).expand(b, 1, -1) for z in self.null_kv.unbind(0))
         k, v = torch.cat([nk, k], dim=1), torch.cat([nv, v], dim=1)            # (B, 1 + n, d)
         if self.rel_pos_bias is None and not self.causal:
             # plain attention (the bottleneck's, over T*H*W tokens): a fused kernel, no (n x n) matrix in memory
+            q = q.reshape(b, n, self.heads, -1).transpose(1, 2)                # (B, h, n, d)
             out = F.scaled_dot_product_attention(q, k[:, None].expand(-1, self.heads, -1, -1),
-                                                 v[:, None].expand(-1, self.heads, -1, -1), scale=1.0)
+                                                 v[:, None].expand(-1, self.heads, -1, -1), scale=self.scale)
             return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
-        sim = torch.einsum("bhid,bjd->bhij", q, k)
+        # Multi-query keys: keep the queries as (B, n*h, d) rows (token-major, no transpose copy), so both
+        # products are plain batched GEMMs against the one (B, 1 + n, d) key/value head.
+        q = q.reshape(b, n * self.heads, -1)                                   # a view: row (i, head)
+        bias = torch.zeros((), dtype=q.dtype, device=q.device)
         if self.rel_pos_bias is not None:
-            bias = self.rel_pos_bias(n, x.device, q.dtype)                     # (h, n, n)
-            null = self.null_attn_bias.reshape(-1, 1, 1).expand(-1, n, 1)
-            sim = sim + torch.cat([null, bias], dim=-1)
+            rel = self.rel_pos_bias(n, x.device, q.dtype)                      # (h, n, n)
+            null = self.null_attn_bias.to(q.dtype).reshape(-1, 1, 1).expand(-1, n, 1)
+            bias = torch.cat([null, rel], dim=-1).transpose(0, 1).reshape(n * self.heads, n + 1)
+        sim = torch.baddbmm(bias.expand(b, n * self.heads, n + 1), q, k.transpose(1, 2), alpha=self.scale)  # (B, n*h, 1+n)
         if self.causal:  # query i sees the null key and keys 0..i
             mask = torch.ones(n, n + 1, dtype=torch.bool, device=x.device).triu(2)
-            sim = sim.masked_fill(mask, -torch.finfo(sim.dtype).max)
+            sim = sim.masked_fill(mask.repeat_interleave(self.heads, dim=0), -torch.finfo(sim.dtype).max)
         attn = sim.softmax(dim=-1)
-        out = torch.einsum("bhij,bjd->bhid", attn, v).transpose(1, 2).reshape(b, n, -1)
+        out = torch.bmm(attn, v).reshape(b, n, -1)                            # (B, n, h*d)
         return self.to_out(out)
 
 
@@ -219,7 +223,14 @@ class TemporalPEG(Fn):
         super().__init__(nn.Sequential(nn.Identity(), nn.Conv3d(dim, dim, (3, 1, 1), groups=dim)))
 
     def forward(self, x):
-        return x + self.fn[1](F.pad(x, (0, 0, 0, 0, 2, 0)))
+        # x + bias + sum_s w[kt-1-s] * x[t-s], elementwise: the grouped Conv3d takes oneDNN's slow path
+        conv = self.fn[1]
+        kt, t = conv.weight.shape[2], x.shape[2]
+        w = conv.weight.reshape(-1, kt).t()[:, :, None, None, None]          # (kt, C, 1, 1, 1)
+        y = torch.addcmul(x + conv.bias[:, None, None, None], x, w[kt - 1])
+        for s in range(1, min(kt, t)):
+            y[:, :, s:] += x[:, :, :t - s] * w[kt - 1 - s]
+        return y
 
 
 class ResnetBlock(nn.Module):
@@ -245,12 +256,21 @@ class ResnetBlock(nn.Module):
         h = self.block2(h, scale_shift=scale_shift, ignore_time=ignore_time)
         if self.gca is not None:
             h = h * self.gca(h)
-        return h + (x if self.res_conv is None else self.res_conv(x))
+        if self.res_conv is None:
+            return h + x
+        return h + frame_conv(x, self.res_conv.weight[:, :, 0], self.res_conv.bias, 0)
+
+
+class FrameConv3d(nn.Conv3d):
+    """A per-frame k x k conv stored as Conv3d with a (1, k, k) kernel (the checkpoints' layout), run by
+    frame_conv."""
+
+    def forward(self, x):
+        return frame_conv(x, self.weight[:, :, 0], self.bias, self.padding[1])
 
 
 def conv2d_as_3d(c_in, c_out, k, padding=0):
-    """A per-frame k x k conv stored as Conv3d with a (1, k, k) kernel."""
-    return nn.Conv3d(c_in, c_out, (1, k, k), padding=(0, padding, padding))
+    return FrameConv3d(c_in, c_out, (1, k, k), padding=(0, padding, padding))
 
 
 class Downsample(nn.Sequential):
