@@ -18,7 +18,7 @@ What is compared, per stage, at the stage's size and frame count (or --frames):
             channels and a 15 x 15 kernel takes ~12 s where the same conv as Conv2d takes ~0.2 s: a slow
             kernel path, not imagen's design. `ratio_2d` = ours / theirs_2d is the conservative ratio.
 ratio = ours / theirs per network evaluation (< 1: EchoGen faster). Per video: ours x NFE of the stage's
-default sampler vs theirs x (2N - 1) (the paper's Heun sampler at the stage's step count).
+default sampler vs theirs_2d x (2N - 1) (the paper's Heun sampler at the stage's step count).
 
 Paper presets (stage.network == "imagen3d"): EchoGen's imagen-compatible network (it loads the published
 weights) against imagen's Unet3D built from the SAME keyword arguments (stage.network_options): identical
