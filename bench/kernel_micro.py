@@ -6,27 +6,21 @@ frame conv as Conv3d (1,k,k) vs Conv2d over frames, temporal conv as shifted GEM
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from conv_micro import t  # noqa: E402  (bench/ is on the path when run as a script)
 
 
 def ms(f, n=9):
+    """Median milliseconds of f over n calls after two warm-up calls, without autograd."""
     with torch.no_grad():
         f()
-        f()
-        ts = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+        return t(f, n) * 1e3       # t: one more warm-up call, then the median of n
 
 
 def main():

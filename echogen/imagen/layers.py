@@ -78,17 +78,29 @@ class Block(nn.Module):
         return self.project(F.silu(x, inplace=not torch.is_grad_enabled()), ignore_time)
 
 
+class FrameConv3d(nn.Conv3d):
+    """A per-frame k x k conv stored as Conv3d with a (1, k, k) kernel (the checkpoints' layout), run by
+    frame_conv."""
+
+    def forward(self, x):
+        return frame_conv(x, self.weight[:, :, 0], self.bias, self.padding[1])
+
+
+def conv2d_as_3d(c_in, c_out, k, padding=0):
+    return FrameConv3d(c_in, c_out, (1, k, k), padding=(0, padding, padding))
+
+
 class GlobalContext(nn.Module):
     """Attention-pooled global descriptor -> per-channel sigmoid gate (B, C, 1, 1, 1)."""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         hidden = max(3, c_out // 2)
-        self.to_k = nn.Conv3d(c_in, 1, 1)
+        self.to_k = conv2d_as_3d(c_in, 1, 1)
         self.net = nn.Sequential(nn.Conv3d(c_in, hidden, 1), nn.SiLU(), nn.Conv3d(hidden, c_out, 1), nn.Sigmoid())
 
     def forward(self, x):
-        w = frame_conv(x, self.to_k.weight[:, :, 0], self.to_k.bias, 0).flatten(2).softmax(dim=-1)   # (B, 1, N)
+        w = self.to_k(x).flatten(2).softmax(dim=-1)                          # (B, 1, N)
         pooled = torch.einsum("bin,bcn->bci", w, x.flatten(2))               # (B, C, 1)
         return self.net(pooled[..., None, None])
 
@@ -244,7 +256,7 @@ class ResnetBlock(nn.Module):
         self.block1 = Block(c_in, c_out, groups)
         self.block2 = Block(c_out, c_out, groups)
         self.gca = GlobalContext(c_out, c_out) if gca else None
-        self.res_conv = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else None
+        self.res_conv = conv2d_as_3d(c_in, c_out, 1) if c_in != c_out else None
 
     def forward(self, x, t, c=None, ignore_time=False):
         scale_shift = self.time_mlp(t)[:, :, None, None, None].chunk(2, dim=1)
@@ -256,21 +268,7 @@ class ResnetBlock(nn.Module):
         h = self.block2(h, scale_shift=scale_shift, ignore_time=ignore_time)
         if self.gca is not None:
             h = h * self.gca(h)
-        if self.res_conv is None:
-            return h + x
-        return h + frame_conv(x, self.res_conv.weight[:, :, 0], self.res_conv.bias, 0)
-
-
-class FrameConv3d(nn.Conv3d):
-    """A per-frame k x k conv stored as Conv3d with a (1, k, k) kernel (the checkpoints' layout), run by
-    frame_conv."""
-
-    def forward(self, x):
-        return frame_conv(x, self.weight[:, :, 0], self.bias, self.padding[1])
-
-
-def conv2d_as_3d(c_in, c_out, k, padding=0):
-    return FrameConv3d(c_in, c_out, (1, k, k), padding=(0, padding, padding))
+        return h + (x if self.res_conv is None else self.res_conv(x))
 
 
 class Downsample(nn.Sequential):
