@@ -274,6 +274,8 @@ def parse_args(argv=None):
     p.add_argument("--results", default="results",
                    help="teaching results folder (pools, review sets, answers database; default ./results)")
     p.add_argument("--no-teaching", action="store_true", help="only the generation tab (no teaching tabs)")
+    from echogen.cli import add_speed_arguments
+    add_speed_arguments(p)
     p.add_argument("--concurrency", type=int, default=None,
                    help="generations run at once (default 1 on CPU, 2 on CUDA); others wait in the queue")
     return p.parse_args(argv)
@@ -302,10 +304,10 @@ def main(argv=None) -> int:
             print("error: --auth must be user:pass", file=sys.stderr)
             return 2
         auth = tuple(args.auth.split(":", 1))
-    engines = S.Engines(device)
+    engines = S.Engines(device, args.precision, args.compile)
     try:
         engines.get(choices[0])
-    except WeightsError as e:
+    except (WeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out_root = Path(tempfile.mkdtemp(prefix="echogen-app-"))

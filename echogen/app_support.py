@@ -85,13 +85,19 @@ def stage_count(choice: str) -> int:
 class Engines:
     """Loads each picked bundle once; thread-safe."""
 
-    def __init__(self, device="cpu"):
+    def __init__(self, device="cpu", precision: str = "auto", compile_mode: str | None = None):
+        """precision / compile_mode: Cascade.set_speed for every bundle loaded (compile_mode "default",
+        "reduce-overhead" or "max-autotune"; None = eager)."""
         self.device, self._cache, self._lock = device, {}, threading.Lock()
+        self.precision, self.compile_mode = precision, compile_mode
 
     def get(self, choice: str) -> Engine:
         with self._lock:
             if choice not in self._cache:
-                self._cache[choice] = load_engine(choice, self.device)
+                eng = load_engine(choice, self.device)
+                eng.cascade.set_speed(self.precision, compile=self.compile_mode is not None,
+                                      compile_mode=None if self.compile_mode == "default" else self.compile_mode)
+                self._cache[choice] = eng
             return self._cache[choice]
 
 

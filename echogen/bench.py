@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from echogen.config import CascadeConfig, StageConfig
+from echogen.device import autocast
 from echogen.samplers import GuidedDenoiser, nfe
 
 
@@ -41,6 +42,9 @@ class StageBench:
     peak_mem_mb: float = 0.0
     mem_kind: str = ""       # cuda_max_allocated | cpu_rss_delta | cpu_maxrss_delta
     note: str = ""           # what was changed from the preset (frames, batch)
+    precision: str = "auto"  # echogen.device.autocast setting the forwards ran under
+    compiled: str = ""       # torch.compile backend/mode, "" when eager
+    warmup_s: float = 0.0    # seconds of the untimed warm-up forwards (holds the compilation when compiled)
 
 
 def machine_info(device: torch.device) -> dict:
@@ -62,11 +66,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device: torch.device, repeats: int = 5, warmup: int = 1) -> list:
-    """Seconds of each of `repeats` calls of fn(), after `warmup` untimed calls."""
+def time_call(fn, device: torch.device, repeats: int = 5, warmup: int = 1, warmup_s: list | None = None) -> list:
+    """Seconds of each of `repeats` calls of fn(), after `warmup` untimed calls (their total seconds are
+    appended to warmup_s when given)."""
+    t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
     sync(device)
+    if warmup_s is not None:
+        warmup_s.append(time.perf_counter() - t0)
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -136,15 +144,21 @@ def count_params(module: torch.nn.Module) -> int:
 
 @torch.no_grad()
 def bench_stage(stage: StageConfig, denoiser, device, batch: int = 1, frames: int | None = None,
-                repeats: int = 5, warmup: int = 1, memory: bool = True, sigma: float = 1.0) -> StageBench:
-    """Time one guided-denoiser call of `stage` (what each of its NFE costs)."""
+                repeats: int = 5, warmup: int = 1, memory: bool = True, sigma: float = 1.0,
+                precision: str = "auto", compiled: str = "") -> StageBench:
+    """Time one guided-denoiser call of `stage` (what each of its NFE costs), under the precision
+    Cascade.sample uses (echogen.device.autocast). compiled: label of a torch.compile already applied."""
     device = torch.device(device)
     denoiser = denoiser.to(device).eval()
     inp = stage_inputs(stage, batch, frames, device=device)
     model = GuidedDenoiser(denoiser, inp["cond"], stage.guidance, stage.dynamic_threshold)
     x = inp["x"] * sigma
-    call = lambda: model(x, sigma)  # noqa: E731
-    times = time_call(call, device, repeats, warmup)
+
+    def call():
+        with autocast(device, precision):
+            return model(x, sigma)
+    warm = []
+    times = time_call(call, device, repeats, warmup, warm)
     mem, kind = peak_memory(call, device) if memory else (float("nan"), "")
     n = nfe(stage.sampler, stage.steps)
     fwd = statistics.median(times)
@@ -155,13 +169,16 @@ def bench_stage(stage: StageConfig, denoiser, device, batch: int = 1, frames: in
     return StageBench(stage=stage.name, params=count_params(denoiser), batch=batch * (1 if stage.guidance == 1 else 2),
                       frames=t, size=stage.size, sampler=stage.sampler, steps=stage.steps, nfe=n,
                       forward_s=fwd, forward_all_s=[round(v, 5) for v in times], est_video_s=fwd * n,
-                      peak_mem_mb=mem, mem_kind=kind, note="; ".join(note))
+                      peak_mem_mb=mem, mem_kind=kind, note="; ".join(note), precision=precision,
+                      compiled=compiled, warmup_s=round(warm[0], 3))
 
 
 @torch.no_grad()
 def bench_cascade(config: CascadeConfig, device="cpu", stages=None, batch: int = 1, frames: int | None = None,
-                  repeats: int = 5, warmup: int = 1, memory: bool = True, seed: int = 0) -> list:
-    """bench_stage for the named stages (default all) of a cascade with freshly initialised weights."""
+                  repeats: int = 5, warmup: int = 1, memory: bool = True, seed: int = 0, precision: str = "auto",
+                  compile_mode: str | None = None) -> list:
+    """bench_stage for the named stages (default all) of a cascade with freshly initialised weights.
+    compile_mode: torch.compile each network first ("default", "reduce-overhead", "max-autotune")."""
     from echogen.cascade import build_denoiser
 
     names = config.stage_names if stages is None else list(stages)
@@ -171,18 +188,22 @@ def bench_cascade(config: CascadeConfig, device="cpu", stages=None, batch: int =
             continue
         torch.manual_seed(seed)
         den = build_denoiser(st, config.diffusion)
-        rows.append(bench_stage(st, den, device, batch, frames, repeats, warmup, memory))
+        if compile_mode:
+            den.net.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+        rows.append(bench_stage(st, den, device, batch, frames, repeats, warmup, memory, precision=precision,
+                                compiled=compile_mode or ""))
         del den
     return rows
 
 
 @torch.no_grad()
 def bench_end_to_end(config: CascadeConfig, device="cpu", batch: int = 1, repeats: int = 1, warmup: int = 1,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, precision: str = "auto", compile_mode: str | None = None) -> dict:
     """Measured seconds of `Cascade.sample` for `batch` videos (all stages, default samplers)."""
     from echogen.cascade import Cascade
 
-    casc = Cascade.random(config, device=device, seed=seed)
+    casc = Cascade.random(config, device=device, seed=seed).set_speed(
+        precision, compile=bool(compile_mode), compile_mode=None if compile_mode == "default" else compile_mode)
     base = config.stages[0]
     frame = torch.rand((batch, 1, 112, 112), generator=torch.Generator().manual_seed(seed))
     ef = [55.0] * batch
@@ -193,7 +214,8 @@ def bench_end_to_end(config: CascadeConfig, device="cpu", batch: int = 1, repeat
         per_stage.append({r.name: round(r.seconds, 4) for r in res})
 
     times = time_call(run, torch.device(device), repeats, warmup)
-    return {"preset": config.name, "batch": batch, "seconds": statistics.median(times),
+    return {"preset": config.name, "batch": batch, "precision": precision, "compiled": compile_mode or "",
+            "seconds": statistics.median(times),
             "seconds_all": [round(t, 4) for t in times], "per_stage_s": per_stage[-1],
             "base_frames": base.frames}
 
@@ -204,13 +226,14 @@ def rows_as_dicts(rows) -> list:
 
 def markdown_table(rows) -> str:
     head = ("| stage | params | forward batch | T x H x W | sampler, steps | NFE | forward s (median) "
-            "| est. s/video | peak MB | note |")
-    lines = [head, "|" + "---|" * 10]
+            "| est. s/video | peak MB | warm-up s | note |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r.stage} | {r.params / 1e6:.2f} M | {r.batch} | {r.frames}x{r.size}x{r.size} "
                      f"| {r.sampler}, {r.steps} | {r.nfe} | {r.forward_s:.4f} | {r.est_video_s:.2f} "
-                     f"| {'-' if r.peak_mem_mb != r.peak_mem_mb else f'{r.peak_mem_mb:.0f}'} | {r.note} |")
+                     f"| {'-' if r.peak_mem_mb != r.peak_mem_mb else f'{r.peak_mem_mb:.0f}'} | {r.warmup_s:.2f} "
+                     f"| {r.note} |")
     total = sum(r.est_video_s for r in rows)
     lines.append(f"| **total** | {sum(r.params for r in rows) / 1e6:.2f} M | | | | {sum(r.nfe for r in rows)} "
-                 f"| | **{total:.2f}** | | |")
+                 f"| | **{total:.2f}** | | | |")
     return "\n".join(lines)

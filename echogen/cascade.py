@@ -61,6 +61,22 @@ class Cascade:
             raise WeightsError(f"cascade '{config.name}' has no weights for stage(s) {missing}")
         self.config, self.device, self.source = config, torch.device(device), source
         self.denoisers = {k: d.to(self.device).eval() for k, d in denoisers.items()}
+        self.precision = "auto"    # sampling precision (echogen.device.autocast); see set_speed
+        self.compiled = None       # torch.compile settings once compile() has run
+
+    def set_speed(self, precision: str = "auto", compile: bool = False, compile_mode: str | None = None,
+                  backend: str = "inductor") -> "Cascade":
+        """Sampling precision for every later sample() and, with compile=True, torch.compile of each stage's
+        network (nn.Module.compile: parameters and saved weights unchanged). The first sample after compiling
+        pays the compilation (a minute or more per stage with inductor); shapes are static, so a new batch
+        size or frame count compiles again."""
+        autocast(self.device, precision)   # ValueError now, not at the first sample
+        self.precision = precision
+        if compile:
+            for den in self.denoisers.values():
+                den.net.compile(backend=backend, mode=compile_mode, dynamic=False)
+            self.compiled = {"backend": backend, "mode": compile_mode or "default"}
+        return self
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -108,11 +124,12 @@ class Cascade:
     # ---- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, frame, ef, *, stages=None, steps=None, guidance=None, sampler=None, sigma_start=None,
-               seed: int = 0, callback=None) -> list[StageResult]:
+               seed: int = 0, callback=None, precision: str | None = None) -> list[StageResult]:
         """frame: (H,W) / (B,H,W) / (B,1,H,W) in [0,1]; ef: EF in % (float or sequence).
         stages: names to run (the base always runs); steps / guidance / sampler / sigma_start: dicts
         stage -> value (sigma_start: see StageConfig; it applies to super-resolution stages only).
-        callback(stage_name, step, total_steps) after each sampler step. Same seed -> same output."""
+        callback(stage_name, step, total_steps) after each sampler step. precision: as set_speed (default
+        self.precision). Same seed -> same output."""
         ef_t = torch.as_tensor(np.atleast_1d(np.asarray(ef, dtype=np.float32)))
         if torch.any(ef_t < 0) or torch.any(ef_t > 100):
             raise ValueError("EF must be between 0 and 100 %")
@@ -161,7 +178,7 @@ class Cascade:
                 x = x + low.to(dev)
             cb = (lambda d, _n=st.name: callback(_n, d["i"] + 1, n_steps)) if callback else None
             kwargs = sampler_settings(st) if name == "heun" else {}
-            with autocast(dev):
+            with autocast(dev, precision or self.precision):
                 x = SAMPLERS[name](model, x, sigmas, callback=cb, generator=g, **kwargs)
             prev_full = ((x.float().clamp(-1, 1) + 1) / 2).cpu()      # all channels go to the next stage
             note = f"{name}, {n_steps} steps, guidance {w:g}" + (f", from its input at sigma {s0:g}" if s0 > 0 else "")

@@ -20,12 +20,25 @@ def pick_device(name: str | None = None) -> torch.device:
     return dev
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); a no-op on CPU (float32 there)."""
-    if not enabled or device.type != "cuda":
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The sampling precision as an autocast context (parameters stay float32).
+    auto: bf16 on CUDA (fp16 where the GPU lacks bf16), float32 on the CPU; fp32: no autocast;
+    bf16: bf16 autocast on CUDA or the CPU (slow on CPUs without native bf16); fp16: CUDA only."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    device = torch.device(device)
+    if precision == "auto":
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA device; on the CPU use fp32 or bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def tune_cpu_malloc() -> bool:

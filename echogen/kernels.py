@@ -22,6 +22,10 @@ def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     mmap (malloc not tuned, copy > PADDED_COPY_MAX). Measured per shape: docs/PERF.md change 11."""
     b, c, t, h, w = x.shape
     kt, hw = weight.shape[-1], h * w
+    if torch.is_autocast_enabled(x.device.type):
+        # autocast leaves in-place products alone: give every GEMM below one dtype, autocast's
+        dt = torch.get_autocast_dtype(x.device.type)
+        x, weight, bias = x.to(dt), weight.to(dt), None if bias is None else bias.to(dt)
     if t >= 8 and (malloc_tuned() or b * c * (t + kt - 1) * hw * x.element_size() <= PADDED_COPY_MAX):
         pad = (0, 0, centre, kt - 1 - centre)
         y = F.conv2d(F.pad(x.reshape(b, c, t, hw), pad), weight[..., None], bias)

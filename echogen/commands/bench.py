@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from echogen.cli import UserError
+from echogen.cli import UserError, add_speed_arguments
 
 E2E_DEFAULT = {"tiny", "demo"}  # presets whose whole cascade samples in seconds on a CPU
 
@@ -32,6 +32,7 @@ def add_arguments(p) -> None:
                      help="also time a whole Cascade.sample (default on for demo/tiny without overrides)")
     e2e.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the end-to-end sample")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    add_speed_arguments(p)
 
 
 def main(args) -> int:
@@ -39,10 +40,12 @@ def main(args) -> int:
 
     from echogen import bench
     from echogen.config import get_preset
-    from echogen.device import pick_device
+    from echogen.device import autocast, pick_device
 
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
         raise UserError("--repeats and --batch must be >= 1 and --warmup >= 0")
+    if args.compile and args.warmup < 1:
+        raise UserError("--compile needs --warmup >= 1: the first forward compiles the network")
     if args.frames is not None and args.frames < 1:
         raise UserError(f"--frames must be >= 1, got {args.frames}")
     if args.threads:
@@ -52,6 +55,7 @@ def main(args) -> int:
         device = pick_device(args.device)
     except RuntimeError as e:
         raise UserError(str(e)) from e
+    autocast(device, args.precision)  # fp16 on the CPU: a clear error before any timing
     stages = None
     if args.stages:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -67,16 +71,19 @@ def main(args) -> int:
             continue
         print(f"  timing {st.name} ...", file=sys.stderr, flush=True)
         rows += bench.bench_cascade(config, device, [st.name], args.batch, args.frames, args.repeats,
-                                    args.warmup, memory=not args.no_memory)
+                                    args.warmup, memory=not args.no_memory, precision=args.precision,
+                                    compile_mode=args.compile)
     partial = stages is not None or args.frames is not None
     do_e2e = args.e2e if args.e2e is not None else (config.name in E2E_DEFAULT and not partial)
     e2e = None
     if do_e2e:
         print("  end-to-end Cascade.sample ...", file=sys.stderr, flush=True)
-        e2e = bench.bench_end_to_end(config, device, args.batch, repeats=max(1, min(3, args.repeats)))
+        e2e = bench.bench_end_to_end(config, device, args.batch, repeats=max(1, min(3, args.repeats)),
+                                     precision=args.precision, compile_mode=args.compile)
     info["loadavg_after"] = bench.machine_info(device).get("loadavg")
 
     print(f"preset {config.name}, {args.batch} video(s), device {info['device']}, threads {info['threads']}, "
+          f"precision {args.precision}, {'torch.compile ' + args.compile if args.compile else 'eager'}, "
           f"load {info.get('loadavg')} -> {info['loadavg_after']}, {info['date']}")
     if partial:
         print("measured: " + ", ".join(f"{r.stage} at {r.frames} frames" for r in rows)
@@ -87,6 +94,7 @@ def main(args) -> int:
               f"(median of {len(e2e['seconds_all'])}; per stage {e2e['per_stage_s']})")
     if args.json:
         out = {"preset": config.name, "machine": info, "command": " ".join(sys.argv),
+               "precision": args.precision, "compile": args.compile,
                "stages": bench.rows_as_dicts(rows), "est_video_s": sum(r.est_video_s for r in rows),
                "end_to_end": e2e, "partial": partial}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

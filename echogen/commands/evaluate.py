@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from echogen.cli import UserError
+from echogen.cli import UserError, add_speed_arguments, apply_speed
 from echogen.commands.generate import load_cascade, parse_per_stage
 
 
@@ -37,6 +37,7 @@ def add_arguments(p) -> None:
                    help="inception_fid.safetensors: add FID over all frames to the factual task")
     p.add_argument("--fvd", default=None, metavar="FILE",
                    help="i3d.safetensors: add FVD over clips to the factual task (needs --n >= 2)")
+    add_speed_arguments(p)
 
 
 def main(args) -> int:
@@ -53,7 +54,7 @@ def main(args) -> int:
         raise UserError("--fvd compares sets of clips: it needs --n 2 or more")
     device = pick_device(args.device)
     perceptual = {m: load_perceptual(f, m, device) for m, f in wanted.items()}   # fail before generating
-    cascade = load_cascade(args.weights, args.preset, device, args.random_init)
+    cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
     reg_src = args.regressor or args.weights or str(Path(cascade.source))
     regressor = load_regressor(reg_src, device)
     names = cascade.config.stage_names

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from echogen.cli import UserError
+from echogen.cli import UserError, add_speed_arguments, apply_speed
 
 
 def parse_per_stage(text: str | None, names: list, cast, what: str) -> dict:
@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", default=None, help="comma-separated stages to run (others are upsampled)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--save-stages", action="store_true", help="also write every stage's output beside OUT")
+    add_speed_arguments(p)
 
 
 def main(args) -> int:
@@ -76,7 +77,7 @@ def main(args) -> int:
         raise UserError(f"--ef must be between 0 and 100 (got {args.ef})")
     frame, info = prepare_frame(args.image, frame=args.frame, size=112)
     device = pick_device(args.device)
-    cascade = load_cascade(args.weights, args.preset, device, args.random_init)
+    cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
     names = cascade.config.stage_names
     stages = None
     if args.stages:

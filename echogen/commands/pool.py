@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echogen.cli import UserError
+from echogen.cli import UserError, add_speed_arguments, apply_speed
 
 FRAME_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".npy", ".avi",
               ".mp4", ".mov", ".mkv", ".webm", ".gif"}
@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--random-init", action="store_true", help="untrained networks of --preset (tests only: noise)")
     p.add_argument("--preset", default=None, help="expected preset of the weights")
+    add_speed_arguments(p)
 
 
 def expand_frames(items) -> list[Path]:
@@ -83,7 +84,7 @@ def main(args) -> int:
     if not args.review and not args.frames:
         raise UserError("give --frames (files or folders) to generate from")
     device = pick_device(args.device)
-    cascade = load_cascade(args.weights, args.preset, device, args.random_init)
+    cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
     steps = parse_per_stage(args.steps, cascade.config.stage_names, int, "steps")
     kw = {"steps": steps} if steps else {}
     bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {desc}")
