@@ -17,15 +17,18 @@ def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     weight (C_out, C, kt) (a Conv1d's; a (kt, 1, 1) Conv3d's squeezed). centre = kt - 1 is causal (left
     padding kt - 1), centre = kt // 2 is 'same' padding. Run as kt matrix products over the free view
     (B, C, T*H*W), each shifted by whole frames and accumulated in place: no padded copy of the input.
-    Clips of 8 or more frames take oneDNN's Conv2d with a (kt, 1) kernel over the padded view
-    (B, C, T + pad, H*W) instead, which reads the input once, unless the padded copy would be a fresh
-    mmap (malloc not tuned, copy > PADDED_COPY_MAX). Measured per shape: docs/PERF.md change 11."""
+    Clips of 8 or more frames take oneDNN's Conv2d with a (kt, 1) kernel over the view (B, C, T, H*W)
+    instead, which reads the input once: centred, with the conv's own padding; causal, over a padded copy,
+    unless that copy would be a fresh mmap (malloc not tuned, copy > PADDED_COPY_MAX). Measured per
+    shape: docs/PERF.md changes 1 and 11."""
     b, c, t, h, w = x.shape
     kt, hw = weight.shape[-1], h * w
     if torch.is_autocast_enabled(x.device.type):
         # autocast leaves in-place products alone: give every GEMM below one dtype, autocast's
         dt = torch.get_autocast_dtype(x.device.type)
         x, weight, bias = x.to(dt), weight.to(dt), None if bias is None else bias.to(dt)
+    if t >= 8 and 2 * centre == kt - 1:   # centred: no copy
+        return F.conv2d(x.reshape(b, c, t, hw), weight[..., None], bias, padding=(centre, 0)).view(b, -1, t, h, w)
     if t >= 8 and (malloc_tuned() or b * c * (t + kt - 1) * hw * x.element_size() <= PADDED_COPY_MAX):
         pad = (0, 0, centre, kt - 1 - centre)
         y = F.conv2d(F.pad(x.reshape(b, c, t, hw), pad), weight[..., None], bias)

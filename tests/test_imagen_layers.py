@@ -20,7 +20,7 @@ def _grads(fn, *tensors):
                                          (5, 3, False), (2, 5, False), (6, 5, False), (10, 5, False)])
 @pytest.mark.parametrize("gemm_only", [False, True])
 def test_temporal_conv_matches_conv1d(t, kt, causal, gemm_only, monkeypatch):
-    if gemm_only:  # clips of >= 8 frames take the Conv2d path unless their padded copy is too big
+    if gemm_only:  # causal clips of >= 8 frames take the Conv2d path unless their padded copy is too big
         monkeypatch.setattr(kernels, "PADDED_COPY_MAX", 0)
         monkeypatch.setattr(kernels, "malloc_tuned", lambda: False)
     g = torch.Generator().manual_seed(0)
