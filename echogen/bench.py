@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from echogen.config import CascadeConfig, StageConfig
-from echogen.device import autocast
+from echogen.device import autocast, resolve_precision
 from echogen.samplers import GuidedDenoiser, nfe
 
 
@@ -42,7 +42,7 @@ class StageBench:
     peak_mem_mb: float = 0.0
     mem_kind: str = ""       # cuda_max_allocated | cpu_rss_delta | cpu_maxrss_delta
     note: str = ""           # what was changed from the preset (frames, batch)
-    precision: str = "auto"  # echogen.device.autocast setting the forwards ran under
+    precision: str = "fp32"  # what the forwards ran in (echogen.device.resolve_precision)
     compiled: str = ""       # torch.compile backend/mode, "" when eager
     warmup_s: float = 0.0    # seconds of the untimed warm-up forwards (holds the compilation when compiled)
 
@@ -169,7 +169,8 @@ def bench_stage(stage: StageConfig, denoiser, device, batch: int = 1, frames: in
     return StageBench(stage=stage.name, params=count_params(denoiser), batch=batch * (1 if stage.guidance == 1 else 2),
                       frames=t, size=stage.size, sampler=stage.sampler, steps=stage.steps, nfe=n,
                       forward_s=fwd, forward_all_s=[round(v, 5) for v in times], est_video_s=fwd * n,
-                      peak_mem_mb=mem, mem_kind=kind, note="; ".join(note), precision=precision,
+                      peak_mem_mb=mem, mem_kind=kind, note="; ".join(note),
+                      precision=resolve_precision(device, precision),
                       compiled=compiled, warmup_s=round(warm[0], 3))
 
 
@@ -214,7 +215,8 @@ def bench_end_to_end(config: CascadeConfig, device="cpu", batch: int = 1, repeat
         per_stage.append({r.name: round(r.seconds, 4) for r in res})
 
     times = time_call(run, torch.device(device), repeats, warmup)
-    return {"preset": config.name, "batch": batch, "precision": precision, "compiled": compile_mode or "",
+    return {"preset": config.name, "batch": batch, "precision": resolve_precision(device, precision),
+            "compiled": compile_mode or "",
             "seconds": statistics.median(times),
             "seconds_all": [round(t, 4) for t in times], "per_stage_s": per_stage[-1],
             "base_frames": base.frames}

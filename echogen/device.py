@@ -23,22 +23,26 @@ def pick_device(name: str | None = None) -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def autocast(device: torch.device, precision: str = "auto"):
-    """The sampling precision as an autocast context (parameters stay float32).
-    auto: bf16 on CUDA (fp16 where the GPU lacks bf16), float32 on the CPU; fp32: no autocast;
-    bf16: bf16 autocast on CUDA or the CPU (slow on CPUs without native bf16); fp16: CUDA only."""
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """fp32 | bf16 | fp16: what `precision` means on `device`. auto: bf16 on CUDA (fp16 where the GPU lacks
+    bf16), float32 on the CPU; bf16 runs on CUDA or the CPU (slow on CPUs without native bf16); fp16 is
+    CUDA only (ValueError otherwise, as for an unknown name)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
-    device = torch.device(device)
+    cuda = torch.device(device).type == "cuda"
     if precision == "auto":
-        if device.type != "cuda":
-            return contextlib.nullcontext()
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
         raise ValueError("fp16 autocast needs a CUDA device; on the CPU use fp32 or bf16")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The sampling precision (resolve_precision) as an autocast context; parameters stay float32."""
+    p = resolve_precision(device, precision)
+    if p == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 
 def tune_cpu_malloc() -> bool:

@@ -14,7 +14,7 @@ import torch
 from echogen.cascade import Cascade, build_denoiser
 from echogen.cli import main as cli_main
 from echogen.config import StageConfig, get_preset, imagen_unet_mirror
-from echogen.device import autocast
+from echogen.device import autocast, resolve_precision
 from echogen.bench import stage_inputs
 from echogen.samplers import GuidedDenoiser
 
@@ -55,6 +55,7 @@ def _call(den, st, precision="fp32"):
 
 def test_autocast_choices():
     cpu = torch.device("cpu")
+    assert resolve_precision(cpu, "auto") == "fp32" and resolve_precision(cpu, "bf16") == "bf16"
     with autocast(cpu, "auto"):
         assert not torch.is_autocast_enabled("cpu")          # float32 on the CPU by default
     with autocast(cpu, "bf16"):

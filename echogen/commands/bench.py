@@ -40,7 +40,7 @@ def main(args) -> int:
 
     from echogen import bench
     from echogen.config import get_preset
-    from echogen.device import autocast, pick_device
+    from echogen.device import autocast, pick_device, resolve_precision
 
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
         raise UserError("--repeats and --batch must be >= 1 and --warmup >= 0")
@@ -83,7 +83,8 @@ def main(args) -> int:
     info["loadavg_after"] = bench.machine_info(device).get("loadavg")
 
     print(f"preset {config.name}, {args.batch} video(s), device {info['device']}, threads {info['threads']}, "
-          f"precision {args.precision}, {'torch.compile ' + args.compile if args.compile else 'eager'}, "
+          f"precision {resolve_precision(device, args.precision)}, "
+          f"{'torch.compile ' + args.compile if args.compile else 'eager'}, "
           f"load {info.get('loadavg')} -> {info['loadavg_after']}, {info['date']}")
     if partial:
         print("measured: " + ", ".join(f"{r.stage} at {r.frames} frames" for r in rows)
@@ -94,7 +95,7 @@ def main(args) -> int:
               f"(median of {len(e2e['seconds_all'])}; per stage {e2e['per_stage_s']})")
     if args.json:
         out = {"preset": config.name, "machine": info, "command": " ".join(sys.argv),
-               "precision": args.precision, "compile": args.compile,
+               "precision": resolve_precision(device, args.precision), "compile": args.compile,
                "stages": bench.rows_as_dicts(rows), "est_video_s": sum(r.est_video_s for r in rows),
                "end_to_end": e2e, "partial": partial}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
