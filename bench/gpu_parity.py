@@ -18,22 +18,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from echogen.bench import stage_inputs  # noqa: E402
 from echogen.cascade import build_denoiser  # noqa: E402
-from echogen.config import StageConfig, get_preset, imagen_unet_mirror  # noqa: E402
+from echogen.config import StageConfig, get_preset, imagen_test_stage  # noqa: E402
 from echogen.device import autocast  # noqa: E402
 from echogen.samplers import GuidedDenoiser  # noqa: E402
 
 
-def imagen_stage(lowres: bool, frames: int, size: int = 32) -> StageConfig:
-    opts = dict(dim=16, dim_mults=[1, 2, 2], num_resnet_blocks=1, layer_cross_attns=[False, False, True],
-                attend_at_middle=True, memory_efficient=lowres, lowres_cond=lowres, channels=3, cond_images_channels=3,
-                attn_heads=2, attn_dim_head=16, resnet_groups=4, attn_pool_num_latents=4)
-    return StageConfig(name="sr" if lowres else "base", size=size, frames=frames, fps=8.0, steps=2,
-                       unet=imagen_unet_mirror(opts), network="imagen3d", network_options=opts, guidance=5.0)
-
-
 def cases() -> dict:
     demo = get_preset("demo")
-    return {"imagen base 4x32x32": imagen_stage(False, 4), "imagen SR 16x32x32": imagen_stage(True, 16),
+    return {"imagen base 4x32x32": imagen_test_stage(False, 4, size=32, dim=16, levels=3),
+            "imagen SR 16x32x32": imagen_test_stage(True, 16, size=32, dim=16, levels=3),
             "demo base": demo.stages[0], "demo temporal": demo.stages[2]}
 
 

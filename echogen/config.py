@@ -164,6 +164,17 @@ def _paper_stage(name, size, frames, fps, steps, batch, lowres, S_churn, crop=0,
                        lowres_resize=lowres_resize, frame_resize="nearest", sampler="heun", guidance=5.0, S_churn=S_churn, crop=crop)
 
 
+def imagen_test_stage(lowres: bool, frames: int, size: int = 16, dim: int = 8, levels: int = 2) -> StageConfig:
+    """A small "imagen3d" stage (the paper networks' layers at a test size): EF cross-attention at the
+    deepest level, space-time attention at the bottleneck, guidance 5. For tests and bench/gpu_parity.py."""
+    opts = dict(dim=dim, dim_mults=[1] + [2] * (levels - 1), num_resnet_blocks=1,
+                layer_cross_attns=[False] * (levels - 1) + [True], attend_at_middle=True, memory_efficient=lowres,
+                lowres_cond=lowres, channels=3, cond_images_channels=3, attn_heads=2, attn_dim_head=dim,
+                resnet_groups=4, attn_pool_num_latents=4)
+    return StageConfig(name="sr" if lowres else "base", size=size, frames=frames, fps=8.0, steps=2,
+                       unet=imagen_unet_mirror(opts), network="imagen3d", network_options=opts, guidance=5.0)
+
+
 def preset_1scm() -> CascadeConfig:
     # 1SCM_v2.yaml sets no resize_mode (imagen's default, nearest; unused by a single stage)
     return CascadeConfig("1SCM", [_paper_stage("base", 112, 16, 8.0, 64, 4, False, 160.0, attend=False,

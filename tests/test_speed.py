@@ -13,18 +13,10 @@ import torch
 
 from echogen.cascade import Cascade, build_denoiser
 from echogen.cli import main as cli_main
-from echogen.config import StageConfig, get_preset, imagen_unet_mirror
+from echogen.config import StageConfig, get_preset, imagen_test_stage
 from echogen.device import autocast, resolve_precision
 from echogen.bench import stage_inputs
 from echogen.samplers import GuidedDenoiser
-
-
-def _imagen_stage(lowres: bool, frames: int) -> StageConfig:
-    opts = dict(dim=8, dim_mults=[1, 2], num_resnet_blocks=1, layer_cross_attns=[False, True], attend_at_middle=True,
-                memory_efficient=lowres, lowres_cond=lowres, channels=3, cond_images_channels=3, attn_heads=2,
-                attn_dim_head=8, resnet_groups=4, attn_pool_num_latents=4, init_cross_embed_kernel_sizes=[3, 7, 15])
-    return StageConfig(name="st" if lowres else "base", size=16, frames=frames, fps=8.0, steps=2,
-                       unet=imagen_unet_mirror(opts), network="imagen3d", network_options=opts, guidance=5.0)
 
 
 def _demo_stage() -> StageConfig:
@@ -41,8 +33,8 @@ def _denoiser(st: StageConfig):
     return den
 
 
-STAGES = {"imagen-base-4fr": lambda: _imagen_stage(False, 4),      # temporal conv: in-place GEMM path
-          "imagen-sr-9fr": lambda: _imagen_stage(True, 9),         # temporal conv: Conv2d path
+STAGES = {"imagen-base-4fr": lambda: imagen_test_stage(False, 4),      # temporal conv: in-place GEMM path
+          "imagen-sr-9fr": lambda: imagen_test_stage(True, 9),         # temporal conv: Conv2d path
           "demo-temporal": _demo_stage}
 
 
