@@ -95,8 +95,7 @@ class Engines:
         with self._lock:
             if choice not in self._cache:
                 eng = load_engine(choice, self.device)
-                eng.cascade.set_speed(self.precision, compile=self.compile_mode is not None,
-                                      compile_mode=None if self.compile_mode == "default" else self.compile_mode)
+                eng.cascade.set_speed(self.precision, self.compile_mode)
                 self._cache[choice] = eng
             return self._cache[choice]
 

@@ -180,7 +180,7 @@ def bench_cascade(config: CascadeConfig, device="cpu", stages=None, batch: int =
                   compile_mode: str | None = None) -> list:
     """bench_stage for the named stages (default all) of a cascade with freshly initialised weights.
     compile_mode: torch.compile each network first ("default", "reduce-overhead", "max-autotune")."""
-    from echogen.cascade import build_denoiser
+    from echogen.cascade import build_denoiser, compile_network
 
     names = config.stage_names if stages is None else list(stages)
     rows = []
@@ -190,7 +190,7 @@ def bench_cascade(config: CascadeConfig, device="cpu", stages=None, batch: int =
         torch.manual_seed(seed)
         den = build_denoiser(st, config.diffusion)
         if compile_mode:
-            den.net.compile(mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+            compile_network(den.net, compile_mode)
         rows.append(bench_stage(st, den, device, batch, frames, repeats, warmup, memory, precision=precision,
                                 compiled=compile_mode or ""))
         del den
@@ -203,8 +203,7 @@ def bench_end_to_end(config: CascadeConfig, device="cpu", batch: int = 1, repeat
     """Measured seconds of `Cascade.sample` for `batch` videos (all stages, default samplers)."""
     from echogen.cascade import Cascade
 
-    casc = Cascade.random(config, device=device, seed=seed).set_speed(
-        precision, compile=bool(compile_mode), compile_mode=None if compile_mode == "default" else compile_mode)
+    casc = Cascade.random(config, device=device, seed=seed).set_speed(precision, compile_mode)
     base = config.stages[0]
     frame = torch.rand((batch, 1, 112, 112), generator=torch.Generator().manual_seed(seed))
     ef = [55.0] * batch

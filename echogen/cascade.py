@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from echogen.config import CascadeConfig, DiffusionConfig, StageConfig, get_preset, stage_from_dict
-from echogen.device import autocast
+from echogen.device import COMPILE_MODES, autocast, resolve_precision
 from echogen.edm import Denoiser
 from echogen.resample import augment_lowres, resize_frames, upsample_video
 from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, sampler_settings
@@ -24,6 +24,14 @@ from echogen.weights import WeightsError, load_state_strict, load_tensors, read_
     update_manifest
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "weights" / "demo"
+
+
+def compile_network(net: torch.nn.Module, mode: str = "default", backend: str = "inductor") -> None:
+    """torch.compile a stage's network in place (nn.Module.compile: parameter names and saved weights are
+    unchanged). Shapes are static: a new batch size or frame count compiles again."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown torch.compile mode '{mode}' (choose from {', '.join(COMPILE_MODES)})")
+    net.compile(backend=backend, mode=None if mode == "default" else mode, dynamic=False)
 
 
 def build_denoiser(stage: StageConfig, diffusion: DiffusionConfig) -> Denoiser:
@@ -62,20 +70,18 @@ class Cascade:
         self.config, self.device, self.source = config, torch.device(device), source
         self.denoisers = {k: d.to(self.device).eval() for k, d in denoisers.items()}
         self.precision = "auto"    # sampling precision (echogen.device.autocast); see set_speed
-        self.compiled = None       # torch.compile settings once compile() has run
+        self.compiled = None       # torch.compile settings once set_speed has compiled the networks
 
-    def set_speed(self, precision: str = "auto", compile: bool = False, compile_mode: str | None = None,
-                  backend: str = "inductor") -> "Cascade":
-        """Sampling precision for every later sample() and, with compile=True, torch.compile of each stage's
-        network (nn.Module.compile: parameters and saved weights unchanged). The first sample after compiling
-        pays the compilation (a minute or more per stage with inductor); shapes are static, so a new batch
-        size or frame count compiles again."""
-        autocast(self.device, precision)   # ValueError now, not at the first sample
+    def set_speed(self, precision: str = "auto", compile: str | None = None, backend: str = "inductor") -> "Cascade":
+        """Sampling precision for every later sample() and, with compile = a torch.compile mode ("default",
+        "reduce-overhead", "max-autotune"), each stage's network compiled (compile_network). The first sample
+        after compiling pays the compilation (a minute or more per stage with inductor)."""
+        resolve_precision(self.device, precision)   # ValueError now, not at the first sample
         self.precision = precision
         if compile:
             for den in self.denoisers.values():
-                den.net.compile(backend=backend, mode=compile_mode, dynamic=False)
-            self.compiled = {"backend": backend, "mode": compile_mode or "default"}
+                compile_network(den.net, compile, backend)
+            self.compiled = {"backend": backend, "mode": compile}
         return self
 
     # ---- construction ------------------------------------------------------------------------

@@ -30,19 +30,18 @@ class UserError(RuntimeError):
 
 def add_speed_arguments(p) -> None:
     """--precision / --compile, shared by the commands that sample (Cascade.set_speed)."""
-    from echogen.device import PRECISIONS
+    from echogen.device import COMPILE_MODES, PRECISIONS
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="sampling precision: auto = bf16 autocast on CUDA, float32 on the CPU (default auto)")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   choices=("default", "reduce-overhead", "max-autotune"),
+                   choices=COMPILE_MODES,
                    help="torch.compile each stage's network (MODE default | reduce-overhead | max-autotune); "
                         "the first sample pays the compilation (minutes); worth it for many samples on a GPU")
 
 
 def apply_speed(cascade, args):
     """Cascade.set_speed from the add_speed_arguments flags."""
-    mode = None if args.compile in (None, "default") else args.compile
-    return cascade.set_speed(args.precision, compile=args.compile is not None, compile_mode=mode)
+    return cascade.set_speed(args.precision, args.compile)
 
 
 def _expected_errors() -> tuple:

@@ -91,7 +91,7 @@ def test_set_speed_compiles_and_samples_the_same():
     frame, kw = torch.rand(16, 16), dict(steps={"base": 2}, stages=["base"], seed=3)   # SR stages: upsampled
     ref = casc.sample(frame, 40.0, **kw)
     torch._dynamo.reset()
-    casc.set_speed("fp32", compile=True, backend="eager")
+    casc.set_speed("fp32", compile="default", backend="eager")
     assert casc.compiled == {"backend": "eager", "mode": "default"}
     got = casc.sample(frame, 40.0, **kw)
     for a, b in zip(ref, got):
