@@ -54,9 +54,10 @@ def frame_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     with a (1, k, k) kernel straight on the 5-d tensor (no transposes)."""
     b, c, t, h, w = x.shape
     co, k = weight.shape[0], weight.shape[-1]
-    if k == 1:
-        y = torch.matmul(weight.reshape(co, c), x.reshape(b, c, -1))
-        return (y if bias is None else y + bias[:, None]).view(b, co, t, h, w)
+    if k == 1:  # batched GEMM against the expanded weight: matmul would transpose-copy x and y for b > 1
+        wb, xv = weight.reshape(co, c).expand(b, co, c), x.reshape(b, c, -1)
+        y = torch.bmm(wb, xv) if bias is None else torch.baddbmm(bias[:, None].expand(b, co, xv.shape[-1]), wb, xv)
+        return y.view(b, co, t, h, w)
     if k > 3 or c < 16:
         y = F.conv2d(x.transpose(1, 2).reshape(b * t, c, h, w), weight, bias, padding=padding)
         return y.reshape(b, t, co, h, w).transpose(1, 2)
