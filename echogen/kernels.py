@@ -12,6 +12,14 @@ from echogen.device import malloc_tuned
 PADDED_COPY_MAX = 32 << 20
 
 
+def pointwise(xv: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """bias + W @ x per batch element: xv (B, C, N), weight (C_out, C) -> (B, C_out, N). A batched GEMM
+    against the expanded weight (matmul would transpose-copy x and the result for B > 1)."""
+    b, _, n = xv.shape
+    wb = weight.expand(b, -1, -1)
+    return torch.bmm(wb, xv) if bias is None else torch.baddbmm(bias[:, None].expand(b, -1, n), wb, xv)
+
+
 def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, centre: int) -> torch.Tensor:
     """Conv over frames, per pixel, zero-padded: y[t] = bias + sum_k W[..., k] @ x[t + k - centre].
     weight (C_out, C, kt) (a Conv1d's; a (kt, 1, 1) Conv3d's squeezed). centre = kt - 1 is causal (left
@@ -34,16 +42,13 @@ def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         y = F.conv2d(F.pad(x.reshape(b, c, t, hw), pad), weight[..., None], bias)
         return y.view(b, -1, t, h, w)
     xv = x.reshape(b, c, t, hw)
-    wk = lambda k: weight[:, :, k].expand(b, -1, -1)                       # noqa: E731  (B, C_out, C)
-    y = torch.bmm(wk(centre), xv.reshape(b, c, -1)) if bias is None else \
-        torch.baddbmm(bias[:, None].expand(b, -1, t * hw), wk(centre), xv.reshape(b, c, -1))
-    y = y.view(b, -1, t, hw)                                                 # (B, C_out, T, HW)
+    y = pointwise(xv.reshape(b, c, -1), weight[:, :, centre], bias).view(b, -1, t, hw)   # (B, C_out, T, HW)
     for k in range(kt):
         d = k - centre                                                       # tap k reads frame t + d
         if d == 0 or abs(d) >= t:
             continue
         dst, src = (y[:, :, -d:], xv[:, :, :t + d]) if d < 0 else (y[:, :, :t - d], xv[:, :, d:])
-        dst.reshape(b, -1, (t - abs(d)) * hw).baddbmm_(wk(k), src.reshape(b, c, -1))
+        dst.reshape(b, -1, (t - abs(d)) * hw).baddbmm_(weight[:, :, k].expand(b, -1, -1), src.reshape(b, c, -1))
     return y.view(b, -1, t, h, w)
 
 
@@ -54,10 +59,8 @@ def frame_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     with a (1, k, k) kernel straight on the 5-d tensor (no transposes)."""
     b, c, t, h, w = x.shape
     co, k = weight.shape[0], weight.shape[-1]
-    if k == 1:  # batched GEMM against the expanded weight: matmul would transpose-copy x and y for b > 1
-        wb, xv = weight.reshape(co, c).expand(b, co, c), x.reshape(b, c, -1)
-        y = torch.bmm(wb, xv) if bias is None else torch.baddbmm(bias[:, None].expand(b, co, xv.shape[-1]), wb, xv)
-        return y.view(b, co, t, h, w)
+    if k == 1:
+        return pointwise(x.reshape(b, c, -1), weight.reshape(co, c), bias).view(b, co, t, h, w)
     if k > 3 or c < 16:
         y = F.conv2d(x.transpose(1, 2).reshape(b * t, c, h, w), weight, bias, padding=padding)
         return y.reshape(b, t, co, h, w).transpose(1, 2)

@@ -32,7 +32,7 @@ class LayerNormG(nn.Module):
             return F.layer_norm(x, x.shape[-1:], self.g, None, eps)
         var = torch.var(x, dim=self.axis, unbiased=False, keepdim=True)
         mean = x.mean(dim=self.axis, keepdim=True)
-        g = self.g if self.axis == -1 else self.g.reshape(-1, *([1] * (x.ndim - 2)))
+        g = self.g.reshape(-1, *([1] * (x.ndim - 2)))
         return (x - mean) * (var + eps).rsqrt() * g
 
 
