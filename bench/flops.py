@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import build_pair, calls  # noqa: E402
 
 ap = argparse.ArgumentParser()

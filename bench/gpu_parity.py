@@ -15,12 +15,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from echogen.bench import stage_inputs  # noqa: E402
-from echogen.cascade import build_denoiser  # noqa: E402
+from echogen.eval.bench import stage_inputs  # noqa: E402
+from echogen.diffusion.cascade import build_denoiser  # noqa: E402
 from echogen.config import StageConfig, get_preset, imagen_test_stage  # noqa: E402
 from echogen.device import autocast  # noqa: E402
-from echogen.samplers import GuidedDenoiser  # noqa: E402
+from echogen.diffusion.samplers import GuidedDenoiser  # noqa: E402
 
 
 def cases() -> dict:

@@ -1,4 +1,4 @@
-"""The per-shape kernel choices of echogen/kernels.py (docs/PERF.md changes 11-12), timed op by op:
+"""The per-shape kernel choices of echogen/nets/kernels.py (docs/PERF.md changes 11-12), timed op by op:
 frame conv as Conv3d (1,k,k) vs Conv2d over frames, temporal conv as shifted GEMMs vs Conv2d (kt,1).
 
     .venv/bin/python bench/kernel_micro.py [--default-malloc] [--threads 1]
@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from conv_micro import t  # noqa: E402  (bench/ is on the path when run as a script)
 
 
@@ -31,7 +30,7 @@ def main():
     torch.set_num_threads(a.threads)
     from echogen.device import tune_cpu_malloc
     tuned = False if a.default_malloc else tune_cpu_malloc()
-    from echogen import kernels
+    from echogen.nets import kernels
     print(f"# torch {torch.__version__}, {a.threads} thread(s), malloc tuned: {tuned}")
     print("| B,C,T,S | 3x3: Conv2d over frames ms | Conv3d (1,3,3) ms | temporal: GEMMs ms | Conv2d (kt,1) ms |")
     print("|---|---|---|---|---|")

@@ -17,7 +17,7 @@ Writes tests/fixtures/published/:
                            weights from tests/fixtures/published/detfill.py (not stored: 31 M parameters)
   echonet_r2plus1d.json    its state-dict key names and shapes
 It also converts the checkpoint ImagenTrainer.save() wrote (the real merged.pt layout) with
-echogen.convert in this environment and prints the result, as a documented check.
+echogen.weights.convert in this environment and prints the result, as a documented check.
 
     ... bench/make_parity_fixtures.py --full-2scm DIR
 writes a full-size 2SCM merged.pt (random weights, fork's ImagenTrainer.save) + config.yaml for the
@@ -147,9 +147,8 @@ def imagen_fixtures(tensors: dict, meta: dict) -> None:
 
 def _check_echogen_converts(path: Path) -> None:
     """The real trainer-saved layout converts with EchoGen (printed; the tests rebuild the layout)."""
-    sys.path.insert(0, str(ROOT))
     try:
-        from echogen.convert import convert_imagen_checkpoint
+        from echogen.weights.convert import convert_imagen_checkpoint
     except Exception as e:  # noqa: BLE001 (EchoGen may need packages this env lacks)
         print(f"(skipped EchoGen conversion check: {e})")
         return

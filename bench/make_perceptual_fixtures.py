@@ -20,7 +20,7 @@ Writes tests/fixtures/perceptual/:
   perceptual.json         key layouts {name: shape} of the reference state dicts (what a user's file
                           holds), keys the converter must ignore, and detfill checksums
 Then it writes the full-size .pth files a user would have (trunks with their classifiers) to a
-temporary folder, converts them with echogen.perceptual.convert, and prints the max abs / rel
+temporary folder, converts them with echogen.eval.perceptual.convert, and prints the max abs / rel
 difference between EchoGen's networks and the references on the fixture inputs and on echo-sized
 inputs (112x112 frames).
 """
@@ -151,7 +151,7 @@ def inputs(seed: int, lpips_size: int, inc_size: int, clip: tuple) -> dict:
 
 @torch.no_grad()
 def ours_outputs(files: dict, x: dict) -> dict:
-    from echogen.perceptual import load_perceptual
+    from echogen.eval.perceptual import load_perceptual
     out = {}
     for b in ("alex", "vgg"):
         out[f"lpips_{b}"] = load_perceptual(files[b], "lpips")(x["lpips_a"], x["lpips_b"])
@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--no-echo-sized", action="store_true", help="skip the 112x112 comparison")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from echogen.perceptual.convert import convert_i3d, convert_inception, convert_lpips
+    from echogen.eval.perceptual.convert import convert_i3d, convert_inception, convert_lpips
     t0 = time.time()
     nets, meta, tensors, user = {}, {"seed": args.seed, "keys": {}, "ignored_keys": {}, "checksum": {}}, {}, {}
     tmp = Path(tempfile.mkdtemp(prefix="perceptual-"))

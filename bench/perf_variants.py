@@ -1,5 +1,5 @@
-"""Proposed speed changes to EchoGen's UNet, measured on a COPY of the network (echogen/unet.py and
-echogen/layers.py are not edited): each variant patches module instances of a deep copy, is checked
+"""Proposed speed changes to EchoGen's UNet, measured on a COPY of the network (echogen/nets/unet.py and
+echogen/nets/layers.py are not edited): each variant patches module instances of a deep copy, is checked
 against the baseline's output, and is timed round-robin with it so machine load hits all alike.
 
     .venv/bin/python bench/perf_variants.py --preset demo [--stages base,spatial] [--threads 1]
@@ -30,11 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from echogen.bench import stage_inputs  # noqa: E402
-from echogen.cascade import build_denoiser  # noqa: E402
+from echogen.eval.bench import stage_inputs  # noqa: E402
+from echogen.diffusion.cascade import build_denoiser  # noqa: E402
 from echogen.config import get_preset  # noqa: E402
-from echogen.layers import TemporalConv  # noqa: E402
+from echogen.nets.layers import TemporalConv  # noqa: E402
 
 
 def _temporal_conv2d_forward(self, x):
@@ -102,7 +101,7 @@ def _cross_attn_2key_forward(self, x, ctx=None, **_):
 
 
 def cross_attn_2key(net):
-    from echogen.layers import CrossAttention
+    from echogen.nets.layers import CrossAttention
     for m in net.modules():
         if isinstance(m, CrossAttention):
             m.forward = types.MethodType(_cross_attn_2key_forward, m)
@@ -110,7 +109,7 @@ def cross_attn_2key(net):
 
 
 def _imagen_stconv_forward(self, x, ignore_time: bool = False):
-    """echogen.imagen SpaceTimeConv with its causal temporal Conv1d over (B*H*W, C, T) (two permute copies)
+    """echogen.nets.imagen SpaceTimeConv with its causal temporal Conv1d over (B*H*W, C, T) (two permute copies)
     run instead as a Conv2d with kernel (kt, 1) over the free view (B, C, T, H*W), left-padded kt - 1."""
     b, _, t, h, w = x.shape
     x = self.spatial_conv(x.transpose(1, 2).reshape(b * t, -1, h, w))
@@ -124,7 +123,7 @@ def _imagen_stconv_forward(self, x, ignore_time: bool = False):
 
 
 def imagen_temporal_conv2d(net):
-    from echogen.imagen.layers import SpaceTimeConv as ImagenSTConv
+    from echogen.nets.imagen.layers import SpaceTimeConv as ImagenSTConv
     for m in net.modules():
         if isinstance(m, ImagenSTConv):
             m.forward = types.MethodType(_imagen_stconv_forward, m)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from echogen.bench import stage_inputs  # noqa: E402
-from echogen.cascade import build_denoiser  # noqa: E402
+from echogen.eval.bench import stage_inputs  # noqa: E402
+from echogen.diffusion.cascade import build_denoiser  # noqa: E402
 from echogen.config import get_preset  # noqa: E402
-from echogen.samplers import GuidedDenoiser  # noqa: E402
+from echogen.diffusion.samplers import GuidedDenoiser  # noqa: E402
 
 
 def main():

@@ -9,7 +9,7 @@ imagen-pytorch is only imported here (GPL-free EchoGen: none of its code is copi
 
 What is compared, per stage, at the stage's size and frame count (or --frames):
   ours      one call of EchoGen's network at batch 2B when the stage uses guidance (cond and uncond in
-            one batch, as echogen.samplers.GuidedDenoiser runs it), else batch B
+            one batch, as echogen.diffusion.samplers.GuidedDenoiser runs it), else batch B
   theirs    imagen's `forward_with_cond_scale`: two separate calls at batch B when guided (the paper's
             sampler), else one call
   theirs_b  imagen's network once at batch 2B (same batch as ours: the pure network ratio)
@@ -51,8 +51,6 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def import_unet3d():
@@ -135,7 +133,7 @@ def stem_as_conv2d(theirs):
 
 
 def build_pair(stage, diffusion, match="layers", seed=0):
-    from echogen.cascade import build_denoiser
+    from echogen.diffusion.cascade import build_denoiser
     Unet3D = import_unet3d()
     torch.manual_seed(seed)
     ours = build_denoiser(stage, diffusion).net.eval()
@@ -235,7 +233,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from echogen.config import get_preset
-    from echogen.samplers import nfe
+    from echogen.diffusion.samplers import nfe
     if args.threads:
         torch.set_num_threads(args.threads)
     from echogen.device import tune_cpu_malloc

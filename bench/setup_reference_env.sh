@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1 imagen-pytorch==1.22.2 omegaconf
-# EchoGen's own imports (echogen.unet / config / layers) need only torch, einops, numpy, safetensors.
+# EchoGen's own imports (echogen.nets.unet / config / layers) need only torch, einops, numpy, safetensors.
 "$VENV/bin/pip" install -q numpy einops safetensors
 # Check: both packages import side by side (imagen reads a T5 config from the hub at import time;
 # bench/reference.py patches that, see /work/shared/ECOSYSTEM.md).
@@ -21,7 +21,7 @@ import transformers
 transformers.T5Config.from_pretrained = staticmethod(lambda *a, **k: transformers.T5Config(d_model=768))
 import torch, imagen_pytorch
 from imagen_pytorch.imagen_video import Unet3D
-import echogen.unet
+import echogen.nets.unet
 from importlib.metadata import version
 print("reference env ok: torch", torch.__version__, "imagen-pytorch", version("imagen-pytorch"))
 PY

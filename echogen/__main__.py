@@ -1,5 +1,5 @@
 import sys
 
-from echogen.cli import main
+from echogen.cli.main import main
 
 sys.exit(main())

@@ -41,7 +41,7 @@ class StageConfig:
     frames: int                      # output frame count
     fps: float                       # output frame rate (frames span frames / fps seconds)
     unet: UNetConfig = field(default_factory=UNetConfig)
-    network: str = "spacetime"       # network class (echogen.networks.NETWORKS); "spacetime" uses `unet`
+    network: str = "spacetime"       # network class (echogen.nets.registry.NETWORKS); "spacetime" uses `unet`
     network_options: dict = field(default_factory=dict)  # config of another network class
     lowres_resize: str = "aligned"   # aligned: frame-time-aligned linear + bicubic; trilinear | nearest: F.interpolate
     frame_resize: str = "area"       # how I_c is resized to the stage: area | nearest (imagen's checkpoints)
@@ -157,7 +157,7 @@ def imagen_unet_mirror(o: dict) -> UNetConfig:
 def _paper_stage(name, size, frames, fps, steps, batch, lowres, S_churn, crop=0, lowres_resize="trilinear",
                  **opts) -> StageConfig:
     # the published checkpoints' sampling settings (EchoDiffusion diffusion/configs/*.yaml); convert them
-    # with `python -m echogen convert` (echogen/convert.py builds the same configs from config.yaml)
+    # with `python -m echogen convert` (echogen/weights/convert.py builds the same configs from config.yaml)
     return StageConfig(name=name, size=size, frames=frames, fps=fps, steps=steps, batch_size=batch,
                        unet=imagen_unet_mirror(_imagen_options(lowres, **opts)),
                        network="imagen3d", network_options=_imagen_options(lowres, **opts),

@@ -21,7 +21,7 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")   # torch.compile modes (echogen.cascade.compile_network)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")   # torch.compile modes (echogen.diffusion.cascade.compile_network)
 
 
 def resolve_precision(device: torch.device, precision: str = "auto") -> str:

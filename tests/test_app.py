@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from echogen import app_support as S  # noqa: E402
+from echogen.ui import support as S  # noqa: E402
 
 TOGGLES = ["spatial", "temporal"]
 STEPS = [2, 1.0, 1, 1.0, 1, 1.0, 1, 1.0]            # (steps, guidance) per stage slot
@@ -27,9 +26,9 @@ STEPS = [2, 1.0, 1, 1.0, 1, 1.0, 1, 1.0]            # (steps, guidance) per stag
 
 # ------------------------------------------------------------------------------ fixtures & helpers
 def make_bundle(out: Path, regressor: bool = True) -> Path:
-    from echogen.cascade import Cascade
-    from echogen.regressor import EFRegressor, get_regressor_preset, save_regressor
-    from echogen.weights import update_manifest
+    from echogen.diffusion.cascade import Cascade
+    from echogen.nets.regressor import EFRegressor, get_regressor_preset, save_regressor
+    from echogen.weights.bundle import update_manifest
     Cascade.random("tiny").save(out)
     if regressor:
         cfg = get_regressor_preset("tiny")
@@ -41,8 +40,8 @@ def make_bundle(out: Path, regressor: bool = True) -> Path:
 def make_inputs(out: Path) -> dict:
     """A phantom clip (EchoNet-format AVI), its first frame as PNG, an empty and a garbage file."""
     import cv2
-    from echogen.phantom import write_phantom
-    from echogen.video_io import read_video
+    from echogen.data.phantom import write_phantom
+    from echogen.data.video_io import read_video
     write_phantom(out / "ph", 1, seed=3)
     avi = next((out / "ph" / "Videos").glob("*.avi"))
     frames, _ = read_video(avi)
@@ -155,7 +154,7 @@ def test_input_summary_has_no_identifiers():
 
 
 def test_generation_without_regressor_never_makes_up_an_ef(tmp_path):
-    from echogen.app_ui import readout_html
+    from echogen.ui.layout import readout_html
     eng = S.load_engine(str(make_bundle(tmp_path / "b", regressor=False)))
     frame = np.random.default_rng(0).random((112, 112), dtype=np.float32)
     calls = []

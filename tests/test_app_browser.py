@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_app import make_bundle, make_inputs, start_app, stop_app  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from echogen import bench
-from echogen.cli import main
+from echogen.eval import bench
+from echogen.cli.main import main
 from echogen.config import get_preset
-from echogen.samplers import nfe
+from echogen.diffusion.samplers import nfe
 
 
 def test_bench_tiny_rows_are_sane(tmp_path, capsys):

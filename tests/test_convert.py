@@ -13,12 +13,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from echogen.cascade import Cascade
-from echogen.cli import main as cli_main
+from echogen.diffusion.cascade import Cascade
+from echogen.cli.main import main as cli_main
 from echogen.config import get_preset
-from echogen.convert import cascade_from_config, convert_echonet_regressor, convert_imagen_checkpoint
-from echogen.samplers import GuidedDenoiser, get_sigmas_karras, sample_heun
-from echogen.weights import WeightsError
+from echogen.weights.convert import cascade_from_config, convert_echonet_regressor, convert_imagen_checkpoint
+from echogen.diffusion.samplers import GuidedDenoiser, get_sigmas_karras, sample_heun
+from echogen.weights.bundle import WeightsError
 
 FIX = Path(__file__).parent / "fixtures" / "published"
 TOL = dict(rtol=1e-4, atol=2e-5)
@@ -111,7 +111,7 @@ def test_imagen_sample_parity(imagen_fix, converted):
     model = GuidedDenoiser(converted.denoisers[st.name], {"frame": t["case0.frame"], "ef": t["ef"]}, 5.0, 0.95)
     x = sample_heun(model, t["sample0.noise"] * sigmas[0], sigmas, S_churn=0.0, S_tmin=st.S_tmin, S_tmax=st.S_tmax)
     # Guidance 5 over 3 steps amplifies float rounding ~10x: the same network with only its summation order
-    # changed (echogen/kernels.py, exact maths) moves 1 of 1536 pixels by 2.2e-4. The tight check is the
+    # changed (echogen/nets/kernels.py, exact maths) moves 1 of 1536 pixels by 2.2e-4. The tight check is the
     # denoiser parity above; a wrong layer moves samples by >> 1e-3 (outputs are in [0, 1]).
     torch.testing.assert_close((x.clamp(-1, 1) + 1) / 2, t["sample0.out"], rtol=1e-4, atol=1e-3)
 
@@ -170,7 +170,7 @@ def echonet_file(tmp_path_factory):
 
 
 def test_echonet_regressor_parity(echonet_file, tmp_path):
-    from echogen.regressor import extract_features, load_regressor
+    from echogen.nets.regressor import extract_features, load_regressor
     t = load_file(str(FIX / "echonet_r2plus1d.safetensors"))
     man = convert_echonet_regressor(echonet_file, tmp_path / "b")
     assert man["regressor"] == "echonet_regressor.safetensors"
@@ -185,8 +185,8 @@ def test_echonet_regressor_parity(echonet_file, tmp_path):
 
 def test_echonet_clip_protocol():
     """Every clip start (stride 1 in source frames), period 2, mean-padding of short videos."""
-    from echogen.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
-    from echogen.regressor import predict_ef
+    from echogen.nets.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
+    from echogen.nets.regressor import predict_ef
     cfg = EchoNetConfig(frames=4, period=2, widths=(4, 8), blocks=(1, 1), stem_mid=4, size=16)
     m = EchoNetR2Plus1D(cfg).eval()
     v = torch.rand(11, 16, 16)
@@ -197,7 +197,7 @@ def test_echonet_clip_protocol():
         want = [float(m.fc(m.backbone(z[:, s:s + 7:2][None]))) for s in range(5)]
     assert got == pytest.approx(want, rel=1e-5, abs=1e-5)
     assert len(m.predict_video(v[:5], fps=50.0)) == 2                  # padded to 8 frames: starts 0, 1
-    ef, clips = predict_ef(m, cfg, v, fps=50.0)                        # echogen.regressor dispatches to it
+    ef, clips = predict_ef(m, cfg, v, fps=50.0)                        # echogen.nets.regressor dispatches to it
     assert clips == pytest.approx(want, rel=1e-5, abs=1e-5) and ef == pytest.approx(sum(want) / 5, rel=1e-5)
     assert len(predict_ef(m, cfg, v, fps=25.0)[1]) == 21 - 6           # 25 fps -> resampled to 50 fps first
 

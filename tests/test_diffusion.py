@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from echogen.config import DiffusionConfig
-from echogen.edm import Denoiser, edm_loss, precond_coeffs
-from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, row_quantile
+from echogen.diffusion.edm import Denoiser, edm_loss, precond_coeffs
+from echogen.diffusion.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, row_quantile
 
 
 def test_preconditioning_unit_variance():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from echogen import echonet
-from echogen.phantom import write_phantom
+from echogen.data import echonet
+from echogen.data.phantom import write_phantom
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_resize_cond_ed_and_cache(root):
 
 def test_clips_and_regressor_cut_frames_by_one_rule():
     # a non-integer frame-rate ratio (30 -> 25 fps) is where round and floor used to disagree
-    from echogen.regressor import resample_indices
+    from echogen.nets.regressor import resample_indices
     assert echonet.clip_indices(0, 6, 30.0, 25.0).tolist() == [0, 1, 2, 3, 4, 6]
     assert resample_indices(7, 30.0, 25.0).tolist() == [0, 1, 2, 3, 4, 6]
     assert echonet.clip_indices(3, 3, 12.5, 25.0).tolist() == [3, 3, 4]

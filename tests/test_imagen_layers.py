@@ -1,12 +1,12 @@
-"""echogen/kernels.py and the imagen3d network's fast layers (docs/PERF.md change 11) against the plain PyTorch ops they replace:
+"""echogen/nets/kernels.py and the imagen3d network's fast layers (docs/PERF.md change 11) against the plain PyTorch ops they replace:
 same outputs and same gradients, on shapes that take every branch."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from echogen.imagen.layers import Attention, TemporalPEG, conv2d_as_3d
-from echogen import kernels
-from echogen.kernels import frame_conv, temporal_conv
+from echogen.nets.imagen.layers import Attention, TemporalPEG, conv2d_as_3d
+from echogen.nets import kernels
+from echogen.nets.kernels import frame_conv, temporal_conv
 
 
 def _grads(fn, *tensors):

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from echogen.cli import main as cli_main
-from echogen.inputs import InputError, count_frames, load_frames, prepare_array, prepare_frame
-from echogen.phantom import make_video
-from echogen.video_io import write_video
+from echogen.cli.main import main as cli_main
+from echogen.data.inputs import InputError, count_frames, load_frames, prepare_array, prepare_frame
+from echogen.data.phantom import make_video
+from echogen.data.video_io import write_video
 
 
 def dcm(name):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from echogen.metrics import (best_of_k, frechet_distance, gaussian_window, mae, r2, regression_metrics, rmse,
+from echogen.eval.metrics import (best_of_k, frechet_distance, gaussian_window, mae, r2, regression_metrics, rmse,
                              ssim, ssim_per_frame, ssim_videos)
 
 

@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-from echogen.cascade import Cascade, build_denoiser
+from echogen.diffusion.cascade import Cascade, build_denoiser
 from echogen.config import CascadeConfig, get_preset
-from echogen.layers import TemporalAttention, TemporalConv
-from echogen.resample import lowres_from_target, resample_time, upsample_video
-from echogen.training import stage_loss
-from echogen.unet import SpaceTimeUNet
-from echogen.weights import WeightsError, load_tensors, save_tensors
+from echogen.nets.layers import TemporalAttention, TemporalConv
+from echogen.data.resample import lowres_from_target, resample_time, upsample_video
+from echogen.diffusion.training import stage_loss
+from echogen.nets.unet import SpaceTimeUNet
+from echogen.weights.bundle import WeightsError, load_tensors, save_tensors
 
 
 def _inputs(stage, b=2, seed=0):
@@ -197,8 +197,8 @@ def test_one_training_step_per_stage(stage_name):
 
 
 def test_per_stage_cli_values_name_the_bad_option():
-    from echogen.cli import UserError
-    from echogen.commands.generate import parse_per_stage
+    from echogen.cli.main import UserError
+    from echogen.cli.commands.generate import parse_per_stage
     names = ["base", "spatial", "temporal"]
     assert parse_per_stage("0.25", names, float, "sigma-start") == {n: 0.25 for n in names}
     assert parse_per_stage("spatial=0.25, temporal=0.15", names, float, "sigma-start") == \

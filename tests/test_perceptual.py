@@ -20,12 +20,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from echogen.cli import main as cli_main
-from echogen.evaluate import markdown_table
-from echogen.metrics import frechet_distance
-from echogen.perceptual import load_perceptual
-from echogen.perceptual.convert import convert_i3d, convert_inception, convert_lpips
-from echogen.weights import WeightsError, read_metadata
+from echogen.cli.main import main as cli_main
+from echogen.eval.evaluate import markdown_table
+from echogen.eval.metrics import frechet_distance
+from echogen.eval.perceptual import load_perceptual
+from echogen.eval.perceptual.convert import convert_i3d, convert_inception, convert_lpips
+from echogen.weights.bundle import WeightsError, read_metadata
 
 FIX = Path(__file__).parent / "fixtures" / "perceptual"
 DETFILL = Path(__file__).parent / "fixtures" / "published" / "detfill.py"
@@ -129,7 +129,7 @@ def test_i3d_parity_and_fvd_of_identical_sets(fix, user_files):
 
 
 def test_i3d_preprocessing_resamples_time_and_space():
-    from echogen.perceptual.i3d import I3D, I3DConfig, same_pad
+    from echogen.eval.perceptual.i3d import I3D, I3DConfig, same_pad
     net = I3D(I3DConfig())
     clip = torch.arange(8.0)[None, :, None, None].expand(1, 8, 20, 20) / 8   # frame k is constant k / 8
     x = net.preprocess(clip)
@@ -226,8 +226,8 @@ def test_convert_cli(user_files, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 
 def test_evaluate_with_perceptual_metrics(user_files, tmp_path, capsys):
-    from echogen.phantom import write_phantom
-    from echogen.regressor import EFRegressor, get_regressor_preset, save_regressor
+    from echogen.data.phantom import write_phantom
+    from echogen.nets.regressor import EFRegressor, get_regressor_preset, save_regressor
     _, out = user_files
     data = tmp_path / "phantom"
     write_phantom(data, videos=6, seed=0)                              # 4 TRAIN videos

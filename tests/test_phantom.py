@@ -5,10 +5,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from echogen import echonet
-from echogen.cli import main as cli_main
-from echogen.phantom import make_video, sample_ef, write_phantom
-from echogen.phantom.anatomy import cycle, lv_size, sample_heart
+from echogen.data import echonet
+from echogen.cli.main import main as cli_main
+from echogen.data.phantom import make_video, sample_ef, write_phantom
+from echogen.data.phantom.anatomy import cycle, lv_size, sample_heart
 
 
 @pytest.fixture(scope="module")

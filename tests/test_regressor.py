@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from echogen.regressor import (REGRESSOR_PRESETS, EFRegressor, RegressorConfig, clip_starts, extract_features,
+from echogen.nets.regressor import (REGRESSOR_PRESETS, EFRegressor, RegressorConfig, clip_starts, extract_features,
                                get_regressor_preset, load_regressor, num_params, predict_ef, predict_ef_batch,
                                resample_indices, save_regressor)
-from echogen.weights import WeightsError, save_tensors, update_manifest
+from echogen.weights.bundle import WeightsError, save_tensors, update_manifest
 
 
 def tiny(seed=0):
@@ -156,8 +156,8 @@ def test_predict_ef_pads_short_video_and_checks_size():
 
 
 def test_ef_command(tmp_path, capsys):
-    from echogen.cli import main
-    from echogen.video_io import write_video
+    from echogen.cli.main import main
+    from echogen.data.video_io import write_video
 
     model, cfg = tiny(3)
     wpath = save_regressor(tmp_path / "reg.safetensors", model, cfg)
@@ -178,8 +178,8 @@ def test_ef_command(tmp_path, capsys):
     write_video(tmp_path / "big.gif", np.repeat(np.repeat(video[:10], 2, 1), 2, 2), fps=25)
     assert main(["ef", "--video", str(tmp_path / "big.gif"), "--weights", str(wpath)]) == 0
     assert "big.gif: 10 frames @ 25 fps" in capsys.readouterr().out
-    # DICOM (a real multi-frame apical echo from pydicom's test data), through echogen.inputs
-    pytest.importorskip("echogen.inputs")
+    # DICOM (a real multi-frame apical echo from pydicom's test data), through echogen.data.inputs
+    pytest.importorskip("echogen.data.inputs")
     from pydicom.data import get_testdata_file
     dcm = get_testdata_file("examples_ybr_color.dcm")
     if dcm is not None:
@@ -198,7 +198,7 @@ def test_ef_command(tmp_path, capsys):
 
 
 def test_prepare_clip_uses_one_crop_for_the_whole_clip():
-    from echogen.commands.ef import prepare_clip
+    from echogen.cli.commands.ef import prepare_clip
 
     # a bright fan-like blob on a 240x320 RGB canvas with a moving dot inside; text outside is blanked
     t, h, w = 6, 240, 320
@@ -251,7 +251,7 @@ def test_learns_ef_from_motion():
 
 
 def test_load_dispatches_to_echonet_published_architecture(tmp_path):
-    from echogen.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
+    from echogen.nets.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
 
     torch.manual_seed(0)
     ecfg = EchoNetConfig(frames=4, period=2, widths=(4, 8), blocks=(1, 1), stem_mid=4, clip_stride=3)

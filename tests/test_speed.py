@@ -1,7 +1,7 @@
 """Sampling precision and torch.compile (issue 7): echogen.device.autocast, Cascade.set_speed, the CLI flags.
 
 On this CPU-only CI the checks are: bf16 autocast runs both network families (autocast leaves in-place
-products alone, so echogen/kernels.py must give them one dtype) and stays close to float32; dynamo traces
+products alone, so echogen/nets/kernels.py must give them one dtype) and stays close to float32; dynamo traces
 both networks in ONE graph (fullgraph, backend "eager": no C++ build, same ops) with unchanged outputs.
 Inductor itself is timed on a GPU by bench/gpu_check.sh, not here (minutes per network on this CPU)."""
 import dataclasses
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from echogen.cascade import Cascade, build_denoiser
-from echogen.cli import main as cli_main
+from echogen.diffusion.cascade import Cascade, build_denoiser
+from echogen.cli.main import main as cli_main
 from echogen.config import StageConfig, get_preset, imagen_test_stage
 from echogen.device import autocast, resolve_precision
-from echogen.bench import stage_inputs
-from echogen.samplers import GuidedDenoiser
+from echogen.eval.bench import stage_inputs
+from echogen.diffusion.samplers import GuidedDenoiser
 
 
 def _demo_stage() -> StageConfig:

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from echogen.cascade import Cascade
+from echogen.diffusion.cascade import Cascade
 from echogen.teaching.db import ResultsDB
 
 STEPS = {"base": 1, "spatial": 1, "temporal": 1}
@@ -15,8 +15,8 @@ STEPS = {"base": 1, "spatial": 1, "temporal": 1}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     pytest.importorskip("gradio_client")
-    from echogen.app_teaching import TeachingState, build_teaching_demo
-    from echogen.phantom import write_phantom
+    from echogen.ui.teaching import TeachingState, build_teaching_demo
+    from echogen.data.phantom import write_phantom
     from echogen.teaching.pool import build_pool
     from echogen.teaching.review import build_review_set
 

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium
 
 
 def _serve(tmp):
-    from echogen.app_teaching import TeachingState, build_teaching_demo
-    from echogen.cascade import DEFAULT_WEIGHTS, Cascade
-    from echogen.phantom import write_phantom
-    from echogen.regressor import load_regressor
+    from echogen.ui.teaching import TeachingState, build_teaching_demo
+    from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade
+    from echogen.data.phantom import write_phantom
+    from echogen.nets.regressor import load_regressor
     from echogen.teaching.pool import build_pool
     from echogen.teaching.review import build_review_set
 
@@ -34,7 +34,7 @@ def _serve(tmp):
     casc, reg = Cascade.load(DEFAULT_WEIGHTS), load_regressor(DEFAULT_WEIGHTS)
     steps = {} if os.environ.get("ECHOGEN_TEACHING_SCREENSHOTS") else {"steps": FEW_STEPS}
     write_phantom(tmp / "echonet", 3, seed=5)
-    from echogen.echonet import load_video, read_filelist
+    from echogen.data.echonet import load_video, read_filelist
     frames = [load_video(tmp / "echonet", r["FileName"])[0][0] / 255.0 for r in read_filelist(tmp / "echonet")[:2]]
     pool = build_pool(casc, reg, frames, [25, 55], out_dir=state.pools_root / "ward", sample_kwargs=steps)
     assert len(pool.cases) == 4 and all(c["ef_regressor"] is not None for c in pool.cases)

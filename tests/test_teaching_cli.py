@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from echogen.cli import main
+from echogen.cli.main import main
 from echogen.teaching.db import ResultsDB
 from echogen.teaching.pool import load_pool
 

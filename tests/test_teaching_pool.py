@@ -6,12 +6,12 @@ import re
 import numpy as np
 import pytest
 
-from echogen.cascade import Cascade
-from echogen.phantom import write_phantom
-from echogen.regressor import EFRegressor, get_regressor_preset, load_regressor, save_regressor
+from echogen.diffusion.cascade import Cascade
+from echogen.data.phantom import write_phantom
+from echogen.nets.regressor import EFRegressor, get_regressor_preset, load_regressor, save_regressor
 from echogen.teaching.pool import add_real_clips, build_pool, load_pool
 from echogen.teaching.review import build_review_set, load_review_set
-from echogen.weights import update_manifest
+from echogen.weights.bundle import update_manifest
 
 STEPS = {"base": 2, "spatial": 1, "temporal": 1}
 HEX = re.compile(r"^[0-9a-f]+$")

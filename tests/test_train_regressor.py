@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from echogen.regressor import load_regressor
-from echogen.weights import load_tensors, read_manifest
+from echogen.nets.regressor import load_regressor
+from echogen.weights.bundle import load_tensors, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train" / "train_regressor.py"
@@ -18,7 +18,7 @@ SCRIPT = ROOT / "train" / "train_regressor.py"
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
-    from echogen.phantom import write_phantom
+    from echogen.data.phantom import write_phantom
 
     root = tmp_path_factory.mktemp("phantom")
     write_phantom(root, videos=6, seed=0)     # 4 TRAIN, 1 VAL, 1 TEST videos at 50 fps

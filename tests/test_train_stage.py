@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
-    from echogen.phantom import write_phantom
+    from echogen.data.phantom import write_phantom
     root = tmp_path_factory.mktemp("phantom")
     write_phantom(root, videos=6, seed=0)     # 4 TRAIN, 1 VAL, 1 TEST
     return root
@@ -66,8 +66,8 @@ def test_each_stage_trains_exports_and_resumes(phantom, bundle):
 def test_evaluate_end_to_end(phantom, bundle, tmp_path):
     import torch
 
-    from echogen.regressor import EFRegressor, get_regressor_preset, save_regressor
-    from echogen.weights import update_manifest
+    from echogen.nets.regressor import EFRegressor, get_regressor_preset, save_regressor
+    from echogen.weights.bundle import update_manifest
 
     _, b = bundle
     cfg = get_regressor_preset("tiny")

@@ -6,14 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from echogen.cascade import Cascade  # noqa: E402
-from echogen.echonet import load_video, read_filelist  # noqa: E402
-from echogen.regressor import load_regressor, predict_ef  # noqa: E402
+from echogen.diffusion.cascade import Cascade  # noqa: E402
+from echogen.data.echonet import load_video, read_filelist  # noqa: E402
+from echogen.nets.regressor import load_regressor, predict_ef  # noqa: E402
 
 
 def probe_parser(doc: str, videos: int, efs: list) -> argparse.ArgumentParser:

@@ -20,16 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from echogen.cascade import Cascade  # noqa: E402
+from echogen.diffusion.cascade import Cascade  # noqa: E402
 from echogen.config import StageConfig  # noqa: E402
-from echogen.echonet import load_video, read_filelist  # noqa: E402
-from echogen.regressor import load_regressor, predict_ef, save_regressor  # noqa: E402
-from echogen.weights import read_manifest, read_metadata, update_manifest  # noqa: E402
+from echogen.data.echonet import load_video, read_filelist  # noqa: E402
+from echogen.nets.regressor import load_regressor, predict_ef, save_regressor  # noqa: E402
+from echogen.weights.bundle import read_manifest, read_metadata, update_manifest  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--src", required=True, help="fp32 bundle (all stages + regressor)")

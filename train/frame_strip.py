@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import matplotlib
 
@@ -21,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from echogen.cascade import Cascade  # noqa: E402
-from echogen.echonet import cut_clip, load_video, read_filelist  # noqa: E402
-from echogen.regressor import load_regressor, predict_ef  # noqa: E402
+from echogen.diffusion.cascade import Cascade  # noqa: E402
+from echogen.data.echonet import cut_clip, load_video, read_filelist  # noqa: E402
+from echogen.nets.regressor import load_regressor, predict_ef  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", default="data/phantom3k")

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
@@ -29,12 +28,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from echogen import distributed
-from echogen.echonet import EchoNetDataset, load_video
-from echogen.metrics import regression_metrics
-from echogen.regressor import (EFRegressor, RegressorConfig, get_regressor_preset, load_regressor, num_params,
+from echogen.data.echonet import EchoNetDataset, load_video
+from echogen.eval.metrics import regression_metrics
+from echogen.nets.regressor import (EFRegressor, RegressorConfig, get_regressor_preset, load_regressor, num_params,
                                predict_ef, save_regressor)
-from echogen.training import EMA
-from echogen.weights import load_state_strict, load_tensors, save_tensors, update_manifest
+from echogen.diffusion.training import EMA
+from echogen.weights.bundle import load_state_strict, load_tensors, save_tensors, update_manifest
 
 # per preset: (batch per process, total steps)
 DEFAULTS = {"small": (8, 4000), "full": (20, 40000), "tiny": (2, 20)}

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -21,13 +20,13 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from echogen import distributed
-from echogen.cascade import Cascade, build_denoiser
-from echogen.checkpoint import load_checkpoint, save_checkpoint
+from echogen.diffusion.cascade import Cascade, build_denoiser
+from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
 from echogen.config import get_preset
 from echogen.device import tune_cpu_malloc
-from echogen.echonet import EchoNetDataset
-from echogen.training import EMA, previous_stage, stage_inputs, stage_loss
-from echogen.video_io import write_video
+from echogen.data.echonet import EchoNetDataset
+from echogen.diffusion.training import EMA, previous_stage, stage_inputs, stage_loss
+from echogen.data.video_io import write_video
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", required=True, help="EchoNet-format dataset root (FileList.csv, Videos/)")
@@ -111,7 +110,7 @@ def sample_preview(step):
     if prev is None:
         vid = one.sample(frames, efs, stages=[stage.name], seed=0)[0].video
     else:  # run this stage alone on the real clip's low-res input
-        from echogen.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras
+        from echogen.diffusion.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras
         _, cond = stage_inputs(cascade, stage, item["video"][None].expand(3, -1, -1, -1, -1), frames, efs, g, crop=0)
         cond.pop("ef_keep")
         cond["aug"] = torch.full((3,), stage.lowres_aug_sample)
@@ -127,7 +126,7 @@ def sample_preview(step):
 
 
 def export():
-    from echogen.weights import save_tensors, update_manifest
+    from echogen.weights.bundle import save_tensors, update_manifest
     cfg = dataclasses.asdict(stage)
     save_tensors(run / f"{stage.name}.safetensors", ema.model.net.state_dict(), "stage", cfg,
                  preset=cascade.name, steps=str(state["step"]))

@@ -2,7 +2,7 @@
 it, random non-identifying names, and hashes of frames instead of file names.
 
 A case's file must say nothing but its content: every clip of a pool or review set is written by
-the same writer (echogen.video_io.write_video: H.264, yuv420p, crf 18, +faststart) at the same size,
+the same writer (echogen.data.video_io.write_video: H.264, yuv420p, crf 18, +faststart) at the same size,
 frame rate and length, under a random name.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def fit_clip(video: np.ndarray, native_fps: float, spec: VideoSpec, start: int =
     """A real clip (T0, H, W) at native_fps -> uint8 (spec.frames, spec.size, spec.size) at spec.fps:
     frame k shows the source frame on screen at time start/native_fps + k/spec.fps. None when the clip
     is too short to fill spec.frames (padding or looping would be a tell)."""
-    from echogen.video_io import to_uint8
+    from echogen.data.video_io import to_uint8
 
     v = to_uint8(video)
     native_fps = float(native_fps) if native_fps and native_fps > 0 else spec.fps
@@ -113,7 +113,7 @@ def max_start(n_frames: int, native_fps: float, spec: VideoSpec) -> int:
 
 def write_clip(path: Path, video: np.ndarray, spec: VideoSpec) -> Path:
     """Write one case video (T, S, S) through the common writer after checking it meets the spec."""
-    from echogen.video_io import write_video
+    from echogen.data.video_io import write_video
 
     v = np.asarray(video)
     if v.shape != (spec.frames, spec.size, spec.size):

@@ -67,8 +67,8 @@ def load_pool(pool_dir) -> Pool:
 
 
 def as_frame(item) -> np.ndarray:
-    """A path (any input echogen.inputs reads) or an array -> float32 (112, 112) in [0, 1]."""
-    from echogen.inputs import prepare_array, prepare_frame
+    """A path (any input echogen.data.inputs reads) or an array -> float32 (112, 112) in [0, 1]."""
+    from echogen.data.inputs import prepare_array, prepare_frame
 
     if isinstance(item, (str, Path)):
         return prepare_frame(item, frame=0, size=112)[0]
@@ -82,7 +82,7 @@ def _regressor_reading(regressor, video: np.ndarray, fps: float) -> float | None
     """EF the regressor reads from a (T, S, S) video in [0, 1], or None without a regressor."""
     if regressor is None:
         return None
-    from echogen.regressor import predict_ef
+    from echogen.nets.regressor import predict_ef
 
     model, cfg = regressor
     v = resize_video(np.asarray(video, np.float32), cfg.size)
@@ -93,8 +93,8 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
                progress=None, real_clips: dict | None = None, sample_kwargs: dict | None = None) -> Pool:
     """Generate len(frames) * per_frame * len(efs) cases into a new pool at out_dir.
 
-    regressor: (model, cfg) from echogen.regressor.load_regressor, or None (readings stay None).
-    frames: paths or arrays (prepared with echogen.inputs). efs: requested EFs in %.
+    regressor: (model, cfg) from echogen.nets.regressor.load_regressor, or None (readings stay None).
+    frames: paths or arrays (prepared with echogen.data.inputs). efs: requested EFs in %.
     progress(fraction, message): called after every sampler step and every case.
     real_clips: {"root", "split", "n"} to add real clips too (see add_real_clips).
     One cascade call per (frame, repeat) generates every EF in one batch; `seed` and `batch_index`
@@ -155,7 +155,7 @@ def select_real(root, split: str, n: int, spec: VideoSpec, seed: int = 0) -> lis
     """Up to n random clips of an EchoNet-format split that are long enough for the spec:
     [(FileList row, uint8 video fitted to spec, its first frame as float32 (112, 112))], in random
     order. Each clip starts at a random frame."""
-    from echogen.echonet import load_video, read_filelist
+    from echogen.data.echonet import load_video, read_filelist
 
     split = split.upper()
     rows = [r for r in read_filelist(root) if split == "ALL" or r["Split"] == split]

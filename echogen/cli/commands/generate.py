@@ -1,0 +1,124 @@
+"""`python -m echogen generate --image IN --ef 35 --out OUT`: one frame + an EF -> an echo loop."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from echogen.cli.main import UserError, add_speed_arguments, apply_speed
+
+
+def parse_per_stage(text: str | None, names: list, cast, what: str) -> dict:
+    """'8' -> every stage; 'base=12,spatial=6' -> those stages."""
+    if not text:
+        return {}
+    def value(v):
+        try:
+            return cast(v.strip())
+        except ValueError:
+            raise UserError(f"--{what}: '{v.strip()}' is not a valid {cast.__name__}") from None
+
+    if "=" not in text:
+        return {n: value(text) for n in names}
+    out = {}
+    for part in text.split(","):
+        name, _, val = part.partition("=")
+        if name.strip() not in names:
+            raise UserError(f"--{what}: unknown stage '{name.strip()}' (stages: {', '.join(names)})")
+        out[name.strip()] = value(val)
+    return out
+
+
+def load_cascade(weights: str | None, preset: str | None, device, random_init: bool):
+    from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade
+    from echogen.weights.bundle import MANIFEST, WeightsError
+
+    if random_init:
+        return Cascade.random(preset or "demo", device)
+    bundle = Path(weights) if weights else DEFAULT_WEIGHTS
+    if not (bundle / MANIFEST).is_file():
+        raise WeightsError(f"no trained weights at {bundle} (a bundle folder with {MANIFEST}). Pass --weights DIR, "
+                           f"or --random-init to run untrained networks (noise; for testing only)")
+    return Cascade.load(bundle, device, preset=preset)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="conditioning frame: PNG/JPEG/BMP/TIFF, DICOM, or a clip")
+    p.add_argument("--frame", type=int, default=0, help="frame index for multi-frame inputs (default 0)")
+    p.add_argument("--ef", type=float, required=True, help="target ejection fraction in %% (e.g. 35)")
+    p.add_argument("--out", required=True, help="output .mp4 (H.264), .gif or .npy")
+    p.add_argument("--preset", default=None, help="expected preset of the weights (demo, 1SCM, 2SCM, 4SCM)")
+    p.add_argument("--weights", default=None, help="weights bundle folder (default assets/weights/demo)")
+    p.add_argument("--random-init", action="store_true", help="untrained networks (testing only: output is noise)")
+    p.add_argument("--steps", default=None, help="sampler steps: N for every stage, or base=N,spatial=M")
+    p.add_argument("--guidance", default=None, help="CFG weight: W for every stage, or base=W,...")
+    p.add_argument("--sampler", default=None, help="heun | euler | dpmpp_2m, for every stage or base=...,")
+    p.add_argument("--sigma-start", default=None,
+                   help="super-resolution stages: start sampling at this sigma from the noised upsampled "
+                        "low-res video (SDEdit); S for every SR stage or spatial=S,...; 0 = from pure noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stages", default=None, help="comma-separated stages to run (others are upsampled)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
+    p.add_argument("--save-stages", action="store_true", help="also write every stage's output beside OUT")
+    add_speed_arguments(p)
+
+
+def main(args) -> int:
+    from echogen.device import pick_device
+    from echogen.data.inputs import prepare_frame
+    from echogen.data.video_io import write_video
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".gif", ".npy"):
+        raise UserError(f"--out must end in .mp4, .gif or .npy (got '{out.name}')")
+    if not 0 <= args.ef <= 100:
+        raise UserError(f"--ef must be between 0 and 100 (got {args.ef})")
+    frame, info = prepare_frame(args.image, frame=args.frame, size=112)
+    device = pick_device(args.device)
+    cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
+    names = cascade.config.stage_names
+    stages = None
+    if args.stages:
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        bad = [s for s in stages if s not in names]
+        if bad:
+            raise UserError(f"--stages: unknown stage(s) {bad} (preset '{cascade.config.name}' has {names})")
+    steps = parse_per_stage(args.steps, names, int, "steps")
+    guidance = parse_per_stage(args.guidance, names, float, "guidance")
+    sampler = parse_per_stage(args.sampler, names, str, "sampler")
+    sigma_start = parse_per_stage(args.sigma_start, names, float, "sigma-start")
+
+    bars = {}
+
+    def progress(stage, i, n):
+        if stage not in bars:
+            for b in bars.values():
+                b.close()
+            bars[stage] = tqdm(total=n, desc=f"{stage:>10}", leave=True, dynamic_ncols=True)
+        bars[stage].update(1)
+
+    if args.random_init:
+        print("warning: --random-init: untrained networks, the output is noise", flush=True)
+    t0 = time.perf_counter()
+    results = cascade.sample(frame, args.ef, stages=stages, steps=steps, guidance=guidance, sampler=sampler,
+                             sigma_start=sigma_start,
+                             seed=args.seed, callback=progress)
+    total = time.perf_counter() - t0
+    for b in bars.values():
+        b.close()
+    final = results[-1]
+    video = final.video[0, 0].numpy()                     # (T, H, W) in [0, 1]
+    write_video(out, video, final.fps)
+    if args.save_stages:
+        for r in results[:-1]:
+            write_video(out.with_name(f"{out.stem}.{r.name}{out.suffix}"), r.video[0, 0].numpy(), r.fps)
+    for r in results:
+        t, h, w = r.video.shape[2:]
+        print(f"  {r.name:>10}: {t} x {h}x{w} @ {r.fps:g} fps, {r.seconds:.1f} s"
+              f"{', ' + r.note if r.note else ''}")
+    t, h, w = final.video.shape[2:]
+    print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
+          f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}")
+    return 0

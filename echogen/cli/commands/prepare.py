@@ -1,0 +1,38 @@
+"""`python -m echogen prepare --image IN [--frame K] --out frame.png`: the model's 112x112 input frame."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from echogen.cli.main import UserError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--image", required=True, help="DICOM, PNG/JPEG/BMP/TIFF, AVI/MP4/GIF clip or .npy")
+    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame input (default 0)")
+    p.add_argument("--size", type=int, default=112, help="output side in pixels (default 112)")
+    p.add_argument("--out", required=True, help="output image (.png) or array (.npy)")
+
+
+def main(args) -> int:
+    from PIL import Image
+
+    from echogen.data.inputs import prepare_frame
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npy", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg"):
+        raise UserError(f"--out {out.name}: use .png (or .npy for the float array)")
+    if args.size < 16:
+        raise UserError(f"--size must be at least 16, got {args.size}")
+    frame, info = prepare_frame(args.image, frame=args.frame, size=args.size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        np.save(out, frame)
+    else:
+        Image.fromarray((frame * 255.0 + 0.5).astype(np.uint8)).save(out)
+    crop = info.get("crop")
+    print(f"wrote {out} ({args.size}x{args.size}) from frame {info['frame']} of {info['n_frames']} "
+          f"[{info['kind']}], sector: {info['sector']}, crop box {crop}, "
+          f"{info['masked_pixels']} bright pixels masked outside the sector")
+    return 0

@@ -1,0 +1,64 @@
+"""`python -m echogen report --results DIR [--session ID]`: summaries of EF-trainer sessions and
+blinded reviews stored in RESULTS/results.sqlite; --csv exports the answers."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from echogen.cli.main import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", required=True, help="results folder (holds results.sqlite)")
+    p.add_argument("--session", default=None, help="one session id (default: every session)")
+    p.add_argument("--categories", default=None, help="EF categories for trainer summaries: esc2021 (default), "
+                   "ase2015-male, ase2015-female, or 'name<=40, name<50, name' (default: the session's own)")
+    p.add_argument("--csv", default=None, help="also write the answers shown to this CSV file")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+
+
+def _trainer(db, s, categories):
+    from echogen.teaching.summary import summarise_trainer
+
+    return summarise_trainer(db.answers(session=s["id"]), categories or s["meta"].get("categories"))
+
+
+def main(args) -> int:
+    from echogen.teaching.db import DB_NAME, ResultsDB, rater_label
+    from echogen.teaching.stats import parse_categories, write_csv
+    from echogen.teaching.summary import format_review, format_trainer, summarise_review
+    from echogen.teaching.db import ANSWER_COLUMNS
+
+    if not (Path(args.results) / DB_NAME).is_file():
+        raise UserError(f"{args.results}: no results database ({DB_NAME}) there")
+    if args.categories:
+        parse_categories(args.categories)                   # fail early on a bad spec
+    db = ResultsDB(args.results)
+    sessions = [db.session(args.session)] if args.session else db.sessions()
+    report, text = [], []
+    for s in sessions:
+        if s["kind"] != "trainer":
+            continue
+        summ = _trainer(db, s, args.categories)
+        report.append({"session": s["id"], "kind": "trainer", "rater": rater_label(s), "source": s["source"],
+                       "started": s["started"], "summary": summ})
+        text.append(format_trainer(summ, f"EF trainer {s['id']} ({rater_label(s)}, pool {s['source']}, {s['started'][:16]})"))
+    review_sources = dict.fromkeys(s["source"] for s in sessions if s["kind"] == "review")
+    for src in review_sources:
+        ss = [s for s in sessions if s["kind"] == "review" and s["source"] == src]
+        rows = [a for s in ss for a in db.answers(session=s["id"])]
+        summ = summarise_review(rows, ss)
+        what = f"session {ss[0]['id']}" if args.session else f"{len(ss)} session(s)"
+        report.append({"kind": "review", "source": src, "sessions": [s["id"] for s in ss], "summary": summ})
+        text.append(format_review(summ, f"Blinded review of set {src} ({what})"))
+    if args.csv:
+        rows = [a for s in sessions for a in db.answers(session=s["id"])]
+        write_csv(args.csv, rows, ANSWER_COLUMNS)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print("\n\n".join(text) if text else f"{args.results}: no sessions yet")
+        if args.csv:
+            print(f"\nanswers written to {args.csv}")
+    return 0

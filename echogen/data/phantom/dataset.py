@@ -1,0 +1,111 @@
+"""Write a phantom dataset in EchoNet-Dynamic's format, in parallel, deterministically per seed.
+
+Video i of seed S depends only on (S, i): the same seed gives byte-identical CSVs whatever the
+number of workers. FileList EF, EDV and ESV are computed FROM the written tracings (method of disks),
+so a reader that recomputes EF from VolumeTracings.csv agrees with FileList.csv.
+"""
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+
+from echogen.data.echonet import FILELIST_COLUMNS, TRACING_COLUMNS, ef_from_tracings
+from echogen.data.phantom.anatomy import cycle, sample_heart, tracing
+from echogen.data.phantom.render import SIZE, Scene
+
+FPS = 50.0
+
+
+def video_name(seed: int, i: int) -> str:
+    return f"PH{seed:04d}X{i:06d}"
+
+
+def splits(n: int, seed: int) -> list[str]:
+    """TRAIN/VAL/TEST ~ 75/12.5/12.5, shuffled by seed; at least one VAL and TEST when n >= 3."""
+    n_val = n_test = int(round(n * 0.125))
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    labels = ["VAL"] * n_val + ["TEST"] * n_test + ["TRAIN"] * (n - n_val - n_test)
+    order = np.random.default_rng([seed, 7919]).permutation(n)
+    out = [""] * n
+    for lab, j in zip(labels, order):
+        out[j] = lab
+    return out
+
+
+def traced_frames(h, rng) -> tuple[int, int]:
+    """ED and ES frame of one beat inside the video."""
+    T = h.period
+    last = (h.n_frames - 1) / h.fps - h.systole - 0.02
+    k0 = int(np.ceil((0.0 - h.t0) / T))
+    cands = [h.t0 + k * T for k in range(k0, k0 + 20) if h.t0 + k * T <= last]
+    t_ed = cands[int(rng.integers(len(cands)))]
+    return int(round(t_ed * h.fps)), int(round((t_ed + h.systole) * h.fps))
+
+
+def make_video(seed: int, i: int):
+    """(FileList row, tracing rows, uint8 video (T, 112, 112)) of phantom video i."""
+    rng = np.random.default_rng([seed, i])
+    h = sample_heart(rng, FPS)
+    ed, es = traced_frames(h, rng)
+    trace = {f: tracing(h, float(cycle(f / h.fps, h)[0])) for f in (ed, es)}
+    ef, edv, esv, ed_f, es_f = ef_from_tracings(trace, scale=h.cm_per_px)
+    video = Scene(h, rng).render()
+    name = video_name(seed, i)
+    row = {"FileName": name, "EF": f"{ef:.4f}", "ESV": f"{esv:.4f}", "EDV": f"{edv:.4f}",
+           "FrameHeight": SIZE, "FrameWidth": SIZE, "FPS": f"{FPS:g}", "NumberOfFrames": h.n_frames}
+    tr_rows = [[name + ".avi", f"{x1:.4f}", f"{y1:.4f}", f"{x2:.4f}", f"{y2:.4f}", f]
+               for f in (ed_f, es_f) for x1, y1, x2, y2 in trace[f]]
+    return row, tr_rows, video
+
+
+def _job(args):
+    from echogen.data.video_io import write_video
+
+    seed, i, videos_dir = args
+    row, tr, video = make_video(seed, i)
+    write_video(Path(videos_dir) / (row["FileName"] + ".avi"), video, FPS)
+    return i, row, tr
+
+
+def write_phantom(out, videos: int, seed: int = 0, workers: int = 1, progress=None) -> dict:
+    """Write OUT/FileList.csv, OUT/VolumeTracings.csv and OUT/Videos/*.avi. Returns a summary."""
+    if videos < 1:
+        raise ValueError(f"--videos must be at least 1, got {videos}")
+    out = Path(out)
+    (out / "Videos").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    jobs = [(seed, i, str(out / "Videos")) for i in range(videos)]
+    results = {}
+    if workers > 1:
+        with mp.get_context("spawn" if mp.get_start_method(allow_none=True) == "spawn" else "fork").Pool(workers) as pool:
+            for k, (i, row, tr) in enumerate(pool.imap_unordered(_job, jobs, chunksize=2)):
+                results[i] = (row, tr)
+                if progress:
+                    progress(k + 1, videos)
+    else:
+        for k, job in enumerate(jobs):
+            i, row, tr = _job(job)
+            results[i] = (row, tr)
+            if progress:
+                progress(k + 1, videos)
+    split = splits(videos, seed)
+    with open(out / "FileList.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(FILELIST_COLUMNS)
+        for i in range(videos):
+            row = dict(results[i][0], Split=split[i])
+            w.writerow([row[c] for c in FILELIST_COLUMNS])
+    with open(out / "VolumeTracings.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(TRACING_COLUMNS)
+        for i in range(videos):
+            w.writerows(results[i][1])
+    efs = np.array([float(results[i][0]["EF"]) for i in range(videos)])
+    return {"videos": videos, "seconds": time.time() - t0, "ef_mean": float(efs.mean()),
+            "ef_min": float(efs.min()), "ef_max": float(efs.max()),
+            "splits": {s: split.count(s) for s in ("TRAIN", "VAL", "TEST")}}

@@ -1,0 +1,195 @@
+"""The cascade: runs the enabled stages in order, each conditioned on I_c, EF and (after the base)
+the previous stage's output upsampled and noise-augmented (the paper's low-res conditioning).
+
+A disabled stage after the base is replaced by plain upsampling (bicubic in space, linear in time)
+so the output size is unchanged; the result says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from echogen.config import CascadeConfig, DiffusionConfig, StageConfig, get_preset, stage_from_dict
+from echogen.device import COMPILE_MODES, autocast, resolve_precision
+from echogen.diffusion.edm import Denoiser
+from echogen.data.resample import augment_lowres, resize_frames, upsample_video
+from echogen.diffusion.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, sampler_settings
+from echogen.nets.registry import build_network
+from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors, \
+    update_manifest
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "weights" / "demo"
+
+
+def compile_network(net: torch.nn.Module, mode: str = "default", backend: str = "inductor") -> None:
+    """torch.compile a stage's network in place (nn.Module.compile: parameter names and saved weights are
+    unchanged). Shapes are static: a new batch size or frame count compiles again."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown torch.compile mode '{mode}' (choose from {', '.join(COMPILE_MODES)})")
+    net.compile(backend=backend, mode=None if mode == "default" else mode, dynamic=False)
+
+
+def build_denoiser(stage: StageConfig, diffusion: DiffusionConfig) -> Denoiser:
+    return Denoiser(build_network(stage), diffusion.sigma_data)
+
+
+@dataclass
+class StageResult:
+    name: str
+    video: torch.Tensor     # (B, 1, T, H, W) greyscale in [0, 1], on the CPU
+    fps: float
+    sampled: bool           # False: the stage was switched off and replaced by upsampling
+    seconds: float
+    nfe: int                # network evaluations per sample (a CFG pair is one batched call)
+    note: str = ""
+
+
+def _as_frames(frame, batch: int) -> torch.Tensor:
+    f = torch.as_tensor(np.asarray(frame, dtype=np.float32)) if not torch.is_tensor(frame) else frame.float()
+    if f.ndim == 2:
+        f = f[None, None]
+    elif f.ndim == 3:
+        f = f[:, None]
+    if f.ndim != 4 or f.shape[1] != 1:
+        raise ValueError(f"conditioning frame must be (H,W), (B,H,W) or (B,1,H,W); got {tuple(f.shape)}")
+    if f.min() < 0 or f.max() > 1:
+        raise ValueError("conditioning frame must be in [0, 1]")
+    return f.expand(batch, -1, -1, -1) if f.shape[0] == 1 else f
+
+
+class Cascade:
+    def __init__(self, config: CascadeConfig, denoisers: dict, device="cpu", source: str = "random-init"):
+        missing = [s.name for s in config.stages if s.name not in denoisers]
+        if missing:
+            raise WeightsError(f"cascade '{config.name}' has no weights for stage(s) {missing}")
+        self.config, self.device, self.source = config, torch.device(device), source
+        self.denoisers = {k: d.to(self.device).eval() for k, d in denoisers.items()}
+        self.precision = "auto"    # sampling precision (echogen.device.autocast); see set_speed
+        self.compiled = None       # torch.compile settings once set_speed has compiled the networks
+
+    def set_speed(self, precision: str = "auto", compile: str | None = None, backend: str = "inductor") -> "Cascade":
+        """Sampling precision for every later sample() and, with compile = a torch.compile mode ("default",
+        "reduce-overhead", "max-autotune"), each stage's network compiled (compile_network). The first sample
+        after compiling pays the compilation (a minute or more per stage with inductor)."""
+        resolve_precision(self.device, precision)   # ValueError now, not at the first sample
+        self.precision = precision
+        if compile:
+            for den in self.denoisers.values():
+                compile_network(den.net, compile, backend)
+            self.compiled = {"backend": backend, "mode": compile}
+        return self
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def random(cls, config: CascadeConfig | str, device="cpu", seed: int = 0) -> "Cascade":
+        config = get_preset(config) if isinstance(config, str) else config
+        torch.manual_seed(seed)
+        return cls(config, {s.name: build_denoiser(s, config.diffusion) for s in config.stages}, device)
+
+    @classmethod
+    def load(cls, bundle=DEFAULT_WEIGHTS, device="cpu", preset: str | None = None) -> "Cascade":
+        bundle = Path(bundle)
+        man = read_manifest(bundle)
+        if preset is not None and man.get("preset") != preset:
+            raise WeightsError(f"{bundle} holds preset '{man.get('preset')}', not '{preset}'")
+        config = CascadeConfig.from_dict(man["cascade"])
+        denoisers = {}
+        for st in config.stages:
+            fname = man.get("stages", {}).get(st.name)
+            if fname is None:
+                raise WeightsError(f"{bundle}: manifest lists no weights for stage '{st.name}'")
+            tensors, file_cfg, _ = load_tensors(bundle / fname, kind="stage")
+            fc = stage_from_dict(file_cfg)
+            if (fc.network, fc.unet, fc.network_options) != (st.network, st.unet, st.network_options):
+                raise WeightsError(f"{bundle / fname}: network config differs from the bundle's stage "
+                                   f"'{st.name}' (weights from another preset?)")
+            den = build_denoiser(st, config.diffusion)
+            load_state_strict(den.net, tensors, str(bundle / fname))
+            denoisers[st.name] = den
+        return cls(config, denoisers, device, source=str(bundle))
+
+    def save(self, bundle, fp16: bool = False, **provenance) -> Path:
+        bundle = Path(bundle)
+        files = {}
+        for st in self.config.stages:
+            sd = self.denoisers[st.name].net.state_dict()
+            if fp16:
+                sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+            save_tensors(bundle / f"{st.name}.safetensors", sd, "stage", dataclasses.asdict(st),
+                         preset=self.config.name)
+            files[st.name] = f"{st.name}.safetensors"
+        update_manifest(bundle, preset=self.config.name, cascade=self.config.to_dict(), stages=files,
+                        provenance=provenance)
+        return bundle
+
+    # ---- sampling ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, frame, ef, *, stages=None, steps=None, guidance=None, sampler=None, sigma_start=None,
+               seed: int = 0, callback=None, precision: str | None = None) -> list[StageResult]:
+        """frame: (H,W) / (B,H,W) / (B,1,H,W) in [0,1]; ef: EF in % (float or sequence).
+        stages: names to run (the base always runs); steps / guidance / sampler / sigma_start: dicts
+        stage -> value (sigma_start: see StageConfig; it applies to super-resolution stages only).
+        callback(stage_name, step, total_steps) after each sampler step. precision: as set_speed (default
+        self.precision). Same seed -> same output."""
+        ef_t = torch.as_tensor(np.atleast_1d(np.asarray(ef, dtype=np.float32)))
+        if torch.any(ef_t < 0) or torch.any(ef_t > 100):
+            raise ValueError("EF must be between 0 and 100 %")
+        frame_t = _as_frames(frame, ef_t.shape[0])
+        b = frame_t.shape[0]
+        ef_t = ef_t.expand(b) if ef_t.shape[0] == 1 else ef_t
+        enabled = set(self.config.stage_names if stages is None else stages) | {self.config.stages[0].name}
+        unknown = enabled - set(self.config.stage_names)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; preset '{self.config.name}' has "
+                             f"{self.config.stage_names}")
+        steps, guidance, sampler, sigma_start = steps or {}, guidance or {}, sampler or {}, sigma_start or {}
+        for name, s0 in sigma_start.items():
+            if name not in self.config.stage_names:
+                raise ValueError(f"sigma_start: unknown stage '{name}' (stages: {self.config.stage_names})")
+            if not 0 <= float(s0) < self.config.diffusion.sigma_max:
+                raise ValueError(f"sigma_start of stage '{name}' must be in [0, sigma_max = "
+                                 f"{self.config.diffusion.sigma_max:g}) (got {float(s0):g})")
+        dev, results, prev, prev_full = self.device, [], None, None
+        for k, st in enumerate(self.config.stages):
+            t0 = time.perf_counter()
+            if st.name not in enabled:
+                prev_full = upsample_video(prev_full, prev.fps, st.frames, st.fps, st.size, st.lowres_resize).clamp(0, 1)
+                results.append(StageResult(st.name, prev_full.mean(1, keepdim=True), st.fps, False,
+                                           time.perf_counter() - t0, 0, "switched off: plain upsampling instead"))
+                prev = results[-1]
+                continue
+            g = torch.Generator().manual_seed(int(seed) * 1000 + k)
+            cond = {"frame": resize_frames(frame_t, st.size, st.frame_resize).to(dev), "ef": (ef_t / 100).to(dev)}
+            if not st.is_base:
+                low = upsample_video(prev_full, prev.fps, st.frames, st.fps, st.size, st.lowres_resize) * 2 - 1
+                t_aug = torch.full((b,), st.lowres_aug_sample)
+                cond["lowres"] = augment_lowres(low, t_aug, g).to(dev)
+                cond["aug"] = t_aug.to(dev)
+            n_steps = int(steps.get(st.name, st.steps))
+            name = sampler.get(st.name, st.sampler)
+            if name not in SAMPLERS:
+                raise ValueError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
+            w = float(guidance.get(st.name, st.guidance))
+            model = GuidedDenoiser(self.denoisers[st.name], cond, w, st.dynamic_threshold)
+            s0 = 0.0 if st.is_base else float(sigma_start.get(st.name, st.sigma_start))
+            dif = self.config.diffusion
+            sigmas = get_sigmas_karras(n_steps, dif.sigma_min, s0 if s0 > 0 else dif.sigma_max, dif.rho, dev)
+            x = torch.randn((b, st.unet.channels, st.frames, st.size, st.size), generator=g).to(dev) * sigmas[0]
+            if s0 > 0:  # SDEdit: the upsampled low-res video, noised to sigma_start
+                x = x + low.to(dev)
+            cb = (lambda d, _n=st.name: callback(_n, d["i"] + 1, n_steps)) if callback else None
+            kwargs = sampler_settings(st) if name == "heun" else {}
+            with autocast(dev, precision or self.precision):
+                x = SAMPLERS[name](model, x, sigmas, callback=cb, generator=g, **kwargs)
+            prev_full = ((x.float().clamp(-1, 1) + 1) / 2).cpu()      # all channels go to the next stage
+            note = f"{name}, {n_steps} steps, guidance {w:g}" + (f", from its input at sigma {s0:g}" if s0 > 0 else "")
+            # results hold greyscale: the channel mean (checkpoints that store grey echoes as RGB)
+            results.append(StageResult(st.name, prev_full.mean(1, keepdim=True), st.fps, True,
+                                       time.perf_counter() - t0, nfe(name, n_steps), note))
+            prev = results[-1]
+        return results

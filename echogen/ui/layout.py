@@ -1,0 +1,93 @@
+"""Look and wording of the app: theme, CSS, and the HTML/Markdown snippets it shows (pure functions)."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+THEME = gr.themes.Soft(primary_hue="teal", secondary_hue="sky", neutral_hue="slate",
+                       font=["DejaVu Sans", "Helvetica", "Arial", "sans-serif"])
+
+CSS = """
+#eg-header h1 {margin: 0; font-size: 1.7rem; letter-spacing: .02em;}
+#eg-header p {margin: .2rem 0 .4rem 0; opacity: .8;}
+.eg-warn {background: #7f1d1d; color: #fff; padding: .5rem .8rem; border-radius: 8px; font-weight: 600;}
+.eg-small {font-size: .85rem; opacity: .85;}
+.eg-video video {background: #000;}
+.eg-readout {display: flex; flex-wrap: wrap; gap: .6rem; padding: .2rem 0;}
+.eg-readout.muted {opacity: .6; padding: 1rem;}
+.eg-tile {flex: 1 1 8rem; border-radius: 10px; padding: .6rem .8rem; background: var(--block-background-fill);
+          border: 1px solid var(--border-color-primary);}
+.eg-tile .k {font-size: .78rem; text-transform: uppercase; letter-spacing: .05em; opacity: .7;}
+.eg-tile .v {font-size: 1.8rem; font-weight: 700; font-variant-numeric: tabular-nums;}
+.eg-tile.good .v {color: #0f766e;} .eg-tile.warn .v {color: #b45309;} .eg-tile.bad .v {color: #b91c1c;}
+.eg-foot {flex-basis: 100%; font-size: .8rem; opacity: .75;}
+.eg-caption {text-align: center; font-size: .85rem; margin-top: -.3rem;}
+"""
+
+
+def input_error_types() -> tuple:
+    """Errors that mean 'this input / these weights cannot be used': shown as a message, app keeps serving."""
+    from echogen.data.inputs import InputError
+    from echogen.data.video_io import VideoError
+    from echogen.weights.bundle import WeightsError
+    return (InputError, VideoError, WeightsError, ValueError)
+
+
+def ef_class(ef: float) -> str:
+    """Clinical band of an EF (ASE/EACVI 2015 style)."""
+    if ef >= 50:
+        return "normal"
+    if ef > 40:
+        return "mildly reduced"
+    return "reduced"
+
+
+def _tile(key: str, value: str, cls: str = "") -> str:
+    return f"<div class='eg-tile {cls}'><div class='k'>{html.escape(key)}</div><div class='v'>{value}</div></div>"
+
+
+def readout_html(r: dict) -> str:
+    """The EF readout beside the loops: requested, read back, difference (never a made-up number)."""
+    req = r["requested_ef"]
+    tiles = [_tile("requested EF", f"{req:.0f}&thinsp;%") + ""]
+    if r.get("read_ef") is None:
+        tiles.append(_tile("EF read from the loop", "—"))
+        foot = html.escape(r.get("regressor") or "no EF regressor in this bundle")
+    else:
+        d = r["difference"]
+        cls = "good" if abs(d) <= 5 else "warn" if abs(d) <= 10 else "bad"
+        tiles.append(_tile("EF read from the loop", f"{r['read_ef']:.1f}&thinsp;%"))
+        tiles.append(_tile("difference", f"{d:+.1f}", cls))
+        clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
+        foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. "
+                f"Requested {req:.0f}% is {ef_class(req)}; read {r['read_ef']:.1f}% is {ef_class(r['read_ef'])}.")
+        if not 0 <= r["read_ef"] <= 100:
+            foot += " <b>The read EF lies outside 0–100 %: the regressor cannot be trusted on this loop.</b>"
+    sampled = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" if s["sampled"] else f"{s['stage']} upsampled"
+                        for s in r.get("stages", []))
+    foot += f"<br>Weights: {html.escape(r.get('weights', ''))} · seed {r.get('seed')} · {sampled}"
+    if r.get("untrained"):
+        foot = "<b style='color:#b91c1c'>UNTRAINED weights — noise, for testing only.</b> " + foot
+    return f"<div id='ef-readout' class='eg-readout'>{''.join(tiles)}<div class='eg-foot'>{foot}</div></div>"
+
+
+def stage_label(r, engine) -> str:
+    """Video label: what this stage is and whether it was sampled or replaced by upsampling."""
+    h = r.video.shape[-1]
+    how = "sampled" if r.sampled else "OFF: upsampled"
+    tag = " · UNTRAINED" if engine.untrained else ""
+    return f"**{r.name}** · {h}×{h} px · {r.video.shape[2]} frames @ {r.fps:g} fps · {how}{tag}"
+
+
+def banner_html(engine) -> str:
+    if not engine.untrained:
+        return ""
+    return ("<div class='eg-warn'>UNTRAINED weights: the loops are noise and any EF read from them means "
+            "nothing. For testing the app only; pass --weights DIR for a trained bundle.</div>")
+
+
+def weights_md(engine) -> str:
+    st = " → ".join(f"{s.name} {s.size}px×{s.frames}f" for s in engine.stages)
+    reg = "EF regressor: yes" if engine.regressor is not None else engine.regressor_note
+    return f"{engine.label} · {st} · {reg}"
