@@ -19,7 +19,7 @@ from echogen.eval.bench import stage_inputs  # noqa: E402
 from echogen.diffusion.cascade import build_denoiser  # noqa: E402
 from echogen.config import StageConfig, get_preset, imagen_test_stage  # noqa: E402
 from echogen.device import autocast  # noqa: E402
-from echogen.diffusion.samplers import GuidedDenoiser  # noqa: E402
+from echogen.diffusion.guidance import GuidedDenoiser  # noqa: E402
 
 
 def cases() -> dict:

@@ -17,7 +17,7 @@ import torch
 from echogen.eval.bench import stage_inputs  # noqa: E402
 from echogen.diffusion.cascade import build_denoiser  # noqa: E402
 from echogen.config import get_preset  # noqa: E402
-from echogen.diffusion.samplers import GuidedDenoiser  # noqa: E402
+from echogen.diffusion.guidance import GuidedDenoiser  # noqa: E402
 
 
 def main():

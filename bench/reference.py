@@ -9,7 +9,7 @@ imagen-pytorch is only imported here (GPL-free EchoGen: none of its code is copi
 
 What is compared, per stage, at the stage's size and frame count (or --frames):
   ours      one call of EchoGen's network at batch 2B when the stage uses guidance (cond and uncond in
-            one batch, as echogen.diffusion.samplers.GuidedDenoiser runs it), else batch B
+            one batch, as echogen.diffusion.guidance.GuidedDenoiser runs it), else batch B
   theirs    imagen's `forward_with_cond_scale`: two separate calls at batch B when guided (the paper's
             sampler), else one call
   theirs_b  imagen's network once at batch 2B (same batch as ours: the pure network ratio)

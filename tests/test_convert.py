@@ -17,7 +17,8 @@ from echogen.diffusion.cascade import Cascade
 from echogen.cli.main import main as cli_main
 from echogen.config import get_preset
 from echogen.weights.convert import cascade_from_config, convert_echonet_regressor, convert_imagen_checkpoint
-from echogen.diffusion.samplers import GuidedDenoiser, get_sigmas_karras, sample_heun
+from echogen.diffusion.guidance import GuidedDenoiser
+from echogen.diffusion.samplers import get_sigmas_karras, sample_heun
 from echogen.weights.bundle import WeightsError
 
 FIX = Path(__file__).parent / "fixtures" / "published"

@@ -6,7 +6,8 @@ import torch
 
 from echogen.config import DiffusionConfig
 from echogen.diffusion.edm import Denoiser, edm_loss, precond_coeffs
-from echogen.diffusion.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, row_quantile
+from echogen.diffusion.guidance import GuidedDenoiser, row_quantile
+from echogen.diffusion.samplers import SAMPLERS, get_sigmas_karras, nfe
 
 
 def test_preconditioning_unit_variance():
@@ -57,7 +58,7 @@ def test_sampler_recovers_gaussian_std(name, steps, kwargs):
     g = torch.Generator().manual_seed(1)
     sigmas = get_sigmas_karras(steps, 0.002, 80.0)
     x = torch.randn(2, 1, 8, 32, 32, generator=g) * (sigmas[0] ** 2 + s ** 2).sqrt()
-    out = SAMPLERS[name](ExactGaussianDenoiser(s), x, sigmas, generator=g, **kwargs)
+    out = SAMPLERS[name].fn(ExactGaussianDenoiser(s), x, sigmas, generator=g, **kwargs)
     assert abs(out.std().item() - s) / s < 0.02, out.std().item()
     assert abs(out.mean().item()) < 0.02
 
@@ -68,7 +69,7 @@ def test_sampler_error_shrinks_with_steps(name):
     for steps in (8, 32, 128):
         x0 = torch.randn(4096, generator=torch.Generator().manual_seed(2))
         sigmas = get_sigmas_karras(steps, 0.002, 80.0)
-        out = SAMPLERS[name](ExactGaussianDenoiser(s), x0 * (sigmas[0] ** 2 + s ** 2).sqrt(), sigmas)
+        out = SAMPLERS[name].fn(ExactGaussianDenoiser(s), x0 * (sigmas[0] ** 2 + s ** 2).sqrt(), sigmas)
         errs.append(abs((out / x0).mean().item() - s))  # deterministic ODE: out is exactly x0 scaled
     assert errs[0] > errs[1] > errs[2] and errs[2] < 0.03 * s, errs
 
@@ -85,7 +86,7 @@ def test_sampler_callback_and_nfe():
     for name in SAMPLERS:
         calls.clear()
         counted["n"] = 0
-        SAMPLERS[name](model, torch.randn(1, 4) * 80, get_sigmas_karras(5, 0.002, 80.0),
+        SAMPLERS[name].fn(model, torch.randn(1, 4) * 80, get_sigmas_karras(5, 0.002, 80.0),
                        callback=lambda d: calls.append(d["i"]))
         assert calls == list(range(5))
         assert counted["n"] == nfe(name, 5), name

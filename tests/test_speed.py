@@ -16,7 +16,7 @@ from echogen.cli.main import main as cli_main
 from echogen.config import StageConfig, get_preset, imagen_test_stage
 from echogen.device import autocast, resolve_precision
 from echogen.eval.bench import stage_inputs
-from echogen.diffusion.samplers import GuidedDenoiser
+from echogen.diffusion.guidance import GuidedDenoiser
 
 
 def _demo_stage() -> StageConfig:

@@ -20,12 +20,14 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from echogen import distributed
-from echogen.diffusion.cascade import Cascade, build_denoiser
+from echogen.diffusion.cascade import build_denoiser
 from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
 from echogen.config import get_preset
 from echogen.device import tune_cpu_malloc
 from echogen.data.echonet import EchoNetDataset
-from echogen.diffusion.training import EMA, previous_stage, stage_inputs, stage_loss
+from echogen.data.resample import lowres_from_target, resize_frames
+from echogen.diffusion.stage import lowres_input, previous_stage, sample_stage, sampling_settings, stage_condition
+from echogen.diffusion.training import EMA, stage_loss
 from echogen.data.video_io import write_video
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,26 +101,23 @@ gen = torch.Generator().manual_seed(args.seed * 7919 + dist.rank * 104729 + stat
 
 
 def sample_preview(step):
-    """EF 20 / 50 / 80 from one VAL clip's frame (SR stages: that clip's real low-res input)."""
+    """EF 20 / 50 / 80 from one VAL clip's frame, sampled as the app samples this stage (its sampler, steps,
+    guidance and sigma_start: echogen.diffusion.stage); SR stages get that clip's real low-res input."""
     item = val[0]
     den = ema.model.eval()
-    one = Cascade(cascade, {s.name: den for s in cascade.stages}, dist.device)  # only this stage is run
     frames = item["frame"][None].expand(3, -1, -1, -1)
     efs = torch.tensor([20.0, 50.0, 80.0])
     g = torch.Generator().manual_seed(0)
     prev = previous_stage(cascade, stage)
-    if prev is None:
-        vid = one.sample(frames, efs, stages=[stage.name], seed=0)[0].video
-    else:  # run this stage alone on the real clip's low-res input
-        from echogen.diffusion.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras
-        _, cond = stage_inputs(cascade, stage, item["video"][None].expand(3, -1, -1, -1, -1), frames, efs, g, crop=0)
-        cond.pop("ef_keep")
-        cond["aug"] = torch.full((3,), stage.lowres_aug_sample)
-        cond = {k: v.to(dist.device) for k, v in cond.items()}
-        sig = get_sigmas_karras(stage.steps, cascade.diffusion.sigma_min, cascade.diffusion.sigma_max, device=dist.device)
-        x = torch.randn((3, 1, stage.frames, stage.size, stage.size), generator=g).to(dist.device) * sig[0]
-        x = SAMPLERS["dpmpp_2m"](GuidedDenoiser(den, cond, 1.0, stage.dynamic_threshold), x, sig)
-        vid = ((x.clamp(-1, 1) + 1) / 2).cpu()
+    low = aug = None
+    if prev is not None:  # this stage alone on the real clip's low-res input, at the sampling noise level
+        video = resize_frames(item["video"][None].expand(3, -1, -1, -1, -1), stage.size)
+        low = lowres_input(stage, lowres_from_target(video, stage.fps, prev.frames, prev.fps, prev.size), prev.fps)
+        aug = torch.full((3,), stage.lowres_aug_sample)
+    cond = {k: v.to(dist.device) for k, v in stage_condition(stage, frames, efs, low, aug, g).items()}
+    with torch.no_grad():
+        x = sample_stage(den, stage, cascade.diffusion, cond, sampling_settings(stage), g, lowres=low)
+    vid = ((x.float().clamp(-1, 1) + 1) / 2).mean(1, keepdim=True).cpu()
     real = item["video"][None]
     real = torch.nn.functional.interpolate(real, size=vid.shape[2:], mode="trilinear") if real.shape[2:] != vid.shape[2:] else real
     grid = torch.cat([real[0, 0]] + [v[0] for v in vid], dim=-1).numpy()  # (T, H, 4W): real | EF20 | EF50 | EF80

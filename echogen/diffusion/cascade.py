@@ -17,8 +17,9 @@ import torch
 from echogen.config import CascadeConfig, DiffusionConfig, StageConfig, get_preset, stage_from_dict
 from echogen.device import COMPILE_MODES, autocast, resolve_precision
 from echogen.diffusion.edm import Denoiser
-from echogen.data.resample import augment_lowres, resize_frames, upsample_video
-from echogen.diffusion.samplers import SAMPLERS, GuidedDenoiser, get_sigmas_karras, nfe, sampler_settings
+from echogen.data.resample import upsample_video
+from echogen.diffusion.stage import describe, lowres_input, sample_stage, sampling_settings, stage_condition, stage_nfe
+from echogen.ef import check_efs
 from echogen.nets.registry import build_network
 from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors, \
     update_manifest
@@ -136,24 +137,23 @@ class Cascade:
         stage -> value (sigma_start: see StageConfig; it applies to super-resolution stages only).
         callback(stage_name, step, total_steps) after each sampler step. precision: as set_speed (default
         self.precision). Same seed -> same output."""
-        ef_t = torch.as_tensor(np.atleast_1d(np.asarray(ef, dtype=np.float32)))
-        if torch.any(ef_t < 0) or torch.any(ef_t > 100):
-            raise ValueError("EF must be between 0 and 100 %")
+        ef_t = check_efs(ef)
         frame_t = _as_frames(frame, ef_t.shape[0])
         b = frame_t.shape[0]
         ef_t = ef_t.expand(b) if ef_t.shape[0] == 1 else ef_t
         enabled = set(self.config.stage_names if stages is None else stages) | {self.config.stages[0].name}
-        unknown = enabled - set(self.config.stage_names)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {sorted(unknown)}; preset '{self.config.name}' has "
-                             f"{self.config.stage_names}")
+        for what, names in (("stages", enabled), ("steps", steps or {}), ("guidance", guidance or {}),
+                            ("sampler", sampler or {}), ("sigma_start", sigma_start or {})):
+            for name in sorted(set(names) - set(self.config.stage_names)):
+                raise ValueError(f"{what}: unknown stage '{name}' (preset '{self.config.name}' has "
+                                 f"{self.config.stage_names})")
         steps, guidance, sampler, sigma_start = steps or {}, guidance or {}, sampler or {}, sigma_start or {}
-        for name, s0 in sigma_start.items():
-            if name not in self.config.stage_names:
-                raise ValueError(f"sigma_start: unknown stage '{name}' (stages: {self.config.stage_names})")
-            if not 0 <= float(s0) < self.config.diffusion.sigma_max:
+        settings = {st.name: sampling_settings(st, steps.get(st.name), guidance.get(st.name), sampler.get(st.name),
+                                               sigma_start.get(st.name)) for st in self.config.stages}
+        for name, s in settings.items():
+            if not 0 <= s["sigma_start"] < self.config.diffusion.sigma_max:
                 raise ValueError(f"sigma_start of stage '{name}' must be in [0, sigma_max = "
-                                 f"{self.config.diffusion.sigma_max:g}) (got {float(s0):g})")
+                                 f"{self.config.diffusion.sigma_max:g}) (got {s['sigma_start']:g})")
         dev, results, prev, prev_full = self.device, [], None, None
         for k, st in enumerate(self.config.stages):
             t0 = time.perf_counter()
@@ -164,32 +164,18 @@ class Cascade:
                 prev = results[-1]
                 continue
             g = torch.Generator().manual_seed(int(seed) * 1000 + k)
-            cond = {"frame": resize_frames(frame_t, st.size, st.frame_resize).to(dev), "ef": (ef_t / 100).to(dev)}
+            low = aug = None
             if not st.is_base:
-                low = upsample_video(prev_full, prev.fps, st.frames, st.fps, st.size, st.lowres_resize) * 2 - 1
-                t_aug = torch.full((b,), st.lowres_aug_sample)
-                cond["lowres"] = augment_lowres(low, t_aug, g).to(dev)
-                cond["aug"] = t_aug.to(dev)
-            n_steps = int(steps.get(st.name, st.steps))
-            name = sampler.get(st.name, st.sampler)
-            if name not in SAMPLERS:
-                raise ValueError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
-            w = float(guidance.get(st.name, st.guidance))
-            model = GuidedDenoiser(self.denoisers[st.name], cond, w, st.dynamic_threshold)
-            s0 = 0.0 if st.is_base else float(sigma_start.get(st.name, st.sigma_start))
-            dif = self.config.diffusion
-            sigmas = get_sigmas_karras(n_steps, dif.sigma_min, s0 if s0 > 0 else dif.sigma_max, dif.rho, dev)
-            x = torch.randn((b, st.unet.channels, st.frames, st.size, st.size), generator=g).to(dev) * sigmas[0]
-            if s0 > 0:  # SDEdit: the upsampled low-res video, noised to sigma_start
-                x = x + low.to(dev)
-            cb = (lambda d, _n=st.name: callback(_n, d["i"] + 1, n_steps)) if callback else None
-            kwargs = sampler_settings(st) if name == "heun" else {}
+                low, aug = lowres_input(st, prev_full, prev.fps), torch.full((b,), st.lowres_aug_sample)
+            cond = {key: v.to(dev) for key, v in stage_condition(st, frame_t, ef_t, low, aug, g).items()}
+            cb = (lambda i, n, _n=st.name: callback(_n, i, n)) if callback else None
             with autocast(dev, precision or self.precision):
-                x = SAMPLERS[name](model, x, sigmas, callback=cb, generator=g, **kwargs)
+                x = sample_stage(self.denoisers[st.name], st, self.config.diffusion, cond, settings[st.name], g,
+                                 lowres=low, callback=cb)
             prev_full = ((x.float().clamp(-1, 1) + 1) / 2).cpu()      # all channels go to the next stage
-            note = f"{name}, {n_steps} steps, guidance {w:g}" + (f", from its input at sigma {s0:g}" if s0 > 0 else "")
             # results hold greyscale: the channel mean (checkpoints that store grey echoes as RGB)
             results.append(StageResult(st.name, prev_full.mean(1, keepdim=True), st.fps, True,
-                                       time.perf_counter() - t0, nfe(name, n_steps), note))
+                                       time.perf_counter() - t0, stage_nfe(settings[st.name]),
+                                       describe(settings[st.name])))
             prev = results[-1]
         return results

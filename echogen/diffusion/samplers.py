@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from echogen.diffusion.edm import append_dims
 
 
 def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device="cpu") -> torch.Tensor:
@@ -94,57 +95,32 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, generator=
     return x
 
 
-SAMPLERS = {"heun": sample_heun, "euler": sample_euler, "dpmpp_2m": sample_dpmpp_2m}
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler: its function, its network evaluations for N steps (a CFG pair counts once: it is
+    one batched call), and the keyword settings a stage config gives it."""
+    fn: Callable
+    nfe: Callable[[int], int]
+    settings: Callable[[object], dict]
+
+
+def _heun_settings(stage) -> dict:
+    return dict(S_churn=stage.S_churn, S_tmin=stage.S_tmin, S_tmax=stage.S_tmax, S_noise=stage.S_noise)
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "heun": SamplerSpec(sample_heun, lambda n: 2 * n - 1, _heun_settings),
+    "euler": SamplerSpec(sample_euler, lambda n: n, lambda stage: {}),
+    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, lambda n: n, lambda stage: {}),
+}
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
+    return SAMPLERS[name]
 
 
 def nfe(sampler: str, steps: int) -> int:
-    """Network evaluations per sample (a CFG pair counts once: it is one batched call)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
-
-
-def sampler_settings(stage) -> dict:
-    """The keyword settings a stage config gives its sampler."""
-    if stage.sampler == "heun":
-        return dict(S_churn=stage.S_churn, S_tmin=stage.S_tmin, S_tmax=stage.S_tmax, S_noise=stage.S_noise)
-    return {}
-
-
-def row_quantile(a: torch.Tensor, p: float) -> torch.Tensor:
-    """torch.quantile(a, p, dim=1) with linear interpolation, for (B, N), from two order statistics:
-    same values, 4-7x faster on video-sized rows (no full sort; docs/PERF.md)."""
-    n = a.shape[1]
-    pos = torch.tensor(p, dtype=a.dtype) * (n - 1)      # rank in a's dtype, as torch.quantile computes it
-    lo = int(pos)
-    frac = pos - lo
-    v_lo = a.kthvalue(lo + 1, dim=1).values
-    if frac == 0 or lo + 1 >= n:
-        return v_lo
-    return torch.lerp(v_lo, a.kthvalue(lo + 2, dim=1).values, frac.to(a.device))
-
-
-class GuidedDenoiser:
-    """Classifier-free guidance with cond and uncond in ONE batch, plus dynamic thresholding.
-
-    D = D_uncond + w (D_cond - D_uncond); w = 1 skips the uncond half.
-    Dynamic thresholding (Imagen): s = max(1, percentile_p(|D|)) per sample; D <- clamp(D, -s, s) / s.
-    """
-
-    def __init__(self, denoiser, cond: dict, guidance: float = 1.0, threshold: float = 0.0):
-        self.denoiser, self.cond, self.w, self.p = denoiser, cond, float(guidance), float(threshold)
-        if self.w != 1.0:
-            b = next(v for v in cond.values() if torch.is_tensor(v)).shape[0]
-            keep = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)])
-            self.cond2 = {k: (torch.cat([v, v]) if torch.is_tensor(v) else v) for k, v in cond.items()}
-            self.cond2["ef_keep"] = keep.to(next(v for v in cond.values() if torch.is_tensor(v)).device)
-
-    def __call__(self, x, sigma):
-        if self.w == 1.0:
-            D = self.denoiser(x, sigma, **self.cond)
-        else:
-            D_c, D_u = self.denoiser(torch.cat([x, x]), sigma, **self.cond2).chunk(2)
-            D = D_u + self.w * (D_c - D_u)
-        if self.p > 0:
-            s = row_quantile(D.flatten(1).abs().float(), self.p).clamp(min=1.0).to(D.dtype)
-            s = append_dims(s, D.ndim)
-            D = D.clamp(-s, s) / s
-        return D
+    """Network evaluations per sample of `sampler` for `steps` steps (SAMPLERS[sampler].nfe)."""
+    return get_sampler(sampler).nfe(steps)

@@ -11,6 +11,8 @@ the rise of getrusage's ru_maxrss, which only sees new process-wide peaks).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import platform
 import resource
@@ -23,7 +25,9 @@ import torch
 
 from echogen.config import CascadeConfig, StageConfig
 from echogen.device import autocast, resolve_precision
-from echogen.diffusion.samplers import GuidedDenoiser, nfe
+from echogen.diffusion.guidance import GuidedDenoiser
+from echogen.diffusion.samplers import nfe
+from echogen.diffusion.stage import stage_condition
 
 
 @dataclass
@@ -126,15 +130,20 @@ def peak_memory(fn, device: torch.device, interval: float = 0.002) -> tuple:
 
 def stage_inputs(stage: StageConfig, batch: int = 1, frames: int | None = None, size: int | None = None,
                  device="cpu", seed: int = 0) -> dict:
-    """Random inputs of the shapes a stage samples: x (B,C,T,H,W) and its conditioning dict."""
+    """Random inputs of the shapes a stage samples: x (B,C,T,H,W) and its conditioning dict, built by the
+    stage contract (echogen.diffusion.stage.stage_condition) from a random frame, EF and low-res video;
+    frames / size override the stage's (timing at other shapes)."""
     g = torch.Generator().manual_seed(seed)
     t, s = frames or stage.frames, size or stage.size
+    st = dataclasses.replace(stage, frames=t, size=s)
     x = torch.randn((batch, stage.unet.channels, t, s, s), generator=g)
-    cond = {"frame": torch.rand((batch, stage.unet.cond_channels, s, s), generator=g),
-            "ef": torch.rand(batch, generator=g) * 0.7 + 0.15}
+    frame = torch.rand((batch, 1, s, s), generator=g)
+    ef = torch.rand(batch, generator=g) * 70 + 15
+    low = aug = None
     if not stage.is_base:
-        cond["lowres"] = torch.rand((batch, stage.unet.lowres_channels, t, s, s), generator=g) * 2 - 1
-        cond["aug"] = torch.full((batch,), stage.lowres_aug_sample)
+        low = torch.rand((batch, stage.unet.lowres_channels, t, s, s), generator=g) * 2 - 1
+        aug = torch.full((batch,), stage.lowres_aug_sample)
+    cond = stage_condition(st, frame, ef, low, aug, g)
     return {"x": x.to(device), "cond": {k: v.to(device) for k, v in cond.items()}}
 
 
