@@ -99,14 +99,6 @@ def decode(path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- pure functions
-def test_parse_efs():
-    assert S.parse_efs("20, 35,50") == [20, 35, 50]
-    assert S.parse_efs([20, 80]) == [20, 80]
-    for bad in ("", "abc", "5, 50", "10,20,30,40,50,60"):
-        with pytest.raises(ValueError):
-            S.parse_efs(bad)
-
-
 def test_display_frames_upscales_and_keeps_pixels():
     v = np.zeros((3, 8, 8), np.float32)
     v[:, 0, 0] = 1.0

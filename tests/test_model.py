@@ -197,13 +197,12 @@ def test_one_training_step_per_stage(stage_name):
 
 
 def test_per_stage_cli_values_name_the_bad_option():
-    from echogen.cli.main import UserError
-    from echogen.cli.commands.generate import parse_per_stage
+    from echogen.diffusion.stage import parse_per_stage
     names = ["base", "spatial", "temporal"]
     assert parse_per_stage("0.25", names, float, "sigma-start") == {n: 0.25 for n in names}
     assert parse_per_stage("spatial=0.25, temporal=0.15", names, float, "sigma-start") == \
         {"spatial": 0.25, "temporal": 0.15}
-    with pytest.raises(UserError, match="--sigma-start: 'abc' is not a valid float"):
+    with pytest.raises(ValueError, match="--sigma-start: 'abc' is not a valid float"):
         parse_per_stage("spatial=abc", names, float, "sigma-start")
-    with pytest.raises(UserError, match="--steps: unknown stage 'nope'"):
+    with pytest.raises(ValueError, match="--steps: unknown stage 'nope'"):
         parse_per_stage("nope=3", names, int, "steps")

@@ -24,7 +24,7 @@ COMMANDS = {
 }
 
 
-class UserError(RuntimeError):
+class UserError(ValueError):
     """An expected failure caused by the user's input; printed as one line."""
 
 

@@ -70,6 +70,27 @@ def training_inputs(cascade: CascadeConfig, stage: StageConfig, video: torch.Ten
     return y, cond
 
 
+def parse_per_stage(text: str | None, names: list, cast, what: str) -> dict:
+    """A per-stage setting as typed by a user: '8' -> every stage; 'base=12,spatial=6' -> those stages."""
+    if not text:
+        return {}
+    def value(v):
+        try:
+            return cast(v.strip())
+        except ValueError:
+            raise ValueError(f"--{what}: '{v.strip()}' is not a valid {cast.__name__}") from None
+
+    if "=" not in text:
+        return {n: value(text) for n in names}
+    out = {}
+    for part in text.split(","):
+        name, _, val = part.partition("=")
+        if name.strip() not in names:
+            raise ValueError(f"--{what}: unknown stage '{name.strip()}' (stages: {', '.join(names)})")
+        out[name.strip()] = value(val)
+    return out
+
+
 def sampling_settings(stage: StageConfig, steps=None, guidance=None, sampler=None, sigma_start=None) -> dict:
     """The stage's sampling settings, each overridable: {sampler, steps, guidance, sigma_start}."""
     name = sampler or stage.sampler

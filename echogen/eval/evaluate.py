@@ -24,7 +24,8 @@ import torch
 from echogen.data.echonet import cut_clip, load_video, read_filelist
 from echogen.eval.metrics import best_of_k, frechet_distance, regression_metrics, ssim_videos
 from echogen.data.resample import resize_frames
-from echogen.nets.regressor import at_regressor_rate, extract_features, predict_ef
+from echogen.eval.reading import video_ef
+from echogen.nets.regressor import at_regressor_rate, extract_features
 
 
 @dataclass
@@ -90,7 +91,7 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
         frame = torch.from_numpy(video[c].astype(np.float32) / 255.0)
         target = float(rng.uniform(settings.ef_low, settings.ef_high))
         rec = {"file": row["FileName"], "ef_true": float(row["EF"]), "cond_frame": c,
-               "ef_real_regressed": predict_ef(model, rcfg, video, native)[0]}
+               "ef_real_regressed": video_ef(regressor, video, native)[0]}
         for task in settings.tasks:
             ef = target if task == "counterfactual" else float(row["EF"])
             t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
             vids = out.video[:, 0]                                            # (K, T, h, w)
             if vids.shape[-1] != rcfg.size:  # e.g. a test-sized cascade: score at the regressor's size
                 vids = resize_frames(vids, rcfg.size).clamp(0, 1)
-            regressed = [predict_ef(model, rcfg, v, out.fps)[0] for v in vids]
+            regressed = [video_ef(regressor, v, out.fps)[0] for v in vids]
             rec[f"{task}_target"] = ef
             for k, e in enumerate(regressed):
                 rec[f"{task}_ef_{k}"] = e

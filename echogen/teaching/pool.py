@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from echogen.ef import parse_efs
+from echogen.eval.reading import video_ef
 from echogen.teaching.media import (CaseFolder, VideoSpec, fit_clip, frame_hash, max_start, name_hash, random_id,
                                     resize_video, save_png, write_clip, write_json)
 
@@ -80,13 +82,8 @@ def as_frame(item) -> np.ndarray:
 
 def _regressor_reading(regressor, video: np.ndarray, fps: float) -> float | None:
     """EF the regressor reads from a (T, S, S) video in [0, 1], or None without a regressor."""
-    if regressor is None:
-        return None
-    from echogen.nets.regressor import predict_ef
-
-    model, cfg = regressor
-    v = resize_video(np.asarray(video, np.float32), cfg.size)
-    return round(float(predict_ef(model, cfg, v, fps)[0]), 2)
+    read = video_ef(regressor, np.asarray(video, np.float32), fps)
+    return None if read is None else round(float(read[0]), 2)
 
 
 def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="pool", seed: int = 0,
@@ -99,9 +96,7 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
     real_clips: {"root", "split", "n"} to add real clips too (see add_real_clips).
     One cascade call per (frame, repeat) generates every EF in one batch; `seed` and `batch_index`
     are stored so a case can be regenerated."""
-    efs = [float(e) for e in efs]
-    if not efs or any(not 0 <= e <= 100 for e in efs):
-        raise ValueError(f"EFs must be a non-empty list of values 0-100 %, got {efs}")
+    efs = parse_efs(list(efs), what="pool EFs")
     if per_frame < 1:
         raise ValueError(f"per_frame must be >= 1, got {per_frame}")
     if not frames:

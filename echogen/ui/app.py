@@ -25,6 +25,7 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
+from echogen.ef import SWEEP_MAX, parse_efs  # noqa: E402
 from echogen.ui import support as S  # noqa: E402
 
 MAX_SLOTS = 4          # stage columns shown (the largest preset has four stages)
@@ -137,7 +138,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         engine, frame, enabled, steps, guidance, seed = _setup(input_file, frame_index, weights, stages, seed,
                                                                [s0, g0, s1, g1, s2, g2, s3, g3])
         try:
-            values = S.parse_efs(efs)
+            values = parse_efs(efs, max_count=SWEEP_MAX)
         except ValueError as e:
             fail(e)
         names = [s.name for s in engine.stages if s.is_base or s.name in enabled]

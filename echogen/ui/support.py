@@ -16,6 +16,7 @@ import torch
 
 from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade, StageResult
 from echogen.config import get_preset
+from echogen.eval.reading import video_ef
 from echogen.weights.bundle import find_bundles, read_manifest
 
 RANDOM_INIT = "random-init (UNTRAINED, testing only)"
@@ -139,26 +140,17 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> float | None:
     if engine.regressor is None or len(frames) < 2:
         return None
     from echogen.data.inputs import prepare_array
-    from echogen.nets.regressor import predict_ef
-    model, cfg = engine.regressor
+    size = engine.regressor[1].size
     f = np.asarray(frames)
-    if not (f.ndim == 3 and f.shape[1:] == (cfg.size, cfg.size)):
-        f = np.stack([prepare_array(x, size=cfg.size) for x in f[:256]])
-    return float(predict_ef(model, cfg, f, fps or 0.0)[0])
+    if not (f.ndim == 3 and f.shape[1:] == (size, size)):
+        f = np.stack([prepare_array(x, size=size) for x in f[:256]])
+    return float(video_ef(engine.regressor, f, fps or 0.0)[0])
 
 
 # ------------------------------------------------------------------------------------------ outputs
 def read_ef(engine: Engine, video: torch.Tensor, fps: float) -> tuple[float, list[float]] | None:
     """EF read from one generated video (1, T, H, W) or (T, H, W) in [0,1]; resized to the regressor's size."""
-    if engine.regressor is None:
-        return None
-    from echogen.nets.regressor import predict_ef
-    model, cfg = engine.regressor
-    v = video.reshape(-1, *video.shape[-2:]).float()
-    if tuple(v.shape[-2:]) != (cfg.size, cfg.size):
-        v = torch.nn.functional.interpolate(v[:, None], size=(cfg.size, cfg.size), mode="bicubic",
-                                            align_corners=False)[:, 0].clamp(0, 1)
-    return predict_ef(model, cfg, v.numpy(), fps)
+    return video_ef(engine.regressor, video, fps)
 
 
 def display_frames(video: np.ndarray, side: int = DISPLAY, stamp: str = "") -> np.ndarray:
@@ -249,20 +241,6 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                        per_clip_ef=[round(e, 1) for e in final[1]])
     plot = plot_curves(curves, "blood-pool area over the generated loop", out / "curve.png")
     return Generation(res, display, files, plot, readout)
-
-
-def parse_efs(text) -> list[float]:
-    """'20, 35, 50' -> [20.0, 35.0, 50.0]; 1 to 5 values in 10..90 %."""
-    if isinstance(text, (list, tuple)):
-        vals = [float(v) for v in text]
-    else:
-        try:
-            vals = [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"EF list must be numbers separated by commas, got {text!r}") from None
-    if not 1 <= len(vals) <= 5 or any(not 10 <= v <= 90 for v in vals):
-        raise ValueError(f"give 1 to 5 EF values between 10 and 90 %, got {text!r}")
-    return vals
 
 
 def grid_frames(videos: list[np.ndarray], labels: list[list[str]], side: int = 192, stamp: str = "") -> np.ndarray:

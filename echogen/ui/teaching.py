@@ -79,8 +79,8 @@ def _safe_name(name: str) -> str:
 def start_build(state: TeachingState, kind: str, name: str, weights: str, frames, efs: str, per_frame,
                 real: str, split: str, real_n, steps: str) -> str:
     """Start building a pool / review set in a background thread; returns the job id."""
-    from echogen.cli.commands.generate import parse_per_stage
-    from echogen.cli.commands.pool import parse_efs
+    from echogen.diffusion.stage import parse_per_stage
+    from echogen.ef import parse_efs
 
     out = (state.reviews_root if kind == "review" else state.pools_root) / _safe_name(name)
     if out.exists():

@@ -10,7 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from echogen.cli.main import UserError, add_speed_arguments, apply_speed
-from echogen.cli.commands.generate import load_cascade, parse_per_stage
+from echogen.cli.commands.generate import load_cascade
+from echogen.diffusion.stage import parse_per_stage
 
 
 def add_arguments(p) -> None:

@@ -8,27 +8,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from echogen.cli.main import UserError, add_speed_arguments, apply_speed
-
-
-def parse_per_stage(text: str | None, names: list, cast, what: str) -> dict:
-    """'8' -> every stage; 'base=12,spatial=6' -> those stages."""
-    if not text:
-        return {}
-    def value(v):
-        try:
-            return cast(v.strip())
-        except ValueError:
-            raise UserError(f"--{what}: '{v.strip()}' is not a valid {cast.__name__}") from None
-
-    if "=" not in text:
-        return {n: value(text) for n in names}
-    out = {}
-    for part in text.split(","):
-        name, _, val = part.partition("=")
-        if name.strip() not in names:
-            raise UserError(f"--{what}: unknown stage '{name.strip()}' (stages: {', '.join(names)})")
-        out[name.strip()] = value(val)
-    return out
+from echogen.diffusion.stage import parse_per_stage
+from echogen.ef import check_ef
 
 
 def load_cascade(weights: str | None, preset: str | None, device, random_init: bool):
@@ -73,8 +54,7 @@ def main(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".gif", ".npy"):
         raise UserError(f"--out must end in .mp4, .gif or .npy (got '{out.name}')")
-    if not 0 <= args.ef <= 100:
-        raise UserError(f"--ef must be between 0 and 100 (got {args.ef})")
+    check_ef(args.ef, "--ef")
     frame, info = prepare_frame(args.image, frame=args.frame, size=112)
     device = pick_device(args.device)
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)

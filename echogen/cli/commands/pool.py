@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from echogen.cli.main import UserError, add_speed_arguments, apply_speed
+from echogen.ef import parse_efs
 
 FRAME_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".npy", ".avi",
               ".mp4", ".mov", ".mkv", ".webm", ".gif"}
@@ -53,20 +54,11 @@ def expand_frames(items) -> list[Path]:
     return out
 
 
-def parse_efs(text: str) -> list[float]:
-    try:
-        efs = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--efs: expected numbers separated by commas, got '{text}'") from None
-    if not efs or any(not 0 <= e <= 100 for e in efs):
-        raise UserError(f"--efs: every EF must be between 0 and 100 %, got '{text}'")
-    return efs
-
-
 def main(args) -> int:
     from tqdm import tqdm
 
-    from echogen.cli.commands.generate import load_cascade, parse_per_stage
+    from echogen.cli.commands.generate import load_cascade
+    from echogen.diffusion.stage import parse_per_stage
     from echogen.device import pick_device
     from echogen.weights.bundle import WeightsError
 
@@ -108,7 +100,7 @@ def main(args) -> int:
         from echogen.teaching.pool import build_pool
 
         frames = expand_frames(args.frames)
-        efs = parse_efs(args.efs)
+        efs = parse_efs(args.efs, what="--efs")
         try:
             regressor = load_regressor(Path(args.weights) if args.weights else Path(cascade.source), device)
         except (WeightsError, FileNotFoundError) as e:

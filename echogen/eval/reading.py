@@ -1,0 +1,30 @@
+"""The EF of a video: one function for the app's readout, teaching pools, evaluation and the CLI.
+
+A video of any square size is resized to the regressor's input (echogen.data.resample.resize_frames:
+area when shrinking, bicubic when enlarging) and read clip by clip (echogen.nets.regressor.predict_ef).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from echogen.data.resample import resize_frames
+
+
+def video_ef(regressor, video, fps: float) -> tuple[float, list[float]] | None:
+    """regressor: (model, cfg) from echogen.nets.regressor.load_regressor, or None (-> None).
+    video: (T, H, W) or (1, T, H, W) or (1, 1, T, H, W), uint8 or float in [0, 1], numpy or torch.
+    fps: its frame rate (<= 0: the regressor's own). Returns (EF %, per-clip EFs)."""
+    if regressor is None:
+        return None
+    from echogen.nets.regressor import predict_ef
+
+    model, cfg = regressor
+    v = torch.as_tensor(np.asarray(video)) if not torch.is_tensor(video) else video.detach().cpu()
+    v = v.float() / 255 if v.dtype == torch.uint8 else v.float()
+    v = v.reshape(-1, *v.shape[-2:])                                   # (T, H, W)
+    if v.shape[-2] != v.shape[-1]:
+        raise ValueError(f"EF reading needs square frames, got {tuple(v.shape[-2:])}")
+    if v.shape[-1] != cfg.size:
+        v = resize_frames(v, cfg.size).clamp(0, 1)
+    return predict_ef(model, cfg, v.numpy(), float(fps or 0.0))
