@@ -170,7 +170,7 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     depth_cm = rng.uniform(14.0, 20.0)
     radius = rng.uniform(100.0, 122.0)
     cm_px = depth_cm / radius
-    half_angle = np.deg2rad(rng.uniform(32.0, 44.0))
+    half_angle = np.deg2rad(rng.uniform(36.0, 48.0))
     probe = (56.0 + rng.uniform(-5.0, 5.0), rng.uniform(-5.0, 3.0))
     rot = np.deg2rad(rng.uniform(-6.0, 6.0))
     # LV size (cm) by phenotype
@@ -214,8 +214,8 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
         "t_apex": wall * rng.uniform(0.8, 1.0) * (1.5 if fore < 1.0 else 1.0),
         "depth_cm": depth_cm,
         # RV: starts part-way down the septum, crescent following it
-        "rv_start": rng.uniform(0.18, 0.42) * (0.6 if rng.random() < 0.25 else 1.0),
-        "rv_width": rng.uniform(0.9, 1.7) / cm_px * (1.35 if rng.random() < 0.2 else 1.0),
+        "rv_start": rng.uniform(0.1, 0.35) * (0.6 if rng.random() < 0.25 else 1.0),
+        "rv_width": rng.uniform(1.1, 1.9) / cm_px * (1.35 if rng.random() < 0.2 else 1.0),
         "rv_widest": rng.uniform(0.45, 0.75), "rv_blunt": rng.uniform(0.7, 1.3),
         "rv_ann": rng.uniform(0.7, 0.95), "tv_off": rng.uniform(0.2, 0.8) / cm_px,
         "t_rv": rng.uniform(0.3, 0.55) / cm_px, "rv_squeeze": rng.uniform(0.15, 0.4),
@@ -223,7 +223,7 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
         "la_len": rng.uniform(3.3, 5.2) / cm_px * (1.25 if (phen == "dilated" or rng.random() < 0.15) else 1.0),
         "la_w": rng.uniform(1.6, 2.4) / cm_px, "la_drift": rng.uniform(-0.4, 0.6) / cm_px,
         "ra_len": rng.uniform(3.0, 4.8) / cm_px, "ra_w": rng.uniform(1.4, 2.2) / cm_px,
-        "t_atr": rng.uniform(0.15, 0.3) / cm_px, "t_ias": rng.uniform(0.12, 0.3) / cm_px,
+        "t_atr": rng.uniform(0.08, 0.18) / cm_px, "t_ias": rng.uniform(0.12, 0.3) / cm_px,
         "seed_shape": int(rng.integers(2 ** 31)),
         # papillary muscles, trabeculation, moderator band
         "pap": [(rng.uniform(0.42, 0.62), rng.uniform(1.2, 2.2) / cm_px, rng.uniform(0.35, 0.7) / cm_px)]

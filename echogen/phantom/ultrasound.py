@@ -44,32 +44,36 @@ def _field(rng, shape, sigma: float) -> np.ndarray:
 def sample_probe(rng: np.random.Generator, h: Heart2) -> dict:
     """Image-formation settings (beam PSF, gain, dynamic range, TGC, noise, clutter, shadows)."""
     return {
-        "psf_ax": rng.uniform(0.9, 1.6),            # axial PSF sigma (beam-grid samples)
-        "psf_lat": rng.uniform(0.9, 1.5),           # lateral sigma at focus (beams)
-        "psf_lat_far": rng.uniform(1.3, 2.2),       # away from focus
+        "psf_ax": rng.uniform(0.6, 1.1),            # axial PSF sigma (beam-grid samples)
+        "psf_lat": rng.uniform(1.1, 1.9),           # lateral sigma at focus (beams)
+        "psf_lat_far": rng.uniform(1.6, 2.7),       # away from focus
         "focus": rng.uniform(0.35, 0.7),            # focal depth (fraction of the sector radius)
-        "atten": rng.uniform(0.4, 1.2),             # round-trip attenuation over the sector (nepers)
-        "tgc": rng.uniform(0.6, 1.05),              # fraction of the attenuation TGC compensates
+        "atten": rng.uniform(0.3, 1.0),             # round-trip attenuation over the sector (nepers)
+        "tgc": rng.uniform(0.35, 0.8),              # fraction of the attenuation TGC compensates
         "tgc_wiggle": rng.normal(0.0, 0.12, size=4),
         "gain_db": rng.uniform(-5.0, 5.0),
-        "dr_db": rng.uniform(40.0, 60.0),
-        "reject": rng.uniform(0.0, 0.08),
-        "gamma": rng.uniform(0.8, 1.25),
-        "noise_db": rng.uniform(-48.0, -34.0),      # electronic noise re myocardium
-        "near": rng.uniform(0.1, 0.6),              # near-field clutter amplitude
+        "myo_grey": rng.uniform(0.26, 0.4),
+        "dr_db": rng.uniform(60.0, 80.0),
+        "reject": rng.uniform(0.0, 0.03),
+        "gamma": rng.uniform(1.0, 1.4),
+        "noise_db": rng.uniform(-32.0, -24.0),      # electronic noise re myocardium
+        "near": rng.uniform(0.15, 0.7),              # near-field clutter amplitude
         "near_depth": rng.uniform(0.5, 1.5) / h.cm_per_px,
-        "haze": rng.uniform(0.0, 0.35),             # apical haze in the LV apex
+        "haze": rng.uniform(0.1, 0.6),             # apical haze in the LV apex
         "reverb": rng.uniform(0.0, 0.35),
         "lat_fall": rng.uniform(0.2, 0.6),
-        "dropout": rng.uniform(0.15, 0.85),         # lateral-wall dropout strength
+        "dropout": rng.uniform(0.3, 0.95),         # lateral-wall dropout strength
         "dropout_at": rng.uniform(0.25, 0.85),
         "specular": rng.uniform(0.3, 0.8),
-        "blood": rng.uniform(0.008, 0.03),
-        "outside": rng.uniform(0.06, 0.25),
+        "septum": rng.uniform(1.1, 1.7),           # septum brighter than the free walls
+        "blood": rng.uniform(0.02, 0.06),
+        "outside": rng.uniform(0.03, 0.12),
         "rib": rng.random() < 0.3, "rib_side": rng.choice([-1.0, 1.0]), "rib_w": rng.uniform(0.06, 0.2),
         "rib_gain": rng.uniform(0.15, 0.5),
         "lung": rng.random() < 0.35, "lung_w": rng.uniform(0.05, 0.2),
         "peri": rng.uniform(1.6, 3.5),
+        "smooth": rng.uniform(1.0, 1.7),
+        "compound": rng.uniform(0.5, 1.0),         # weight of the second (independent) speckle set            # scanner speckle reduction (display blur)
         "leaflet": rng.uniform(0.8, 2.0), "leaflet_w": rng.uniform(1.5, 3.2),
     }
 
@@ -107,11 +111,10 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
     lf3 = _field(rng, blood.shape, 1.0 * SCALE)
     # surroundings, pericardium (brightest behind the atria and lateral to the LV)
     e = q["outside"] * np.exp(0.55 * lf + 0.35 * lf2)
-    peri_w = np.clip(0.4 + 1.2 * (n > 0) + 2.5 * (s > L + 4), 0.4, 3.5) / 0.1 * h.cm_per_px
-    peri = q["peri"] * np.exp(0.3 * lf2) * (0.6 + 0.4 * (n > 0) + 0.6 * (s > L + 4))
-    e = np.where(out_d < peri_w, np.maximum(e, peri * np.exp(-out_d / (0.6 * peri_w + 0.5))), e)
+    peri_w = (0.12 + 0.2 * (n > 0) + 0.45 * (s > L + 4)) / h.cm_per_px
+    peri = q["peri"] * np.exp(0.3 * lf2) * (0.35 + 0.35 * (n > 0) + 0.8 * (s > L + 4))
     # myocardium: heterogeneous, septum a little brighter, specular angle dependence, lateral dropout
-    e_m = np.exp(0.22 * lf + 0.25 * lf2 + 0.12 * lf3) * np.where(n < 0, 1.15, 1.0)
+    e_m = np.exp(0.4 * lf + 0.3 * lf2 + 0.12 * lf3) * np.where((n < 0) & (n > sep_n - p["t_sep"] - 1.0), q["septum"], 1.0)
     sm = cv2.GaussianBlur(heart.astype(np.float32), (0, 0), 3.0 * SCALE)
     gy, gx = np.gradient(sm)
     gn = np.sqrt(gx * gx + gy * gy) + 1e-6
@@ -119,12 +122,19 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
     bn = np.sqrt(bx * bx + by * by) + 1e-3
     cos = np.abs(gx * bx + gy * by) / (gn * bn)
     e_m = e_m * (1.0 - q["specular"] + q["specular"] * (0.25 + 1.2 * cos ** 2))
+    # posterior band behind the atria (pericardium, AV groove, descending aorta region): broad, bright
+    sb = ch["s_bottom"]
+    band = np.exp(-((s - sb - 0.3 / h.cm_per_px) / (0.55 / h.cm_per_px)) ** 2) * (np.abs(n + 0.2 * h.L_ed) < 0.9 * h.L_ed)
+    e = np.maximum(e, q["peri"] * 0.7 * np.exp(0.4 * lf2 + 0.3 * lf) * band)
+    # pericardium: specular, bright where the beam meets it head-on (behind the atria, at the apex)
+    peri = peri * (0.15 + 1.1 * cos ** 2)
+    e = np.where(out_d < peri_w, np.maximum(e, peri * np.exp(-out_d / (0.6 * peri_w + 0.5))), e)
     # lateral-wall dropout band (a range along the LV lateral wall)
     lat = (n > 0) & (s > 0.1 * L) & (s < 1.1 * L)
     band = np.exp(-((s / L - q["dropout_at"]) / 0.22) ** 2) * lat
     e_m = e_m * (1.0 - q["dropout"] * band)
+    e_m = np.where(s > L + 1.5, 0.3 * e_m, e_m)  # thin, dim atrial walls
     e = np.where(myo, e_m, e)
-    e = np.where(out_d < 0.01, e, e)  # keep dtype
     # blood with faint swirls
     e = np.where(blood > 0, q["blood"] * np.exp(0.5 * lf2), e).astype(np.float32)
     # papillary muscles (lateral, optional medial) and LV trabeculation, inside the LV cavity
@@ -172,7 +182,8 @@ class Scene2:
         self.ch = ch = chambers(h)
         e = echogenicity(h, q, rng, ch)
         # band-limited complex scatterers (so that bilinear sampling does not modulate their variance)
-        z = cv2.GaussianBlur(rng.standard_normal((CANVAS, CANVAS, 2)).astype(np.float32), (0, 0), 1.0)
+        # two independent scatterer sets (frequency compounding: their envelopes are averaged)
+        z = cv2.GaussianBlur(rng.standard_normal((CANVAS, CANVAS, 4)).astype(np.float32), (0, 0), 1.0)
         z *= np.float32(np.sqrt(0.5) / z.std())
         strong = (rng.random((CANVAS, CANVAS)) < 0.004).astype(np.float32) * 3.0  # sparse bright scatterers
         self.tex = (z * (e * (1.0 + strong))[..., None]).astype(np.float32)
@@ -211,10 +222,13 @@ class Scene2:
         apex_r = float(np.hypot(h.apex[0] - h.probe[0], h.apex[1] - h.probe[1]))
         prof = prof + q["haze"] * np.exp(-((r - apex_r - 0.15 * h.L_ed) / (0.18 * h.L_ed)) ** 2)
         self.clut_amp = prof.astype(np.float32)[:, None, None]
-        self.clut = rng.standard_normal((2, NR, NB, 2)).astype(np.float32)
+        clut = rng.standard_normal((2 * NR, NB, 2)).astype(np.float32)   # hazy: coarser than speckle
+        clut = cv2.GaussianBlur(clut, (0, 0), 2.5, sigmaY=2.0)
+        self.clut = np.tile(clut / clut.std() * np.float32(np.sqrt(0.5)), (1, 1, 2)).reshape(2, NR, NB, 4)
         self.noise_amp = np.float32(10 ** (q["noise_db"] / 20.0))
-        self.leaf_z = rng.standard_normal((NR, NB, 2)).astype(np.float32)
-        self.ref_db = -q["gain_db"]
+        self.leaf_z = rng.standard_normal((NR, NB, 4)).astype(np.float32)
+        self.comp = np.float32(q["compound"])
+        self.g_myo = np.float32(q["myo_grey"] * 10 ** (q["gain_db"] / 40.0))  # display level of myocardium
         # scan conversion map: screen pixel -> (beam, depth) indices
         g = np.arange(SIZE, dtype=np.float32)
         sx, sy = np.meshgrid(g, g)
@@ -283,10 +297,13 @@ class Scene2:
         near = cv2.GaussianBlur(f, (0, 0), q["psf_lat"], sigmaY=q["psf_ax"]) * self.k_near
         far = cv2.GaussianBlur(f, (0, 0), q["psf_lat_far"], sigmaY=q["psf_ax"]) * self.k_far
         f = near + (far - near) * self.w_far
-        env = np.sqrt(f[..., 0] ** 2 + f[..., 1] ** 2) * self.tgc
+        env = np.sqrt((f[..., 0] ** 2 + f[..., 1] ** 2 + self.comp * (f[..., 2] ** 2 + f[..., 3] ** 2))
+                      / (1.0 + self.comp)) * self.tgc
         db = 20.0 * np.log10(env + 1e-6)
-        disp = np.clip((db - self.ref_db + q["dr_db"] - 22.0) / q["dr_db"], 0.0, 1.0)
+        disp = np.clip(self.g_myo + db / q["dr_db"], 0.0, 1.0)
         disp = np.clip((disp - q["reject"]) / (1.0 - q["reject"]), 0.0, 1.0) ** q["gamma"]
+        if q["smooth"] > 0.2:
+            disp = cv2.GaussianBlur(disp, (0, 0), q["smooth"], sigmaY=0.5 * q["smooth"])
         img = cv2.remap(disp.astype(np.float32), self.map_b, self.map_r, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return img * self.sector
