@@ -52,9 +52,11 @@ def test_clip_sampling_resamples_time(root):
     v, fps = echonet.load_video(root, item["filename"])
     assert item["video"].shape == (1, 8, 112, 112) and item["video"].dtype == torch.float32
     assert item["start"] == 0
-    idx = echonet.clip_indices(0, 8, 50.0, 12.5)
-    assert list(idx) == [0, 4, 8, 12, 16, 20, 24, 28]
-    assert torch.allclose(item["video"][0, 3], torch.from_numpy(v[12]).float() / 255)
+    idx = echonet.clip_indices(0, 8, fps, 12.5)
+    assert list(idx) == list(echonet.clip_indices(0, 8, float(ds.videos()[0]["FPS"]), 12.5))
+    if fps == 50.0:
+        assert list(idx) == [0, 4, 8, 12, 16, 20, 24, 28]
+    assert torch.allclose(item["video"][0, 3], torch.from_numpy(v[idx[3]]).float() / 255)
     assert torch.allclose(item["frame"][0], torch.from_numpy(v[0]).float() / 255)
     assert item["ef"].shape == () and 10 <= float(item["ef"]) <= 85
     assert 0 <= item["ed"] < len(v) and 0 <= item["es"] < len(v)
@@ -64,8 +66,9 @@ def test_zero_padding_and_random_start(root):
     ds = echonet.EchoNetDataset(root, split="ALL", frames=80, fps=25, random_start=True)
     for i in range(len(ds)):
         item = ds[i]
-        n = ds.videos()[i]["NumberOfFrames"]
-        idx = echonet.clip_indices(item["start"], 80, 50, 25)
+        row = ds.videos()[i]
+        n = row["NumberOfFrames"]
+        idx = echonet.clip_indices(item["start"], 80, float(row["FPS"]), 25)   # each video's own rate (30-80 fps)
         assert item["start"] == 0 or idx[-1] < n
         pad = idx >= n
         if pad.any():
