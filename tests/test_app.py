@@ -59,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str], log: Path, timeout: float = 90.0):
+def start_app(args: list[str], log: Path, timeout: float = 300.0):
     """Start app.py on a free port; return (process, url, log text so far) once it serves."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
@@ -140,11 +140,11 @@ def test_random_init_is_labelled_untrained_and_has_no_regressor():
 
 def test_app_refuses_to_start_without_weights(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--weights", str(tmp_path / "nope")],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 2 and "not a folder" in r.stderr
     (tmp_path / "empty").mkdir()
     r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--weights", str(tmp_path / "empty")],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 2 and "manifest.json" in r.stderr and "Traceback" not in r.stderr
 
 
