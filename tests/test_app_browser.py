@@ -37,7 +37,7 @@ def test_app_in_chromium(tmp_path):
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
             ctx = browser.new_context(viewport={"width": 1440, "height": 1200}, device_scale_factor=1)
             page = ctx.new_page()
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(180_000)   # a hang guard; loaded CI boxes are slow
             page.goto(url)
             page.wait_for_selector("#generate-btn")
 
@@ -90,9 +90,13 @@ def test_app_in_chromium(tmp_path):
         stop_app(proc)
 
 
-def test_bundled_demo_weights_generate_within_30_s(tmp_path):
-    """Issue 5's target, in the browser: the app with its default (bundled, trained) demo weights and
-    default sampling settings turns a bundled example into a playing loop in <= 30 s on the CPU."""
+def test_bundled_demo_weights_generate_a_playing_loop(tmp_path):
+    """The app with its default (bundled, trained) demo weights and default sampling settings turns a bundled
+    example into a playing loop with an EF readout, in headless Chromium. Click-to-playing time is a benchmark,
+    not a test condition (it depends on the machine and its load; issue 27): it is printed and, with
+    ECHOGEN_TIMINGS=FILE, appended to FILE as a JSON line (docs/RESULTS.md records issue 5's <= 30 s target).
+    The only bound is a 10-minute hang guard."""
+    import json
     import time
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
     example = Path(__file__).resolve().parent.parent / "assets" / "examples" / "phantom_test_ef50.png"
@@ -101,7 +105,7 @@ def test_bundled_demo_weights_generate_within_30_s(tmp_path):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
             page = browser.new_page()
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(180_000)   # a hang guard; loaded CI boxes are slow
             page.goto(url)
             page.locator("#input-file input[type=file]").set_input_files(str(example))
             page.wait_for_selector("#preview img")
@@ -110,12 +114,16 @@ def test_bundled_demo_weights_generate_within_30_s(tmp_path):
             page.locator("#generate-btn").click()
             page.wait_for_function(
                 """() => { const v = document.querySelector('#video-2 video');
-                           return v && v.currentSrc && v.readyState >= 2 && v.currentTime > 0; }""", timeout=120_000)
+                           return v && v.currentSrc && v.readyState >= 2 && v.currentTime > 0; }""", timeout=600_000)
             seconds = time.perf_counter() - t0
             readout = page.locator("#ef-readout").inner_text().lower()
             browser.close()
     finally:
         stop_app(proc)
     print(f"bundled demo weights: click to playing loop {seconds:.1f} s")
+    if os.environ.get("ECHOGEN_TIMINGS"):
+        with open(os.environ["ECHOGEN_TIMINGS"], "a") as fh:
+            fh.write(json.dumps({"what": "app, bundled demo weights, click to playing loop (Chromium)",
+                                 "seconds": round(seconds, 2), "load_avg_1min": os.getloadavg()[0],
+                                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
     assert "ef read from the loop" in readout and "difference" in readout
-    assert seconds <= 30, f"a full demo generation took {seconds:.1f} s in the app (target <= 30 s)"

@@ -52,7 +52,7 @@ def _serve(tmp):
 def _playing(page, sel):
     page.wait_for_function("""sel => { const v = document.querySelector(sel);
                                         return v && v.currentSrc && v.readyState >= 2; }""", arg=sel,
-                           timeout=60_000)
+                           timeout=180_000)   # a hang guard (loaded CI boxes)
 
 
 def test_teaching_tabs_in_chromium(tmp_path):
@@ -63,7 +63,7 @@ def test_teaching_tabs_in_chromium(tmp_path):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
             page = browser.new_context(viewport={"width": 1280, "height": 1100}).new_page()
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(180_000)   # a hang guard (loaded CI boxes)
             page.goto(demo.local_url)
 
             # ---- EF trainer: five cases

@@ -22,7 +22,7 @@ def phantom(tmp_path_factory):
 def _run(args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
+                          timeout=900, **kw)
 
 
 @pytest.fixture(scope="module")
