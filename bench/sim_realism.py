@@ -29,7 +29,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 METRICS = [  # key, label, higher-level group
     ("mean", "mean grey (sector)"), ("sd", "sd grey"), ("p10", "10th pct"), ("p50", "median"),

@@ -1,6 +1,6 @@
 """Same seed and inputs -> the same loop (issue 27), at the library level.
 
-The sampler draws all its noise from per-call torch.Generators (echogen/cascade.py), so a sample must not
+The sampler draws all its noise from per-call torch.Generators (echogen/diffusion/cascade.py), so a sample must not
 depend on, or disturb, the global torch RNG, on what else the process did before, or on another thread
 sampling at the same time. The H.264 writer must give the same bytes for the same frames whatever the
 heap held before (libx264's mbtree read uninitialised memory: the app's loops differed, issue 27).
@@ -21,9 +21,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from echogen.cascade import DEFAULT_WEIGHTS, Cascade  # noqa: E402
+from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade  # noqa: E402
 from echogen.config import get_preset  # noqa: E402
 
 FRAME = np.random.default_rng(0).random((112, 112), dtype=np.float32)
@@ -128,7 +127,7 @@ MP4_SCRIPT = r"""
 import ctypes, hashlib, sys
 import numpy as np
 from echogen.device import tune_cpu_malloc
-from echogen.video_io import write_video
+from echogen.data.video_io import write_video
 assert tune_cpu_malloc()                    # as app.py and the CLI: large buffers from the reused heap
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
