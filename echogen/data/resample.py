@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from echogen.rng import randn
+
 
 def source_frames(count: int, src_fps: float, dst_fps: float, start: int = 0) -> np.ndarray:
     """Indices of the frames of a src_fps video on screen at times k / dst_fps (k < count) after frame
@@ -90,6 +92,5 @@ def augment_lowres(lowres: torch.Tensor, t: torch.Tensor, generator=None) -> tor
     """Noise the low-res input (in [-1, 1]) at level t (B,); the network is told t."""
     alpha, sigma = aug_alpha_sigma(t)
     shape = (-1,) + (1,) * (lowres.ndim - 1)
-    noise = torch.randn(lowres.shape, generator=generator, dtype=lowres.dtype).to(lowres.device) \
-        if generator is not None else torch.randn_like(lowres)
+    noise = randn(lowres.shape, generator, lowres.device, lowres.dtype)   # generator: one, or one per sample
     return alpha.to(lowres.device).reshape(shape) * lowres + sigma.to(lowres.device).reshape(shape) * noise

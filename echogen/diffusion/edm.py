@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from echogen.config import DiffusionConfig
+from echogen.rng import randn
 
 
 def append_dims(x: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -48,14 +49,13 @@ class Denoiser(nn.Module):
 
 def sample_sigma(n: int, cfg: DiffusionConfig, device=None, generator=None) -> torch.Tensor:
     """Training noise levels: ln(sigma) ~ N(P_mean, P_std^2)."""
-    rnd = torch.randn(n, generator=generator, device="cpu" if generator is not None else device)
-    return (rnd.to(device) * cfg.P_std + cfg.P_mean).exp()
+    return (randn((n,), generator, device) * cfg.P_std + cfg.P_mean).exp()
 
 
 def edm_loss(denoiser: Denoiser, y: torch.Tensor, cfg: DiffusionConfig, generator=None, **cond) -> torch.Tensor:
     """Per-sample weighted denoising loss, shape (B,). y is the clean video in [-1, 1]."""
     sigma = sample_sigma(y.shape[0], cfg, y.device, generator)
     weight = (sigma ** 2 + cfg.sigma_data ** 2) / (sigma * cfg.sigma_data) ** 2
-    n = torch.randn(y.shape, generator=generator, device="cpu" if generator is not None else y.device).to(y.device)
+    n = randn(y.shape, generator, y.device)
     D_yn = denoiser(y + n * append_dims(sigma, y.ndim), sigma, **cond)
     return weight * ((D_yn - y) ** 2).flatten(1).mean(1)

@@ -17,6 +17,7 @@ from echogen.data.resample import augment_lowres, lowres_from_target, resize_fra
 from echogen.diffusion.guidance import GuidedDenoiser
 from echogen.diffusion.samplers import get_sampler, get_sigmas_karras
 from echogen.ef import to_network
+from echogen.rng import rand
 
 
 def previous_stage(cascade: CascadeConfig, stage: StageConfig) -> StageConfig | None:
@@ -43,11 +44,15 @@ def stage_condition(stage: StageConfig, frame: torch.Tensor, ef: torch.Tensor, l
 
 
 def training_inputs(cascade: CascadeConfig, stage: StageConfig, video: torch.Tensor, frame: torch.Tensor,
-                    ef: torch.Tensor, generator: torch.Generator, crop: int | None = None) -> tuple[torch.Tensor, dict]:
+                    ef: torch.Tensor, generator: torch.Generator, crop: int | None = None,
+                    sample_gens: list | None = None) -> tuple[torch.Tensor, dict]:
     """A training batch: video (B,1,T,H,W) in [0,1] at the stage's frames and fps; frame (B,1,H,W); ef in %.
     The low-res input is made from the target as the previous stage would have produced it, noised at
     t ~ U[0, lowres_aug_max) (one level per batch); an optional random crop is shared by target, low-res
-    input and I_c; EF (and I_c) are dropped for classifier-free guidance. Returns (y in [-1, 1], cond)."""
+    input and I_c; EF (and I_c) are dropped for classifier-free guidance. Returns (y in [-1, 1], cond).
+    Batch-level draws (augmentation level, crop) come from `generator`; per-sample draws (low-res noise,
+    EF / frame dropout) from sample_gens (one generator per sample, data-parallel training) when given."""
+    per = sample_gens if sample_gens is not None else generator
     b = video.shape[0]
     video = resize_frames(video, stage.size)
     prev = previous_stage(cascade, stage)
@@ -55,7 +60,7 @@ def training_inputs(cascade: CascadeConfig, stage: StageConfig, video: torch.Ten
     if prev is not None:
         low = lowres_input(stage, lowres_from_target(video, stage.fps, prev.frames, prev.fps, prev.size), prev.fps)
         aug = (torch.rand((), generator=generator) * stage.lowres_aug_max).expand(b).clone()
-    cond = stage_condition(stage, frame, ef, low, aug, generator)
+    cond = stage_condition(stage, frame, ef, low, aug, per)
     y = video * 2 - 1
     crop = stage.crop if crop is None else crop
     if crop and crop < stage.size:
@@ -64,9 +69,9 @@ def training_inputs(cascade: CascadeConfig, stage: StageConfig, video: torch.Ten
         cond["frame"] = cond["frame"][..., i:i + crop, j:j + crop]
         if "lowres" in cond:
             cond["lowres"] = cond["lowres"][..., i:i + crop, j:j + crop]
-    cond["ef_keep"] = torch.rand(b, generator=generator) >= stage.p_drop_ef
+    cond["ef_keep"] = rand(b, per) >= stage.p_drop_ef
     if stage.p_drop_frame > 0:
-        cond["frame_keep"] = torch.rand(b, generator=generator) >= stage.p_drop_frame
+        cond["frame_keep"] = rand(b, per) >= stage.p_drop_frame
     return y, cond
 
 
