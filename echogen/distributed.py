@@ -188,3 +188,20 @@ def broadcast_training_state(d: Dist, model: torch.nn.Module, ema_model: torch.n
             new[k] = v
         opt.state[q] = new
     return state
+
+
+def check_resume(d: Dist, local_step: int, run) -> None:
+    """Call before writing anything. Stops every rank when some rank sees a checkpoint in its run folder
+    newer than rank 0's (e.g. rank 0 landed on a node without the folder): training on would silently
+    restart the run. Ranks that see no checkpoint at all are fine (they get rank 0's state by broadcast)."""
+    if not d.enabled:
+        return
+    t = torch.tensor([int(local_step)], dtype=torch.int64, device=d.device)
+    steps = [torch.zeros_like(t) for _ in range(d.world)]
+    dist.all_gather(steps, t)
+    ahead = [(r, int(v)) for r, v in enumerate(steps) if int(v) > int(steps[0])]
+    if ahead:
+        r, v = ahead[0]
+        raise SystemExit(f"error: rank {r} sees a checkpoint at step {v} in {run}, but rank 0 sees step "
+                         f"{int(steps[0])}: put the run folder on a filesystem every node shares, or give the node "
+                         "holding it rank 0 (torchrun --node_rank=0 with --master_addr, the static rendezvous)")

@@ -73,19 +73,23 @@ def _run(script, args, nproc=1, timeout=240):
     return r
 
 
-def _two_nodes(script, args_of_node, timeout=240):
-    """Two torchrun launchers of one process each, joined by a c10d rendezvous on 127.0.0.1 (two "nodes")."""
+def _two_nodes(script, args_of_node, static=False, expect_ok=True, timeout=240):
+    """Two torchrun launchers of one process each on 127.0.0.1 (two "nodes"): a c10d rendezvous (node
+    ranks assigned at the rendezvous), or static=True: the static rendezvous, node i gets --node_rank=i."""
     port = _free_port()
     procs = []
-    for node_args in args_of_node:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-               "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=test{port}",
+    for i, node_args in enumerate(args_of_node):
+        rdzv = [f"--node_rank={i}", "--master_addr=127.0.0.1", f"--master_port={port}"] if static else \
+            ["--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=test{port}"]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", *rdzv,
                str(script)] + [str(a) for a in node_args]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out[-4000:]
+    if expect_ok:
+        for p, out in zip(procs, outs):
+            assert p.returncode == 0, out[-4000:]
+    return procs, outs
 
 
 def _losses(run):
@@ -161,16 +165,22 @@ def test_bundle_trained_under_torchrun_generates(shared_bundle):
 
 
 def test_two_nodes_without_shared_filesystem(phantom, tmp_path):
-    """c10d rendezvous, one process per "node", each node with its own --out: only rank 0's exists,
-    and a resume from it continues the single-process curve (the other node gets the state by broadcast)."""
+    """c10d rendezvous, one process per "node", each node with its own --out: only rank 0's folder is
+    written. Resuming with the node that holds the folder as node 0 continues the single-process curve
+    (the other node gets the state by broadcast); with the empty node as rank 0 every rank stops with a
+    message instead of silently restarting the run."""
     one = tmp_path / "one"
     _run(STAGE, _stage_args(phantom, "tiny", "base", one, STEPS, 4))
     nodes = [tmp_path / "node_a", tmp_path / "node_b"]
     _two_nodes(STAGE, [_stage_args(phantom, "tiny", "base", n, 3, 2) for n in nodes])
-    _two_nodes(STAGE, [_stage_args(phantom, "tiny", "base", n, STEPS, 2) for n in nodes])
     made = [n for n in nodes if n.exists()]
     assert len(made) == 1, made                            # the other node wrote nothing
-    run = made[0]
+    run, empty = made[0], [n for n in nodes if n != made[0]][0]
+    procs, outs = _two_nodes(STAGE, [_stage_args(phantom, "tiny", "base", n, STEPS, 2) for n in (empty, run)],
+                             static=True, expect_ok=False)
+    assert all(p.returncode != 0 for p in procs) and "sees a checkpoint at step 3" in "".join(outs)
+    _two_nodes(STAGE, [_stage_args(phantom, "tiny", "base", n, STEPS, 2) for n in (run, empty)], static=True)
+    assert not empty.exists()
     assert "resumed from" in (run / "log.txt").read_text() and "batch 2 x 2" in (run / "log.txt").read_text()
     a, b = _losses(one), _losses(run)
     assert sorted(b) == list(range(1, STEPS + 1))
@@ -185,10 +195,11 @@ def test_regressor_two_nodes_equal_one_process_and_resume(phantom, tmp_path):
     _run(REGRESSOR, common + ["--out", one, "--steps", 4, "--batch", 2])
     nodes = [tmp_path / "node_a", tmp_path / "node_b"]
     _two_nodes(REGRESSOR, [common + ["--out", n, "--steps", 2, "--batch", 1] for n in nodes])
-    _two_nodes(REGRESSOR, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in nodes])
     made = [n for n in nodes if n.exists()]
-    assert len(made) == 1, made
-    run = made[0]
+    assert len(made) == 1, made                            # the other node wrote nothing
+    run, empty = made[0], [n for n in nodes if n != made[0]][0]
+    _two_nodes(REGRESSOR, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (run, empty)], static=True)
+    assert not empty.exists()
     log = (run / "log.txt").read_text()
     assert "resumed from" in log and "at step 2" in log and "batch 1 x 2" in log
     def curve(text):  # "step 3 train RMSE 24.291" and "step 2 VAL MAE ..." lines, without time stamps

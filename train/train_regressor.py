@@ -75,6 +75,8 @@ if args.threads:
     torch.set_num_threads(args.threads)
 dist = distributed.setup(args.device)
 run = Path(args.out)
+_mine = run / "state.json"   # before anything is written: does another rank see a newer checkpoint?
+distributed.check_resume(dist, json.loads(_mine.read_text())["step"] if _mine.is_file() else 0, run)
 if dist.main:
     run.mkdir(parents=True, exist_ok=True)
 distributed.barrier(dist)

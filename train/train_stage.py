@@ -83,6 +83,8 @@ if args.ddp == "static" and dist.enabled and stage.p_ignore_time > 0:
 batch = args.batch or stage.batch_size
 lr = args.lr or stage.lr
 run = Path(args.out)
+_mine = run / "ckpt" / "state.json"   # before anything is written: does another rank see a newer checkpoint?
+distributed.check_resume(dist, json.loads(_mine.read_text())["step"] if _mine.is_file() else 0, run)
 if dist.main:
     run.mkdir(parents=True, exist_ok=True)
     (run / "samples").mkdir(exist_ok=True)
