@@ -27,3 +27,29 @@ def rand(n: int, generator=None) -> torch.Tensor:
     if isinstance(generator, (list, tuple)):
         return torch.stack([torch.rand((), generator=g) for g in generator])
     return torch.rand(n, generator=generator)
+
+
+_MASK = (1 << 64) - 1
+
+
+def mix_seed(*xs: int) -> int:
+    """A 63-bit seed from integers (splitmix64 chain): different tuples give unrelated seeds."""
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (int(x) & _MASK)) & _MASK
+        h = (h + 0x9E3779B97F4A7C15) & _MASK
+        z = h
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        h = z ^ (z >> 31)
+    return h >> 1
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The per-step generator of the batch-level draws; identical on every rank."""
+    return torch.Generator().manual_seed(mix_seed(seed, step, 0x57E9))
+
+
+def sample_generators(seeds) -> list[torch.Generator]:
+    """One generator per sample from its seed (a batch's "seed" entry, from GlobalBatches)."""
+    return [torch.Generator().manual_seed(mix_seed(int(s), 0x5A3)) for s in seeds]

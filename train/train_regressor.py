@@ -8,6 +8,12 @@ Adam (lr 1e-4 as the paper). Every --eval-every steps: MAE / RMSE / R^2 on one c
 best model (by VAL MAE) is exported to RUN/regressor.safetensors (and into --bundle DIR). At the end:
 TEST MAE / RMSE / R^2 of that best model, each video scored as the mean over all its clips (EchoNet).
 Resumes from RUN/ckpt.safetensors + RUN/state.json. Writes RUN/config.json, RUN/log.txt, RUN/val.csv.
+
+Under torchrun (one or several nodes) N processes at --batch B train as one process at --batch N*B:
+the same clips, the same augmentation (per-sample seeds, echogen.data.batches.GlobalBatches), gradients
+averaged by DDP, so the same loss curve up to float rounding (BatchNorm presets: per-rank batch
+statistics unless SyncBatchNorm, used on CUDA). Only rank 0 reads the checkpoint and writes files; the
+other ranks get its state by broadcast.
 """
 import argparse
 import hashlib
@@ -24,7 +30,7 @@ import torch
 import torch.distributed as tdist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from echogen import distributed
@@ -32,7 +38,9 @@ from echogen.data.echonet import EchoNetDataset, load_video
 from echogen.eval.metrics import regression_metrics
 from echogen.nets.regressor import (EFRegressor, RegressorConfig, get_regressor_preset, load_regressor, num_params,
                                predict_ef, save_regressor)
+from echogen.data.batches import GlobalBatches, SeededItems
 from echogen.diffusion.training import EMA
+from echogen.rng import mix_seed, sample_generators
 from echogen.weights.bundle import load_state_strict, load_tensors, save_tensors, update_manifest
 
 # per preset: (batch per process, total steps)
@@ -68,6 +76,8 @@ if args.threads:
     torch.set_num_threads(args.threads)
 dist = distributed.setup(args.device)
 run = Path(args.out)
+_mine = run / "state.json"   # before anything is written: does another rank see a newer checkpoint?
+distributed.check_resume(dist, json.loads(_mine.read_text())["step"] if _mine.is_file() else 0, run)
 if dist.main:
     run.mkdir(parents=True, exist_ok=True)
 distributed.barrier(dist)
@@ -75,22 +85,25 @@ log = distributed.run_logger(run / "log.txt", dist)
 
 
 # The config comes from the checkpoint when resuming (its normalisation was measured on the data).
+# Rank 0 alone reads the run folder; the others get its config, counters and tensors by broadcast.
 ckpt_path, state_path = run / "ckpt.safetensors", run / "state.json"
-resume = ckpt_path.is_file() and state_path.is_file()
-if resume:
+resume = distributed.broadcast_object(dist.main and ckpt_path.is_file() and state_path.is_file(), dist)
+if resume and dist.main:
     ck_tensors, cfg_dict, ck_meta = load_tensors(ckpt_path, "regressor_checkpoint")
     cfg = RegressorConfig.from_dict(cfg_dict)
     state = json.loads(ck_meta["train_state"])      # the counters saved with these very tensors
     if ck_meta.get("preset") != args.preset:
         raise SystemExit(f"error: {run} holds a '{ck_meta.get('preset')}' run; --preset {args.preset} differs "
                          "(use another --out)")
-else:
+elif not resume:
     cfg = get_regressor_preset(args.preset)
     state = {"step": 0, "seen": 0, "best_val_mae": None, "best_step": None}
+else:
+    cfg, state = None, None
 batch = args.batch or DEFAULTS.get(args.preset, (8, 4000))[0]
 steps = args.steps or DEFAULTS.get(args.preset, (8, 4000))[1]
 
-if not resume:
+if not resume and dist.main:
     # Pixel mean / std of (up to) 32 TRAIN videos: the network normalises its input with them (EchoNet).
     rows = [r for r in EchoNetDataset(args.data, "TRAIN", max_videos=args.max_videos).videos()][:32]
     acc = np.zeros(3)
@@ -99,6 +112,7 @@ if not resume:
         acc += [v.size, v.sum(), (v * v).sum()]
     mean = acc[1] / acc[0]
     cfg.mean, cfg.std = float(mean), float(math.sqrt(max(acc[2] / acc[0] - mean ** 2, 1e-8)))
+cfg, state = distributed.broadcast_object((cfg, state), dist)
 
 if dist.main:
     (run / "config.json").write_text(json.dumps({
@@ -109,7 +123,7 @@ torch.manual_seed(args.seed)  # same initial weights on every rank
 model = EFRegressor(cfg).to(dist.device)
 ema = EMA(model, half_life=args.ema_half_life) if args.ema_half_life > 0 else None
 opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-if resume:
+if resume and dist.main:
     # ckpt.safetensors: model.*, ema.*, and Adam's state flattened as optim.p{index}.{exp_avg|exp_avg_sq|step}
     load_state_strict(model, {k[6:]: v for k, v in ck_tensors.items() if k.startswith("model.")}, str(ckpt_path))
     if ema is not None:
@@ -121,47 +135,49 @@ if resume:
         if st:
             st["step"] = st["step"].cpu()
             opt.state[prm] = st
+state = distributed.broadcast_training_state(dist, model, ema.model if ema is not None else None, opt, state)
+torch.manual_seed(mix_seed(args.seed, dist.rank, state["step"]))  # dropout: its own masks on each rank
+if resume:
     log(f"resumed from {ckpt_path} at step {state['step']}")
 eval_model = ema.model if ema is not None else model  # the weights that are evaluated and exported
 log(f"EF regressor '{args.preset}': {num_params(model) / 1e6:.2f} M params, clips {cfg.frames} frames @ "
     f"{cfg.fps:g} fps, pixel mean/std {cfg.mean:.3f}/{cfg.std:.3f}, batch {batch} x {dist.world}, lr {args.lr}, "
     f"device {dist.device}")
-ddp = DDP(model) if dist.enabled else model
+if dist.enabled and cfg.norm == "batch" and dist.device.type == "cuda":
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all ranks
+    log("BatchNorm -> SyncBatchNorm (statistics over the global batch)")
+ddp = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None) if dist.enabled else model
 
-data = EchoNetDataset(args.data, "TRAIN", frames=cfg.frames, fps=cfg.fps, size=cfg.size, random_start=True,
-                      cond_frame="first", max_videos=args.max_videos, seed=args.seed * 1000 + dist.rank + state["step"])
-if dist.enabled:
-    sampler = DistributedSampler(data, seed=args.seed + state["step"], drop_last=True)
-else:
-    sampler = RandomSampler(data, replacement=True, num_samples=10 ** 9,
-                            generator=torch.Generator().manual_seed(args.seed + state["step"]))
+# Global batch s: positions s*G .. s*G+G-1 (G = batch x world) of per-epoch permutations of TRAIN; rank r
+# loads slots r*batch .. (r+1)*batch - 1, each with its own seed (clip start, augmentation).
+data = SeededItems(EchoNetDataset(args.data, "TRAIN", frames=cfg.frames, fps=cfg.fps, size=cfg.size,
+                                  random_start=True, cond_frame="first", max_videos=args.max_videos, seed=args.seed))
+sampler = GlobalBatches(len(data), batch, dist.world, dist.rank, args.seed, start_step=state["step"])
 loader = DataLoader(data, batch_size=batch, sampler=sampler, num_workers=args.workers,
-                    drop_last=len(data) >= batch * dist.world, persistent_workers=args.workers > 0)
+                    persistent_workers=args.workers > 0)
 try:
     val = EchoNetDataset(args.data, "VAL", frames=cfg.frames, fps=cfg.fps, size=cfg.size, random_start=False,
                          cond_frame="first", max_videos=args.val_videos)
 except ValueError:
     val = None
     log("no VAL videos: the last model is exported instead of the best")
-gen = torch.Generator().manual_seed(args.seed * 7919 + dist.rank * 104729 + state["step"])
 
 
-def augment(x, g):
-    """(B, 1, T, H, W) in [0, 1]. Mild, per-clip: gain and brightness jitter, a shift of up to 4 pixels,
-    a little noise. Meant to make the regressor read the heart's motion, not the exact grey levels and
-    positions of real videos, so it transfers to generated ones."""
-    b = x.shape[0]
-    gain = 1 + (torch.rand(b, 1, 1, 1, 1, generator=g) - 0.5) * 0.3           # x0.85 .. x1.15
-    bias = (torch.rand(b, 1, 1, 1, 1, generator=g) - 0.5) * 0.1               # -0.05 .. +0.05
-    x = x * gain + bias
-    s = 4
-    x = F.pad(x, (s, s, s, s))
-    out = torch.empty(x.shape[:3] + (x.shape[3] - 2 * s, x.shape[4] - 2 * s))
-    for i in range(b):
+def augment(x, gens):
+    """(B, 1, T, H, W) in [0, 1]; gens: one generator per clip (its seed: echogen.data.batches). Mild, per
+    clip: gain and brightness jitter, a shift of up to 4 pixels, a little noise. Meant to make the
+    regressor read the heart's motion, not the exact grey levels and positions of real videos, so it
+    transfers to generated ones."""
+    s, out = 4, []
+    for xi, g in zip(x, gens):
+        gain = 1 + (torch.rand((), generator=g) - 0.5) * 0.3                     # x0.85 .. x1.15
+        bias = (torch.rand((), generator=g) - 0.5) * 0.1                         # -0.05 .. +0.05
+        xi = F.pad(xi * gain + bias, (s, s, s, s))
         dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=g).tolist()
-        out[i] = x[i, :, :, dy:dy + out.shape[3], dx:dx + out.shape[4]]
-    noise = torch.rand(b, 1, 1, 1, 1, generator=g) * 0.02
-    return (out + noise * torch.randn(out.shape, generator=g)).clamp(0, 1)
+        xi = xi[..., dy:dy + xi.shape[-2] - 2 * s, dx:dx + xi.shape[-1] - 2 * s]
+        noise = torch.rand((), generator=g) * 0.02
+        out.append((xi + noise * torch.randn(xi.shape, generator=g)).clamp(0, 1))
+    return torch.stack(out)
 
 
 def gather(values, n):
@@ -218,18 +234,10 @@ if dist.main and val is not None and not (run / "val.csv").exists():
 t_start, losses = time.time(), []
 bar = tqdm(total=steps, initial=state["step"], disable=not dist.main, desc="regressor", dynamic_ncols=True)
 it = iter(loader)
-epoch = 0
 while state["step"] < steps:
-    try:
-        b = next(it)
-    except StopIteration:
-        epoch += 1
-        if dist.enabled:
-            sampler.set_epoch(epoch)
-        it = iter(loader)
-        b = next(it)
+    b = next(it)  # GlobalBatches is endless
     model.train()
-    x = b["video"] if args.no_augment else augment(b["video"], gen)             # (B, 1, T, H, W)
+    x = b["video"] if args.no_augment else augment(b["video"], sample_generators(b["seed"]))  # (B, 1, T, H, W)
     ef = b["ef"].to(dist.device)                                                  # (B,) EF in %
     loss = F.mse_loss(ddp(x.to(dist.device)), ef)
     opt.zero_grad(set_to_none=True)

@@ -2,6 +2,12 @@
 
   python train/train_stage.py --data DIR --preset demo --stage base --out runs/base
   torchrun --nproc_per_node=4 train/train_stage.py ... (same flags; DDP, only rank 0 writes)
+  torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train/train_stage.py ...
+
+N processes at --batch B train exactly as one process at --batch N*B would (same data, same random
+draws, same loss curve up to float rounding; echogen.data.batches.GlobalBatches), and a resumed run
+continues the same stream. Only rank 0 reads the checkpoint and writes files; the other ranks get its
+state by broadcast, so on several nodes only rank 0's node needs the run folder.
 
 Resumes from RUN/ckpt when present. Writes RUN/config.json, RUN/log.txt, RUN/loss.csv, RUN/loss.png,
 RUN/samples/*.gif, and the stage's EMA weights RUN/<stage>.safetensors (+ into --bundle DIR).
@@ -15,24 +21,26 @@ from pathlib import Path
 
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from echogen import distributed
-from echogen.diffusion.cascade import build_denoiser
-from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
-from echogen.config import get_preset
-from echogen.device import tune_cpu_malloc
+from echogen.config import CascadeConfig, get_preset
+from echogen.data.batches import GlobalBatches, SeededItems
 from echogen.data.echonet import EchoNetDataset
 from echogen.data.resample import lowres_from_target, resize_frames
+from echogen.data.video_io import write_video
+from echogen.device import tune_cpu_malloc
+from echogen.diffusion.cascade import build_denoiser
 from echogen.diffusion.stage import lowres_input, previous_stage, sample_stage, sampling_settings, stage_condition
 from echogen.diffusion.training import EMA, stage_loss
-from echogen.data.video_io import write_video
+from echogen.rng import mix_seed, step_generator
+from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", required=True, help="EchoNet-format dataset root (FileList.csv, Videos/)")
-p.add_argument("--preset", default="demo")
+p.add_argument("--preset", default="demo", help="a preset name (echogen.config.PRESETS) or a cascade config "
+               "JSON file (CascadeConfig.to_dict(), e.g. a run's config.json 'cascade')")
 p.add_argument("--stage", required=True, help="stage name, e.g. base | spatial | temporal")
 p.add_argument("--out", required=True, help="run folder (resumed if it holds a checkpoint)")
 p.add_argument("--steps", type=int, default=20000, help="total optimiser steps")
@@ -54,6 +62,8 @@ p.add_argument("--bundle", default=None, help="also export the EMA weights into 
 p.add_argument("--device", default=None)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+p.add_argument("--ddp", default="find_unused", choices=distributed.MODES,
+               help="gradient synchronisation under torchrun (echogen/distributed.py; docs/PERF.md change 15)")
 args = p.parse_args()
 if args.anneal_at and not args.anneal_lr:
     p.error("--anneal-at needs --anneal-lr")
@@ -63,11 +73,20 @@ if args.threads:
     torch.set_num_threads(args.threads)
 tune_cpu_malloc()
 dist = distributed.setup(args.device)
-cascade = get_preset(args.preset)
+if args.preset.endswith(".json") and Path(args.preset).is_file():
+    _c = json.loads(Path(args.preset).read_text())
+    cascade = CascadeConfig.from_dict(_c.get("cascade", _c))
+else:
+    cascade = get_preset(args.preset)
 stage = cascade.stage(args.stage)
+if args.ddp == "static" and dist.enabled and stage.p_ignore_time > 0:
+    raise SystemExit(f"error: --ddp static needs the same parameters in every step; stage {stage.name} skips its "
+                     f"temporal layers in {stage.p_ignore_time:.0%} of the steps (use find_unused)")
 batch = args.batch or stage.batch_size
 lr = args.lr or stage.lr
 run = Path(args.out)
+_mine = run / "ckpt" / "state.json"   # before anything is written: does another rank see a newer checkpoint?
+distributed.check_resume(dist, json.loads(_mine.read_text())["step"] if _mine.is_file() else 0, run)
 if dist.main:
     run.mkdir(parents=True, exist_ok=True)
     (run / "samples").mkdir(exist_ok=True)
@@ -81,23 +100,26 @@ torch.manual_seed(args.seed)  # same init on every rank
 model = build_denoiser(stage, cascade.diffusion).to(dist.device)
 ema = EMA(model, half_life=args.ema_half_life)
 opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
-state = load_checkpoint(run, model, ema.model, opt) or {"step": 0, "seen": 0}
+state = (load_checkpoint(run, model, ema.model, opt) if dist.main else None) or {"step": 0, "seen": 0}
+state = distributed.broadcast_training_state(dist, model, ema.model, opt, state)  # rank 0's, on every rank
+torch.manual_seed(mix_seed(args.seed, dist.rank, state["step"]))  # any dropout: its own masks on each rank
 if state["step"]:
     log(f"resumed from {run / 'ckpt'} at step {state['step']}")
 n_params = sum(q.numel() for q in model.parameters())
 log(f"stage {stage.name} of {cascade.name}: {n_params / 1e6:.2f} M params, batch {batch} x {dist.world}, "
     f"lr {lr}, device {dist.device}")
-ddp = DDP(model) if dist.enabled else model
+sync = distributed.GradSync(model, dist, args.ddp)
+ddp = sync.module
 
-data = EchoNetDataset(args.data, "TRAIN", frames=stage.frames, fps=stage.fps, size=stage.size,
-                      max_videos=args.max_videos, seed=args.seed)
-sampler = DistributedSampler(data, seed=args.seed + state["step"]) if dist.enabled else \
-    RandomSampler(data, replacement=True, num_samples=10 ** 9, generator=torch.Generator().manual_seed(args.seed + state["step"]))
-loader = DataLoader(data, batch_size=batch, sampler=sampler, num_workers=args.workers, drop_last=True,
+# Global batch s = the items of positions s*G .. s*G+G-1 (G = batch x world) of per-epoch permutations;
+# rank r loads slots r*batch .. (r+1)*batch - 1, each with its own seed (echogen.data.batches.GlobalBatches).
+data = SeededItems(EchoNetDataset(args.data, "TRAIN", frames=stage.frames, fps=stage.fps, size=stage.size,
+                                  max_videos=args.max_videos, seed=args.seed))
+sampler = GlobalBatches(len(data), batch, dist.world, dist.rank, args.seed, start_step=state["step"])
+loader = DataLoader(data, batch_size=batch, sampler=sampler, num_workers=args.workers,
                     persistent_workers=args.workers > 0)
 val = EchoNetDataset(args.data, "VAL", frames=stage.frames, fps=stage.fps, size=stage.size, random_start=False,
                      cond_frame="first", max_videos=4)
-gen = torch.Generator().manual_seed(args.seed * 7919 + dist.rank * 104729 + state["step"])
 
 
 def sample_preview(step):
@@ -155,31 +177,29 @@ def plot_loss():
 # ---- training loop ---------------------------------------------------------------------------
 if dist.main and not (run / "loss.csv").exists():
     (run / "loss.csv").write_text("step,loss\n")
-t_start, losses = time.time(), []
+t_start, losses, step_times = time.time(), [], []
 bar = tqdm(total=args.steps, initial=state["step"], disable=not dist.main, desc=f"{stage.name}", dynamic_ncols=True)
 it = iter(loader)
 while state["step"] < args.steps:
-    try:
-        b = next(it)
-    except StopIteration:
-        if dist.enabled:
-            sampler.set_epoch(state["step"])
-        it = iter(loader)
-        b = next(it)
+    t_step = time.perf_counter()
+    b = next(it)  # GlobalBatches is endless
     if args.anneal_at and state["step"] >= args.anneal_at and opt.param_groups[0]["lr"] != args.anneal_lr:
         for group in opt.param_groups:
             group["lr"] = args.anneal_lr
         ema.half_life = args.anneal_ema_half_life or args.ema_half_life
         log(f"step {state['step']}: annealed to lr {args.anneal_lr}, EMA half-life {ema.half_life:g} samples")
     model.train()
-    loss = stage_loss(ddp, cascade, stage, b, gen, dist.device)
+    # batch-level draws (image/video decision, augmentation level, crop): the same on every rank
+    loss = stage_loss(ddp, cascade, stage, b, step_generator(args.seed, state["step"]), dist.device)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    sync.loss(loss).backward()
+    sync.after_backward()
     opt.step()
     state["step"] += 1
     state["seen"] += batch * dist.world
     ema.update(model, batch * dist.world, state["seen"])
     losses.append(loss.item())
+    step_times.append(time.perf_counter() - t_step)
     bar.update(1)
     step = state["step"]
     if step % args.log_every == 0 or step == args.steps:
@@ -202,5 +222,8 @@ while state["step"] < args.steps:
         log(f"time limit of {args.minutes} min reached at step {step}")
         break
 bar.close()
+if len(step_times) > 2:  # the first two steps warm up (allocator, DDP's first-iteration bookkeeping)
+    log(f"mean step time {sum(step_times[2:]) / len(step_times[2:]):.4f} s over {len(step_times) - 2} steps "
+        f"(rank 0, data loading included; --ddp {args.ddp}, world {dist.world})")
 distributed.barrier(dist)
 distributed.cleanup(dist)

@@ -6,6 +6,14 @@ exactly as the previous stage would have produced it (echogen.data.resample), no
 level t ~ U[0, lowres_aug_max) per batch (the network is told t), optionally on a random crop that is
 the same for target, low-res input and I_c. EF is dropped with p_drop_ef (classifier-free guidance);
 with p_ignore_time a step trains the frames as independent images (temporal layers skipped).
+
+Randomness under data parallelism (train/train_stage.py, torchrun): the draws the paper makes per
+*batch* (the image/video decision, the low-res augmentation level, the crop) come from one generator
+seeded by (seed, step), the same on every rank, so a step is an image step on all ranks or on none
+(PAPER.md: 25 % of training *steps*). The draws made per *sample* (EF / frame dropout, sigma, the noise,
+the low-res noise) come from a generator seeded by that sample's seed (GlobalBatches: a function of
+seed, step and the sample's slot in the global batch). N ranks at batch B therefore draw exactly what
+one process at batch N * B draws, and a resumed run continues the same streams.
 """
 from __future__ import annotations
 
@@ -16,16 +24,26 @@ import torch
 from echogen.config import CascadeConfig, StageConfig
 from echogen.diffusion.edm import edm_loss
 from echogen.diffusion.stage import training_inputs
+from echogen.rng import sample_generators
 
 
 def stage_loss(denoiser, cascade: CascadeConfig, stage: StageConfig, batch: dict, generator: torch.Generator,
                device) -> torch.Tensor:
-    """Mean EDM loss of one batch from EchoNetDataset ({"video", "frame", "ef"})."""
-    y, cond = training_inputs(cascade, stage, batch["video"], batch["frame"], batch["ef"], generator)
-    ignore_time = bool(torch.rand((), generator=generator) < stage.p_ignore_time)
+    """Mean EDM loss of one batch from EchoNetDataset ({"video", "frame", "ef"}).
+
+    With a "seed" entry (per-sample seeds: echogen.data.batches), `generator` must be the step's generator
+    shared by all ranks (echogen.rng.step_generator): it draws the image/video decision, the augmentation
+    level and the crop; every per-sample draw comes from the sample's own seed. Without "seed", every
+    draw comes from `generator` (single process, tests)."""
+    gens = sample_generators(batch["seed"]) if "seed" in batch else None
+    if gens is not None:  # the image/video decision first: the same on every rank for this step
+        ignore_time = bool(torch.rand((), generator=generator) < stage.p_ignore_time)
+    y, cond = training_inputs(cascade, stage, batch["video"], batch["frame"], batch["ef"], generator, sample_gens=gens)
+    if gens is None:
+        ignore_time = bool(torch.rand((), generator=generator) < stage.p_ignore_time)
     cond = {k: v.to(device) for k, v in cond.items()}
-    return edm_loss(denoiser, y.to(device), cascade.diffusion, generator=generator, ignore_time=ignore_time,
-                    **cond).mean()
+    return edm_loss(denoiser, y.to(device), cascade.diffusion, generator=gens if gens is not None else generator,
+                    ignore_time=ignore_time, **cond).mean()
 
 
 class EMA:
