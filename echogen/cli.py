@@ -15,7 +15,7 @@ COMMANDS = {
     "generate": ("echogen.commands.generate", "generate an echo loop from one frame and an EF"),
     "prepare": ("echogen.commands.prepare", "preprocess an input image/DICOM/clip to the model's 112x112 frame"),
     "phantom": ("echogen.commands.phantom", "write a synthetic EchoNet-format dataset with known EF"),
-    "ef": ("echogen.commands.ef", "read the EF of a clip with the regressor"),
+    "ef": ("echogen.commands.ef", "read the EF of a clip (regressor and/or LV tracing)"),
     "evaluate": ("echogen.commands.evaluate", "the paper's counterfactual / factual evaluation"),
     "bench": ("echogen.commands.bench", "time each stage of a preset"),
     "convert": ("echogen.commands.convert", "convert published EchoDiffusion / EchoNet checkpoints"),

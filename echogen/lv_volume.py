@@ -163,8 +163,9 @@ def smooth_curve(a: np.ndarray, fps: float) -> np.ndarray:
     k = max(1, k) | 1
     if k == 1 or len(a) < k:
         return a.copy()
-    pad = np.pad(a, k // 2, mode="edge")
-    return np.convolve(pad, np.ones(k) / k, mode="valid")
+    ker = np.ones(k)
+    # at the ends, the average of the samples that exist (edge padding would drag the extrema inwards)
+    return np.convolve(a, ker, mode="same") / np.convolve(np.ones(len(a)), ker, mode="same")
 
 
 def _extrema(a: np.ndarray, w: int, kind: str) -> list[int]:
@@ -195,7 +196,14 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
             beats.append((p, after[0]))
     if not beats:
         beats = [(int(np.argmax(a)), int(np.argmin(a)))]
-    return beats
+    # refine each frame to the raw extremum within the smoothing window (the average shifts extrema at the ends)
+    raw = np.asarray(area, dtype=np.float64)
+    r = max(1, int(round(0.08 * f))) // 2
+
+    def refine(i, fn):
+        lo = max(0, i - r)
+        return lo + int(fn(raw[lo:i + r + 1]))
+    return [(refine(ed, np.argmax), refine(es, np.argmin)) for ed, es in beats]
 
 
 def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:

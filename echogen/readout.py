@@ -11,7 +11,8 @@ colour (photos and colour Doppler are coloured; B-mode is grey), the ultrasound 
 echogen.inputs.find_sector; a fan narrower at the top than at the bottom, black around it), dark blood
 pools inside the sector (chambers), and, with a tracer, whether it finds one plausible LV cavity with
 confidence (and, for a clip, one that beats). score = the mean of the sub-scores, capped by the worst
-one plus 0.3 so a single hard failure cannot be averaged away; below 0.5 the input gets a warning.
+one plus 0.25 so a single hard failure cannot be averaged away, and at 0.45 when two or more checks fail
+(sub-score < 0.7); below 0.5 the input gets a warning.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def _colour_check(frames: np.ndarray) -> tuple[float, str]:
     if frac > 0.2:
         return 0.0, _line(False, f"{frac:.0%} of the pixels are coloured (a photo or colour Doppler, not B-mode)")
     if frac > 0.03:
-        return 0.5, _line(False, f"{frac:.0%} of the pixels are coloured (colour Doppler or overlays)")
+        return 0.4, _line(False, f"{frac:.0%} of the pixels are coloured (colour Doppler or overlays)")
     return 1.0, _line(True, f"grey B-mode ({frac:.1%} coloured pixels)")
 
 
@@ -147,7 +148,7 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
         score -= 0.5
         notes.append(f"only {dark_out:.0%} of the pixels around it are black")
     if taper > 0.8:
-        score -= 0.3
+        score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
     score = max(0.0, score)
     if score >= 0.7:
@@ -200,7 +201,7 @@ def _tracer_check(prepared: np.ndarray, tracer, fps: float) -> tuple[float, str]
         if change < 0.03:
             score *= 0.5
             notes.append("the traced LV does not change size over the clip (no heartbeat)")
-    if res["failed"]:
+    if res["failed"] and len(found) > 1:
         score *= 0.5
         notes.append(f"tracing failed: {res['failed']}")
     if not notes:
@@ -239,7 +240,9 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None) -> Assess
         s, r = _tracer_check(np.asarray(prepared), tracer, fps)
         checks["tracer"], _ = s, reasons.append(r)
     vals = np.array(list(checks.values()))
-    score = float(min(vals.mean(), vals.min() + 0.3))
+    score = float(min(vals.mean(), vals.min() + 0.25))
+    if (vals < 0.7).sum() >= 2:                  # two independent signs that this is not an A4C echo
+        score = min(score, 0.45)
     return Assessment(score=score, reasons=reasons, checks=checks)
 
 
@@ -248,9 +251,23 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
-def assess_file(path, tracer=None) -> Assessment:
-    """assess_input on a file (PNG / JPEG / DICOM / clip / .npy) read with echogen.inputs.load_frames."""
+def assess_file(path, tracer=None, frame: int | None = None) -> Assessment:
+    """assess_input on a file (PNG / JPEG / DICOM / clip / .npy) read with echogen.inputs.load_frames;
+    frame: judge only that frame (what `generate` conditions on), else the whole clip."""
     from echogen.inputs import load_frames
 
     frames, info = load_frames(path)
+    if frame is not None:
+        return assess_input(frames[frame:frame + 1], tracer, 0.0)
     return assess_input(frames, tracer, float(info.get("fps") or 0.0))
+
+
+def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:
+    """The A4C check the CLI and the app run before reading or generating: assess_file with the LV tracer
+    of the weights bundle when it has one (image checks only otherwise)."""
+    tracer = None
+    if weights is not None:
+        from echogen.tracer import has_tracer, load_tracer
+        if has_tracer(weights):
+            tracer = load_tracer(weights, device)[0]
+    return assess_file(path, tracer, frame)
