@@ -225,3 +225,16 @@ def test_a4c_check_passes_echoes_and_warns_on_other_inputs():
         a = assess_input(bad)
         assert not a.ok and a.warning.startswith("Warning") and why in a.warning, (why, a.reasons)
         assert 0 <= a.score < 0.5 and len(a.reasons) == 3
+
+
+def test_low_frame_rate_ed_es_volumes_are_interpolated_between_frames():
+    """At 8 fps the true ED / ES fall between frames; the parabola through the neighbours recovers most of
+    the volume that sampling misses (and never overshoots a sampled extremum the wrong way)."""
+    fps, period = 8.0, 0.9
+    t = np.arange(16) / fps
+    vol = 100 + 40 * np.cos(2 * np.pi * (t - 0.07) / period)             # ED at 0.07 s: between frames 0 and 1
+    true_ef = 100 * 80 / 140
+    raw = ef_from_volumes(vol, vol, 0.0)                                  # fps unknown: no interpolation
+    r = ef_from_volumes(vol, vol, fps)
+    assert abs(r["ef"] - true_ef) < abs(raw["ef"] - true_ef)
+    assert abs(r["ef"] - true_ef) < 1.5 and r["edv"] >= vol[r["ed"]] and r["esv"] <= vol[r["es"]]

@@ -32,12 +32,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from echogen import distributed
 from echogen.augment import get_augment_preset, augment_clips
-from echogen.echonet import load_video, read_filelist, read_tracings
-from echogen.lv_volume import disks_from_mask, tracing_mask
-from echogen.metrics import regression_metrics
+from echogen import tracer_eval
 from echogen.readout import describe_dataset
 from echogen.tracer import (LVTracer, TracerConfig, dice, get_tracer_preset, load_tracer, num_params,
-                            predict_probs, save_tracer, trace_video)
+                            predict_probs, save_tracer)
 from echogen.weights import load_state_strict, load_tensors, save_tensors, update_manifest
 
 DEFAULTS = {"small": (16, 3000), "full": (32, 20000), "tiny": (2, 20)}   # batch per process, steps
@@ -78,33 +76,7 @@ aug_cfg = get_augment_preset(args.augment)
 
 
 def traced_frames(split: str, limit=None):
-    """uint8 frames (N, S, S), soft masks (N, S, S) float32, and (filename, frame) of every traced frame."""
-    rows = [r for r in read_filelist(args.data) if r["Split"] == split]
-    if limit is not None:
-        rows = rows[:limit]
-    tracings = read_tracings(args.data)
-    size = cfg.size
-    frames, masks, keys = [], [], []
-    for r in rows:
-        tr = tracings.get(r["FileName"])
-        if not tr or not (Path(args.data) / "Videos" / (r["FileName"] + ".avi")).is_file():
-            continue
-        v, _ = load_video(args.data, r["FileName"])
-        h, w = v.shape[1:]
-        for fr, coords in sorted(tr.items()):
-            if not 0 <= fr < len(v) or len(coords) < 3:
-                continue
-            img = v[fr]
-            if (h, w) != (size, size):
-                import cv2
-                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-            c = coords * np.array([size / w, size / h, size / w, size / h])
-            frames.append(img)
-            masks.append(tracing_mask(c, (size, size), soft=True))
-            keys.append((r["FileName"], int(fr)))
-    if not frames:
-        return None
-    return np.stack(frames), np.stack(masks).astype(np.float32), keys
+    return tracer_eval.traced_frames(args.data, split, cfg.size, limit)
 
 
 # ---- config / resume --------------------------------------------------------------------------
@@ -269,56 +241,20 @@ if args.debug_checksum:
 # ---- TEST: Dice on traced frames, tracing EF of whole videos (rank 0) -----------------------------
 if dist.main and args.test_videos != 0 and (run / "tracer.safetensors").is_file():
     best, _ = load_tracer(run / "tracer.safetensors", dist.device)
-    test = traced_frames("TEST", args.test_videos)
-    if test is None:
-        log("no traced TEST frames: TEST skipped")
+    try:
+        summary, per_video = tracer_eval.evaluate_tracer(best, args.data, "TEST", args.test_videos)
+    except ValueError as e:
+        log(f"TEST skipped: {e}")
     else:
-        t0 = time.time()
-        probs = predict_probs(best, torch.from_numpy(test[0])).numpy()
-        dices = [dice(pr >= cfg.threshold, mk >= 0.5) for pr, mk in zip(probs, test[1])]
-        rows = {r["FileName"]: r for r in read_filelist(args.data)}
-        per_video, by_name = [], {}
-        for (name, fr), pr, mk in zip(test[2], probs, test[1]):
-            by_name.setdefault(name, []).append((fr, pr, mk))
-        for name, items in by_name.items():
-            v, avi_fps = load_video(args.data, name)
-            fps = rows[name].get("FPS") or avi_fps or 50.0
-            if v.shape[1:] != (cfg.size, cfg.size):
-                import cv2
-                v = np.stack([cv2.resize(f, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA) for f in v])
-            res = trace_video(best, v, fps)
-            rec = {"file": name, "ef_true": float(rows[name]["EF"]), "ef_tracing": res["ef"],
-                   "confidence": res["confidence"], "failed": res["failed"],
-                   "ed_traced": int(res["frames"][res["ed"]]) if res["ed"] >= 0 else -1,
-                   "es_traced": int(res["frames"][res["es"]]) if res["es"] >= 0 else -1}
-            vols_pred = {fr: (disks_from_mask(pr >= cfg.threshold) or {"volume": 0.0})["volume"] for fr, pr, _ in items}
-            vols_ref = {fr: (disks_from_mask(mk) or {"volume": 0.0})["volume"] for fr, _, mk in items}
-            if len(items) == 2:
-                (f_a, _, _), (f_b, _, _) = items
-                ed, es = (f_a, f_b) if vols_ref[f_a] >= vols_ref[f_b] else (f_b, f_a)
-                rec["ed_label"], rec["es_label"] = ed, es
-                rec["ef_masks_at_labelled_frames"] = 100 * (vols_pred[ed] - vols_pred[es]) / max(vols_pred[ed], 1e-9)
-                rec["ef_reference_masks"] = 100 * (vols_ref[ed] - vols_ref[es]) / max(vols_ref[ed], 1e-9)
-            per_video.append(rec)
-        ok = [r for r in per_video if np.isfinite(r["ef_tracing"])]
-        summary = {"dice_mean": float(np.mean(dices)), "dice_median": float(np.median(dices)),
-                   "traced_frames": len(dices), "videos": len(per_video), "tracing_failed": len(per_video) - len(ok),
-                   "tracing_ef": regression_metrics([r["ef_true"] for r in ok], [r["ef_tracing"] for r in ok]) if len(ok) > 1 else None}
-        two = [r for r in per_video if "ef_masks_at_labelled_frames" in r]
-        if len(two) > 1:
-            summary["ef_predicted_masks_at_labelled_frames"] = regression_metrics(
-                [r["ef_true"] for r in two], [r["ef_masks_at_labelled_frames"] for r in two])
-            summary["ef_reference_masks"] = regression_metrics(
-                [r["ef_true"] for r in two], [r["ef_reference_masks"] for r in two])
-        summary.update(step=state["best_step"], trained_on=trained_on, seconds=time.time() - t0)
+        summary.update(step=state["best_step"], trained_on=trained_on)
         (run / "test.json").write_text(json.dumps(summary, indent=2))
         with open(run / "test_videos.csv", "w", newline="") as f:
-            keys = list(dict.fromkeys(k for r in per_video for k in r))
-            w = csv.DictWriter(f, fieldnames=keys)
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in per_video for k in r)))
             w.writeheader()
             w.writerows(per_video)
         te = summary["tracing_ef"] or {}
-        log(f"TEST (best model, step {state['best_step']}): Dice {summary['dice_mean']:.4f} on {len(dices)} traced "
-            f"frames; tracing EF R^2 {te.get('r2', float('nan')):.4f} MAE {te.get('mae', float('nan')):.2f} on "
-            f"{len(ok)} of {len(per_video)} videos")
+        log(f"TEST (best model, step {state['best_step']}): Dice {summary['dice_mean']:.4f} on "
+            f"{summary['traced_frames']} traced frames; tracing EF R^2 {te.get('r2', float('nan')):.4f} "
+            f"MAE {te.get('mae', float('nan')):.2f} on {summary['videos'] - summary['tracing_failed']} of "
+            f"{summary['videos']} videos")
 distributed.cleanup(dist)
