@@ -94,11 +94,12 @@ def _finite(t, p):
 
 
 def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade | None = None,
-                    frames_data=None) -> tuple[dict, list[dict]]:
+                    frames_data=None, regressor=None) -> tuple[dict, list[dict]]:
     """(summary, per-video rows). Dice on the traced frames (never degraded: a JPEG'd reference is still the
     same tracing), tracing EF of each whole video (degraded if asked), and two controls on the traced frames:
     EF from the predicted masks at the labelled ED / ES frames, and EF from the reference masks themselves
-    (what the method of disks on a perfect mask gives against FileList's EF)."""
+    (what the method of disks on a perfect mask gives against FileList's EF). regressor: (model, cfg) from
+    echogen.regressor.load_regressor, to score it on the same (degraded) clips."""
     t0 = time.time()
     cfg = model.cfg
     degrade = degrade or Degrade()
@@ -127,12 +128,17 @@ def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade |
             ed, es = (fa, fb) if vr[fa] >= vr[fb] else (fb, fa)
             rec["ef_pred_masks_labelled_frames"] = 100 * (vp[ed] - vp[es]) / max(vp[ed], 1e-9)
             rec["ef_reference_masks"] = 100 * (vr[ed] - vr[es]) / max(vr[ed], 1e-9)
+        if regressor is not None:
+            from echogen.regressor import predict_ef
+            rec["ef_regressor"] = predict_ef(regressor[0], regressor[1], v, fps)[0]
         per_video.append(rec)
     ok = [r for r in per_video if np.isfinite(r["ef_tracing"])]
     summary = {"split": split, "degrade": degrade.label(), "dice_mean": float(np.mean(dices)),
                "dice_median": float(np.median(dices)), "dice_p10": float(np.percentile(dices, 10)),
                "traced_frames": len(dices), "videos": len(per_video), "tracing_failed": len(per_video) - len(ok),
                "tracing_ef": _finite([r["ef_true"] for r in per_video], [r["ef_tracing"] for r in per_video])}
+    if regressor is not None:
+        summary["regressor_ef"] = _finite([r["ef_true"] for r in per_video], [r["ef_regressor"] for r in per_video])
     two = [r for r in per_video if "ef_reference_masks" in r]
     if len(two) > 1:
         summary["ef_pred_masks_labelled_frames"] = _finite([r["ef_true"] for r in two],
