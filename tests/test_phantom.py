@@ -1,4 +1,4 @@
-"""Phantom: EchoNet format, EF from tracings, determinism, EF-dependent wall motion, CLI."""
+"""Phantom: EchoNet format, EF from tracings, per-frame LV masks, determinism, variety, CLI (v2 and v1)."""
 import csv
 import hashlib
 
@@ -7,14 +7,15 @@ import pytest
 
 from echogen import echonet
 from echogen.cli import main as cli_main
-from echogen.phantom import make_video, sample_ef, write_phantom
+from echogen.phantom import heart_v2, load_masks, lv_masks, make_video, sample_ef, write_phantom
 from echogen.phantom.anatomy import cycle, lv_size, sample_heart
+from echogen.phantom.shape import PHENOTYPES, lv_mask, lv_shape, sample_heart2, tracing, volume_px
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("ph")
-    write_phantom(root, 4, seed=3, workers=1)
+    write_phantom(root, 4, seed=3, workers=1, masks=True)
     return root
 
 
@@ -28,9 +29,11 @@ def test_format_columns_and_files(tiny):
     assert len(rows) == 4 and {r["Split"] for r in rows} == {"TRAIN", "VAL", "TEST"}
     for r in rows:
         v, fps = echonet.load_video(tiny, r["FileName"])
-        assert v.shape == (r["NumberOfFrames"], 112, 112) and fps == 50
-        assert 100 <= r["NumberOfFrames"] <= 250
-        assert v[:, 0, 0].max() < 10 and v.mean() > 10  # black outside the sector, an image inside
+        assert v.shape == (r["NumberOfFrames"], 112, 112) and abs(fps - r["FPS"]) < 0.01
+        assert 30 <= r["FPS"] <= 80 and 60 <= r["NumberOfFrames"] <= 250
+        assert v[:, 0, 0].max() < 10 and v.mean() > 5  # black outside the sector, an image inside
+        m, vol = load_masks(tiny, r["FileName"])
+        assert m.shape == v.shape and m.dtype == np.uint8 and vol.shape == (len(v),)
 
 
 def test_filelist_ef_matches_tracings(tiny):
@@ -38,29 +41,90 @@ def test_filelist_ef_matches_tracings(tiny):
     for r in echonet.read_filelist(tiny):
         frames = tr[r["FileName"]]
         assert len(frames) == 2 and all(c.shape == (21, 4) for c in frames.values())
-        ef, edv, esv, ed, es = echonet.ef_from_tracings(frames)
-        assert abs(ef - r["EF"]) < 1.0
+        h = heart_v2(3, int(r["FileName"][-6:]))
+        ef, edv, esv, ed, es = echonet.ef_from_tracings(frames, scale=h.cm_per_px)
+        assert abs(ef - r["EF"]) < 0.01 and abs(edv - r["EDV"]) < 0.01 and abs(esv - r["ESV"]) < 0.01
         assert edv > esv and ed != es
+        assert abs(ef - h.ef_target) < 6.0  # traced frames sit at (sampled) ED and ES of the target cycle
+        # the per-frame volume curve written with the masks has its max/min at the traced ED/ES level
+        _, vol = load_masks(tiny, r["FileName"])
+        assert vol[ed] == pytest.approx(edv, rel=1e-4) and vol[es] == pytest.approx(esv, rel=1e-4)
 
 
-def test_rendered_lv_follows_tracings():
-    """The traced LV is dark (blood) inside and the ES cavity is smaller than the ED one."""
-    row, tr, video = make_video(5, 0)
-    rows = np.array([[float(x) for x in t[1:5]] for t in tr])
+def test_method_of_disks_reproduces_target_ef():
+    """At exact ED (c=0) and ES (c=1) the 20-disk volume of the tracings gives the target EF, also for
+    regional wall-motion abnormalities and hypertrophied/dilated shapes."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        h = sample_heart2(rng)
+        ef, *_ = echonet.ef_from_tracings({0: tracing(h, 0.0), 1: tracing(h, 1.0)})
+        if h.ef_target < 80:   # very high EF may be unreachable with akinetic segments
+            assert ef == pytest.approx(h.ef_target, abs=0.05)
+        L, ws, wl = lv_shape(h, 1.0)
+        assert echonet.volume_from_tracing(tracing(h, 1.0)) == pytest.approx(volume_px(L, ws, wl))
+
+
+def test_masks_match_tracings():
+    """Chord endpoints lie on the mask outline, chord midpoints inside, the long axis spans it."""
+    h = heart_v2(5, 1)
+    for c in (0.0, 0.5, 1.0):
+        t = tracing(h, c)
+        m4 = lv_mask(h, c, scale=4)  # 4x for sub-pixel checks
+        for x1, y1, x2, y2 in t[1:]:
+            for x, y, inside in (((x1 + x2) / 2, (y1 + y2) / 2, 1), (x1, y1, None), (x2, y2, None)):
+                X, Y = int(round(x * 4 + 1.5)), int(round(y * 4 + 1.5))
+                if inside:
+                    assert m4[Y, X] == 1
+                else:  # on the outline: both values within 2 (4x) pixels
+                    win = m4[Y - 2:Y + 3, X - 2:X + 3]
+                    assert win.min() == 0 and win.max() == 1
+        L = np.hypot(t[0, 2] - t[0, 0], t[0, 3] - t[0, 1])
+        d = np.hypot(t[1:, 2] - t[1:, 0], t[1:, 3] - t[1:, 1])
+        assert m4.sum() / 16 == pytest.approx(np.sum(d) * L / 20, rel=0.05)  # area by the same slices
+    masks = lv_masks(h)
+    c = cycle(np.arange(h.n_frames) / h.fps, h)[0]
+    area = masks.reshape(len(masks), -1).sum(1)
+    assert np.corrcoef(area, -c)[0, 1] > 0.95  # the cavity shrinks as the heart contracts
+
+
+def test_rendered_lv_is_dark_inside():
+    row, tr, video, masks = make_video(5, 0, masks=True)
     for k in (0, 21):
-        c = rows[k + 1:k + 21]
-        mids = (c[:, :2] + c[:, 2:]) / 2
-        frame = video[tr[k][5]]
-        vals = [frame[int(round(y)), int(round(x))] for x, y in mids[3:17]]
-        assert np.median(vals) < 60
+        f = tr[k][5]
+        inner = masks[f].astype(bool)
+        ring = (np.pad(inner, 4)[:-8, 4:-4] | np.pad(inner, 4)[8:, 4:-4]) & ~inner  # shifted outline
+        assert video[f][inner].mean() < video[f][ring].mean()
 
 
 def test_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    write_phantom(a, 3, seed=11, workers=1)
-    write_phantom(b, 3, seed=11, workers=2)
+    write_phantom(a, 3, seed=11, workers=1, masks=True)
+    write_phantom(b, 3, seed=11, workers=2, masks=True)
     for name in ("FileList.csv", "VolumeTracings.csv"):
         assert hashlib.sha256((a / name).read_bytes()).digest() == hashlib.sha256((b / name).read_bytes()).digest()
+    x = make_video(11, 1)[2]
+    assert np.array_equal(x, make_video(11, 1)[2])
+    assert np.array_equal(load_masks(a, "PH0011X000002")[0], load_masks(b, "PH0011X000002")[0])
+
+
+def test_variety():
+    rng = np.random.default_rng(1)
+    hs = [sample_heart2(rng) for _ in range(300)]
+    assert {h.phenotype for h in hs} == set(PHENOTYPES)
+    low = [h for h in hs if h.ef_target < 40]
+    assert {h.phenotype for h in low} >= {"dilated", "regional"}  # low EF is not one kind of heart
+    reg = [h for h in hs if h.phenotype == "regional"]
+    assert all(min(h.m_s.min(), h.m_l.min()) < 0.6 for h in reg)
+    assert len({h.p["pattern"] for h in reg}) >= 3
+    fps = np.array([h.fps for h in hs])
+    hr = np.array([h.hr for h in hs])
+    assert fps.min() == 30 and fps.max() == 80 and hr.min() < 50 and hr.max() > 115
+    sphericity = np.array([2 * h.ws_ed.max() / h.L_ed for h in hs])
+    assert sphericity.std() > 0.05
+    wall = np.array([h.p["t_sep"] * h.cm_per_px for h in hs])
+    assert wall.min() < 0.8 and wall.max() > 1.5
+    assert np.ptp([h.half_angle for h in hs]) > np.deg2rad(8) and np.ptp([h.radius * h.cm_per_px for h in hs]) > 4
+    assert any(h.p["fore"] < 0.9 for h in hs) and any(h.p["bulge"] > 0 for h in hs)
 
 
 def test_ef_distribution_is_broad():
@@ -70,20 +134,24 @@ def test_ef_distribution_is_broad():
     assert (ef < 35).mean() > 0.2 and (ef > 65).mean() > 0.1
 
 
-def test_wall_motion_depends_on_ef():
-    rng = np.random.default_rng(1)
-    h = sample_heart(rng)
+def test_v1_still_available(tmp_path):
+    row, tr, video = make_video(5, 0, sim="v1")
+    assert video.shape == (row["NumberOfFrames"], 112, 112) and row["FPS"] == "50"
+    h = sample_heart(np.random.default_rng(1))
     for ef in (20.0, 70.0):
         h.ef_target = ef
         L0, W0 = lv_size(h, 0.0)
         L1, W1 = lv_size(h, 1.0)
         assert abs(1 - (W1 / W0) ** 2 * (L1 / L0) - ef / 100) < 1e-9
-    c, o = cycle(np.arange(0, 3, 0.02), h)
-    assert c.min() < 0.01 and c.max() > 0.99 and o.max() > 0.8 and o.min() == 0
+    with pytest.raises(ValueError):
+        make_video(5, 0, sim="v1", masks=True)
 
 
 def test_cli(tmp_path, capsys):
-    assert cli_main(["phantom", "--out", str(tmp_path / "p"), "--videos", "2", "--workers", "1", "--quiet"]) == 0
-    assert (tmp_path / "p" / "FileList.csv").is_file()
-    assert cli_main(["phantom", "--out", str(tmp_path / "q"), "--videos", "0"]) == 2
-    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert cli_main(["phantom", "--out", str(tmp_path / "p"), "--videos", "2", "--workers", "1", "--quiet",
+                     "--masks"]) == 0
+    assert (tmp_path / "p" / "FileList.csv").is_file() and len(list((tmp_path / "p" / "Masks").iterdir())) == 2
+    assert cli_main(["phantom", "--out", str(tmp_path / "q"), "--videos", "1", "--sim", "v1", "--quiet"]) == 0
+    assert cli_main(["phantom", "--out", str(tmp_path / "r"), "--videos", "0"]) == 2
+    assert cli_main(["phantom", "--out", str(tmp_path / "r"), "--videos", "1", "--sim", "v1", "--masks"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") <= 1

@@ -13,6 +13,12 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="parallel processes (default: up to 4 CPU cores)")
+    p.add_argument("--sim", choices=["v2", "v1"], default="v2",
+                   help="simulator: v2 (default: shape model, regional wall motion, beam-domain image "
+                        "formation, 30-80 fps) or v1 (the original phantom, 50 fps)")
+    p.add_argument("--masks", action="store_true",
+                   help="v2 only: also write Masks/NAME.npz, the LV cavity mask of every frame and the LV "
+                        "volume curve (echogen.phantom.load_masks reads them)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -23,13 +29,16 @@ def main(args) -> int:
         raise UserError(f"--videos must be at least 1, got {args.videos}")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.masks and args.sim != "v2":
+        raise UserError("--masks needs --sim v2 (the v1 phantom has no per-frame masks)")
 
     def progress(k, n):
         if not args.quiet and (k == n or k % max(1, n // 20) == 0):
             print(f"\r{k}/{n} videos", end="\n" if k == n else "", file=sys.stderr, flush=True)
 
-    s = write_phantom(args.out, args.videos, seed=args.seed, workers=args.workers, progress=progress)
-    print(f"wrote {s['videos']} videos to {args.out} in {s['seconds']:.1f} s "
+    s = write_phantom(args.out, args.videos, seed=args.seed, workers=args.workers, progress=progress,
+                      sim=args.sim, masks=args.masks)
+    print(f"wrote {s['videos']} {args.sim} videos to {args.out} in {s['seconds']:.1f} s "
           f"(EF {s['ef_min']:.1f}-{s['ef_max']:.1f}, mean {s['ef_mean']:.1f}; "
           f"TRAIN/VAL/TEST {s['splits']['TRAIN']}/{s['splits']['VAL']}/{s['splits']['TEST']})")
     return 0

@@ -1,5 +1,8 @@
 """Write a phantom dataset in EchoNet-Dynamic's format, in parallel, deterministically per seed.
 
+Two simulators: "v2" (default; `shape` + `ultrasound`: shape model, regional wall motion, beam-domain
+image formation, acquisition variety, 30-80 fps) and "v1" (`anatomy` + `render`, the original).
+
 Video i of seed S depends only on (S, i): the same seed gives byte-identical CSVs whatever the
 number of workers. FileList EF, EDV and ESV are computed FROM the written tracings (method of disks),
 so a reader that recomputes EF from VolumeTracings.csv agrees with FileList.csv.
@@ -17,7 +20,9 @@ from echogen.echonet import FILELIST_COLUMNS, TRACING_COLUMNS, ef_from_tracings
 from echogen.phantom.anatomy import cycle, sample_heart, tracing
 from echogen.phantom.render import SIZE, Scene
 
-FPS = 50.0
+FPS = 50.0          # v1 frame rate (v2 draws 30-80 fps per video)
+SIMS = ("v2", "v1")
+DEFAULT_SIM = "v2"
 
 
 def video_name(seed: int, i: int) -> str:
@@ -47,8 +52,62 @@ def traced_frames(h, rng) -> tuple[int, int]:
     return int(round(t_ed * h.fps)), int(round((t_ed + h.systole) * h.fps))
 
 
-def make_video(seed: int, i: int):
-    """(FileList row, tracing rows, uint8 video (T, 112, 112)) of phantom video i."""
+def heart_v2(seed: int, i: int):
+    """The v2 heart and acquisition of video i of seed S (cheap: no rendering)."""
+    from echogen.phantom.shape import sample_heart2
+
+    return sample_heart2(np.random.default_rng([seed, i, 2]))
+
+
+def contraction(h, n_frames: int | None = None) -> np.ndarray:
+    """Contraction c per frame (0 = end-diastole, 1 = end-systole)."""
+    n = h.n_frames if n_frames is None else n_frames
+    return cycle(np.arange(n) / h.fps, h)[0]
+
+
+def lv_masks(h) -> np.ndarray:
+    """uint8 (T, 112, 112) LV cavity mask of every frame of a v2 video (the traced shape, exactly)."""
+    from echogen.phantom.shape import lv_mask
+
+    return np.stack([lv_mask(h, float(c)) for c in contraction(h)])
+
+
+def lv_volumes(h) -> np.ndarray:
+    """Method-of-disks LV volume (mL) of every frame of a v2 video."""
+    from echogen.phantom.shape import lv_volume_ml
+
+    return np.array([lv_volume_ml(h, float(c)) for c in contraction(h)])
+
+
+def _make_v2(seed: int, i: int, masks: bool):
+    from echogen.phantom.shape import tracing as tracing2
+    from echogen.phantom.ultrasound import Scene2
+
+    h = heart_v2(seed, i)
+    rng = np.random.default_rng([seed, i, 3])
+    ed, es = traced_frames(h, rng)
+    trace = {f: tracing2(h, float(cycle(f / h.fps, h)[0])) for f in (ed, es)}
+    ef, edv, esv, ed_f, es_f = ef_from_tracings(trace, scale=h.cm_per_px)
+    video = Scene2(h, rng).render(np.random.default_rng([seed, i, 4]))
+    name = video_name(seed, i)
+    row = {"FileName": name, "EF": f"{ef:.4f}", "ESV": f"{esv:.4f}", "EDV": f"{edv:.4f}",
+           "FrameHeight": SIZE, "FrameWidth": SIZE, "FPS": f"{h.fps:g}", "NumberOfFrames": h.n_frames}
+    tr_rows = [[name + ".avi", f"{x1:.4f}", f"{y1:.4f}", f"{x2:.4f}", f"{y2:.4f}", f]
+               for f in (ed_f, es_f) for x1, y1, x2, y2 in trace[f]]
+    if masks:
+        return row, tr_rows, video, lv_masks(h)
+    return row, tr_rows, video
+
+
+def make_video(seed: int, i: int, sim: str = DEFAULT_SIM, masks: bool = False):
+    """(FileList row, tracing rows, uint8 video (T, 112, 112)) of phantom video i; with masks=True (v2
+    only) also the uint8 (T, 112, 112) LV cavity mask of every frame."""
+    if sim == "v2":
+        return _make_v2(seed, i, masks)
+    if sim != "v1":
+        raise ValueError(f"unknown simulator {sim!r} (use one of {SIMS})")
+    if masks:
+        raise ValueError("per-frame masks are provided by the v2 simulator only")
     rng = np.random.default_rng([seed, i])
     h = sample_heart(rng, FPS)
     ed, es = traced_frames(h, rng)
@@ -66,20 +125,41 @@ def make_video(seed: int, i: int):
 def _job(args):
     from echogen.video_io import write_video
 
-    seed, i, videos_dir = args
-    row, tr, video = make_video(seed, i)
-    write_video(Path(videos_dir) / (row["FileName"] + ".avi"), video, FPS)
+    seed, i, videos_dir, sim, masks = args
+    out = make_video(seed, i, sim=sim, masks=masks)
+    row, tr, video = out[:3]
+    write_video(Path(videos_dir) / (row["FileName"] + ".avi"), video, float(row["FPS"]))
+    if masks:
+        h = heart_v2(seed, i)
+        np.savez_compressed(Path(videos_dir).parent / "Masks" / (row["FileName"] + ".npz"),
+                            masks=np.packbits(out[3].astype(bool), axis=-1), shape=np.array(out[3].shape),
+                            volume_ml=lv_volumes(h).astype(np.float32))
     return i, row, tr
 
 
-def write_phantom(out, videos: int, seed: int = 0, workers: int = 1, progress=None) -> dict:
-    """Write OUT/FileList.csv, OUT/VolumeTracings.csv and OUT/Videos/*.avi. Returns a summary."""
+def load_masks(root, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (T, 112, 112) LV masks, (T,) LV volumes in mL) written by write_phantom(masks=True)."""
+    z = np.load(Path(root) / "Masks" / (name + ".npz"))
+    shape = tuple(int(x) for x in z["shape"])
+    return np.unpackbits(z["masks"], axis=-1, count=shape[-1]).reshape(shape), z["volume_ml"]
+
+
+def write_phantom(out, videos: int, seed: int = 0, workers: int = 1, progress=None,
+                  sim: str = DEFAULT_SIM, masks: bool = False) -> dict:
+    """Write OUT/FileList.csv, OUT/VolumeTracings.csv and OUT/Videos/*.avi (and with masks=True, v2
+    only, OUT/Masks/NAME.npz: per-frame LV masks, see load_masks). Returns a summary."""
     if videos < 1:
         raise ValueError(f"--videos must be at least 1, got {videos}")
+    if sim not in SIMS:
+        raise ValueError(f"unknown simulator {sim!r} (use one of {SIMS})")
+    if masks and sim != "v2":
+        raise ValueError("per-frame masks are provided by the v2 simulator only")
     out = Path(out)
     (out / "Videos").mkdir(parents=True, exist_ok=True)
+    if masks:
+        (out / "Masks").mkdir(exist_ok=True)
     t0 = time.time()
-    jobs = [(seed, i, str(out / "Videos")) for i in range(videos)]
+    jobs = [(seed, i, str(out / "Videos"), sim, masks) for i in range(videos)]
     results = {}
     if workers > 1:
         with mp.get_context("spawn" if mp.get_start_method(allow_none=True) == "spawn" else "fork").Pool(workers) as pool:
@@ -106,6 +186,6 @@ def write_phantom(out, videos: int, seed: int = 0, workers: int = 1, progress=No
         for i in range(videos):
             w.writerows(results[i][1])
     efs = np.array([float(results[i][0]["EF"]) for i in range(videos)])
-    return {"videos": videos, "seconds": time.time() - t0, "ef_mean": float(efs.mean()),
+    return {"videos": videos, "seconds": time.time() - t0, "sim": sim, "ef_mean": float(efs.mean()),
             "ef_min": float(efs.min()), "ef_max": float(efs.max()),
             "splits": {s: split.count(s) for s in ("TRAIN", "VAL", "TEST")}}
