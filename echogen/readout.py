@@ -29,7 +29,8 @@ WARN_BELOW = 0.5
 # ------------------------------------------------------------------------------------ provenance
 def describe_dataset(root) -> str:
     """One line naming an EchoNet-format dataset: ROOT/dataset.json's "name" (and "version") when the
-    writer left one, else recognised from its file names (phantom v1: PH<seed>X<index>), with its size."""
+    writer left one, else recognised from its file names (phantoms: PH<seed>X<index>; v1 all at 50 fps, v2 at
+    30-80 fps), with its size."""
     root = Path(root)
     name = None
     meta = root / "dataset.json"
@@ -48,7 +49,9 @@ def describe_dataset(root) -> str:
         rows = []
     if name is None:
         if rows and all(re.fullmatch(r"PH\d{4}X\d{6}", r["FileName"]) for r in rows[:50]):
-            name = "EchoGen phantom v1 (synthetic)"
+            # both phantoms name videos PH<seed>X<index>; v1 writes every video at 50 fps, v2 at 30-80 fps
+            fps = {round(float(r.get("FPS", 0) or 0), 3) for r in rows[:50]}
+            name = "EchoGen phantom v1 (synthetic)" if fps == {50.0} else "EchoGen phantom v2 (synthetic)"
         else:
             name = f"EchoNet-format data '{root.name}'"
     n_train = sum(r["Split"] == "TRAIN" for r in rows)
@@ -70,13 +73,13 @@ def model_provenance(weights, kind: str = "regressor") -> str:
         p = p / name
     meta = read_metadata(p)
     label = {"regressor": "EF regressor", "tracer": "LV tracer"}.get(kind, kind)
-    bits = [f"'{meta['preset']}'"] if meta.get("preset") else []
+    if meta.get("preset"):
+        label += f" '{meta['preset']}'"
     steps = meta.get("steps") or (man.get("provenance", {}).get("trained_steps", {}) or {}).get(kind)
     if steps:
-        bits.append(f"{steps} steps")
+        label += f" ({steps} steps)"
     on = meta.get("trained_on") or man.get("provenance", {}).get("data")
-    on = f"trained on {on}" if on else "training data not recorded in the weights"
-    return f"{label} {' '.join(bits[:1])}{' (' + bits[1] + ')' if len(bits) > 1 else ''} {on}".replace("  ", " ")
+    return f"{label} " + (f"trained on {on}" if on else "(training data not recorded in the weights)")
 
 
 # ------------------------------------------------------------------------------------ A4C score

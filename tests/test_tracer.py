@@ -238,3 +238,17 @@ def test_low_frame_rate_ed_es_volumes_are_interpolated_between_frames():
     r = ef_from_volumes(vol, vol, fps)
     assert abs(r["ef"] - true_ef) < abs(raw["ef"] - true_ef)
     assert abs(r["ef"] - true_ef) < 1.5 and r["edv"] >= vol[r["ed"]] and r["esv"] <= vol[r["es"]]
+
+
+def test_describe_dataset_names_the_simulator(phantom, tmp_path):
+    from echogen.phantom import write_phantom
+    from echogen.readout import describe_dataset, model_provenance
+
+    write_phantom(tmp_path / "v1", videos=3, seed=0, sim="v1")
+    assert describe_dataset(tmp_path / "v1").startswith("EchoGen phantom v1")
+    assert describe_dataset(phantom).startswith("EchoGen phantom v2") and "TRAIN videos" in describe_dataset(phantom)
+    (tmp_path / "v1" / "dataset.json").write_text('{"name": "My echoes", "version": "3"}')
+    assert describe_dataset(tmp_path / "v1") == "My echoes 3 (1 TRAIN videos)"
+    cfg = get_tracer_preset("tiny")
+    p = save_tracer(tmp_path / "t.safetensors", LVTracer(cfg), cfg, trained_on="My echoes 3", steps="7")
+    assert model_provenance(p, "tracer") == "LV tracer (7 steps) trained on My echoes 3"
