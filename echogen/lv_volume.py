@@ -180,20 +180,26 @@ def _extrema(a: np.ndarray, w: int, kind: str) -> list[int]:
 
 def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     """(ED, ES) frame pairs from an LV area curve: ED at a local maximum (over +-0.25 s), ES at the local
-    minimum that follows it within 0.08-0.6 s. Falls back to the global maximum and minimum when no beat
-    is found (e.g. a clip shorter than a systole)."""
+    minimum that follows it within 0.08-0.6 s, or else the one before it within 0.1-0.8 s (the previous
+    beat's ES, when the clip ends during systole). Extrema at the first or last frame are not used (the curve
+    may go on beyond the clip). Falls back to the global maximum and minimum when no beat is found (e.g. a clip
+    shorter than a systole)."""
     a = smooth_curve(area, fps)
     n = len(a)
     if n < 2:
         return []
     f = fps if fps > 0 else 25.0
     w = max(1, int(round(0.25 * f)))
-    peaks, troughs = _extrema(a, w, "max"), _extrema(a, w, "min")
+    inner = lambda idx: [i for i in idx if 0 < i < n - 1]  # noqa: E731
+    peaks, troughs = inner(_extrema(a, w, "max")), inner(_extrema(a, w, "min"))
     beats = []
     for p in peaks:
         after = [q for q in troughs if 0.08 * f <= q - p <= 0.6 * f]
+        before = [q for q in troughs if 0.1 * f <= p - q <= 0.8 * f]
         if after:
             beats.append((p, after[0]))
+        elif before:
+            beats.append((p, before[-1]))
     if not beats:
         beats = [(int(np.argmax(a)), int(np.argmin(a)))]
     # refine each frame to the raw extremum within the smoothing window (the average shifts extrema at the ends)
