@@ -198,7 +198,7 @@ def test_ef_command(tmp_path, capsys):
 
 
 def test_prepare_clip_uses_one_crop_for_the_whole_clip():
-    from echogen.cli.commands.ef import prepare_clip
+    from echogen.data.clips import prepare_clip
 
     # a bright fan-like blob on a 240x320 RGB canvas with a moving dot inside; text outside is blanked
     t, h, w = 6, 240, 320

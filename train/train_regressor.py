@@ -3,7 +3,8 @@
   python train/train_regressor.py --data DIR --preset small --out runs/regressor
   torchrun --nproc_per_node=4 train/train_regressor.py ... (same flags; DDP, only rank 0 writes)
 
-Random clips of cfg.frames frames at cfg.fps from TRAIN videos, light augmentation, MSE on EF (%),
+Random clips of cfg.frames frames at cfg.fps from TRAIN videos, domain randomisation (echogen.data.augment; --augment
+wide|mild|off), MSE on EF (%),
 Adam (lr 1e-4 as the paper). Every --eval-every steps: MAE / RMSE / R^2 on one clip per VAL video; the
 best model (by VAL MAE) is exported to RUN/regressor.safetensors (and into --bundle DIR). At the end:
 TEST MAE / RMSE / R^2 of that best model, each video scored as the mean over all its clips (EchoNet).
@@ -34,10 +35,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from echogen import distributed
+from echogen.data.augment import augment_clips, get_augment_preset
 from echogen.data.echonet import EchoNetDataset, load_video
 from echogen.eval.metrics import regression_metrics
+from echogen.eval.readout import describe_dataset
 from echogen.nets.regressor import (EFRegressor, RegressorConfig, get_regressor_preset, load_regressor, num_params,
-                               predict_ef, save_regressor)
+                                    predict_ef, save_regressor)
 from echogen.data.batches import GlobalBatches, SeededItems
 from echogen.diffusion.training import EMA
 from echogen.rng import mix_seed, sample_generators
@@ -61,7 +64,11 @@ p.add_argument("--minutes", type=float, default=0, help="stop (with a checkpoint
 p.add_argument("--max-videos", type=int, default=None, help="use only the first N TRAIN videos")
 p.add_argument("--val-videos", type=int, default=None, help="use only the first N VAL videos")
 p.add_argument("--test-videos", type=int, default=None, help="use only the first N TEST videos (0 = skip TEST)")
-p.add_argument("--no-augment", action="store_true", help="train on the clips as they are")
+p.add_argument("--augment", default="wide",
+               help="domain randomisation (echogen.data.augment): wide (default: appearance, geometry, frame rate, clip "
+                    "length, palette / JPEG exports) | mild (the old gain / shift / noise) | off")
+p.add_argument("--no-augment", action="store_true", help="same as --augment off")
+p.add_argument("--trained-on", default=None, help="what the data is, for the readouts (default: from the dataset)")
 p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
 p.add_argument("--bundle", default=None, help="also copy the best model into this weights bundle")
 p.add_argument("--device", default=None)
@@ -82,6 +89,10 @@ if dist.main:
     run.mkdir(parents=True, exist_ok=True)
 distributed.barrier(dist)
 log = distributed.run_logger(run / "log.txt", dist)
+if args.no_augment:
+    args.augment = "off"
+aug_cfg = get_augment_preset(args.augment)
+trained_on = args.trained_on or describe_dataset(args.data)
 
 
 # The config comes from the checkpoint when resuming (its normalisation was measured on the data).
@@ -116,7 +127,7 @@ cfg, state = distributed.broadcast_object((cfg, state), dist)
 
 if dist.main:
     (run / "config.json").write_text(json.dumps({
-        "regressor": cfg.to_dict(), "preset": args.preset,
+        "regressor": cfg.to_dict(), "preset": args.preset, "augment": aug_cfg.to_dict(), "trained_on": trained_on,
         "train": {**vars(args), "batch": batch, "steps": steps, "world": dist.world}}, indent=2))
 
 torch.manual_seed(args.seed)  # same initial weights on every rank
@@ -163,23 +174,6 @@ except ValueError:
     log("no VAL videos: the last model is exported instead of the best")
 
 
-def augment(x, gens):
-    """(B, 1, T, H, W) in [0, 1]; gens: one generator per clip (its seed: echogen.data.batches). Mild, per
-    clip: gain and brightness jitter, a shift of up to 4 pixels, a little noise. Meant to make the
-    regressor read the heart's motion, not the exact grey levels and positions of real videos, so it
-    transfers to generated ones."""
-    s, out = 4, []
-    for xi, g in zip(x, gens):
-        gain = 1 + (torch.rand((), generator=g) - 0.5) * 0.3                     # x0.85 .. x1.15
-        bias = (torch.rand((), generator=g) - 0.5) * 0.1                         # -0.05 .. +0.05
-        xi = F.pad(xi * gain + bias, (s, s, s, s))
-        dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=g).tolist()
-        xi = xi[..., dy:dy + xi.shape[-2] - 2 * s, dx:dx + xi.shape[-1] - 2 * s]
-        noise = torch.rand((), generator=g) * 0.02
-        out.append((xi + noise * torch.randn(xi.shape, generator=g)).clamp(0, 1))
-    return torch.stack(out)
-
-
 def gather(values, n):
     """Each rank scored items rank, rank + world, ...; returns all n values in item order on every rank."""
     if not dist.enabled:
@@ -208,6 +202,7 @@ def evaluate_val():
 
 
 def export(extra):
+    extra = {"trained_on": trained_on, "augment": args.augment, **extra}
     save_regressor(run / "regressor.safetensors", eval_model, cfg, preset=args.preset, **extra)
     if args.bundle:
         save_regressor(Path(args.bundle) / "regressor.safetensors", eval_model, cfg, preset=args.preset, **extra)
@@ -237,7 +232,9 @@ it = iter(loader)
 while state["step"] < steps:
     b = next(it)  # GlobalBatches is endless
     model.train()
-    x = b["video"] if args.no_augment else augment(b["video"], sample_generators(b["seed"]))  # (B, 1, T, H, W)
+    # (B, 1, T, H, W); each clip augmented with its own generator (per-sample seeds: N ranks == 1 process)
+    x = b["video"] if args.augment == "off" else torch.cat(
+        [augment_clips(b["video"][i:i + 1], g, aug_cfg, fps=cfg.fps) for i, g in enumerate(sample_generators(b["seed"]))])
     ef = b["ef"].to(dist.device)                                                  # (B,) EF in %
     loss = F.mse_loss(ddp(x.to(dist.device)), ef)
     opt.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ COMMANDS = {
     "generate": ("echogen.cli.commands.generate", "generate an echo loop from one frame and an EF"),
     "prepare": ("echogen.cli.commands.prepare", "preprocess an input image/DICOM/clip to the model's 112x112 frame"),
     "phantom": ("echogen.cli.commands.phantom", "write a synthetic EchoNet-format dataset with known EF"),
-    "ef": ("echogen.cli.commands.ef", "read the EF of a clip with the regressor"),
+    "ef": ("echogen.cli.commands.ef", "read the EF of a clip (regressor and/or LV tracing)"),
     "evaluate": ("echogen.cli.commands.evaluate", "the paper's counterfactual / factual evaluation"),
     "bench": ("echogen.cli.commands.bench", "time each stage of a preset"),
     "convert": ("echogen.cli.commands.convert", "convert published EchoDiffusion / EchoNet checkpoints"),

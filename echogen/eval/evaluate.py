@@ -9,6 +9,9 @@ nearest the target; SSIM max over K) beside them, always labelled.
 With user-supplied networks (echogen.eval.perceptual, docs/METRICS.md) the factual task also reports
 LPIPS (mean over frames, generated vs real; best-of-K = min over K), FID over all frames and FVD over
 clips (sample 0 of each video against the real clips); without them nothing changes.
+With an LV tracer (echogen.nets.tracer) every EF is also read by LV tracing (area curve -> ED / ES -> method of
+disks): the real clips, and sample 0 of each task (rows "..., LV tracing"; NaN readings, where tracing
+failed, are left out and counted).
 """
 from __future__ import annotations
 
@@ -64,10 +67,11 @@ def _perceptual_scores(nets: dict, vids: torch.Tensor, real: torch.Tensor, rec: 
 
 
 def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None, sample_kwargs=None,
-             progress=None, perceptual: dict | None = None) -> dict:
+             progress=None, perceptual: dict | None = None, tracer=None) -> dict:
     """Run the evaluation; returns the summary dict and writes summary.md/json + per_video.csv to out_dir.
 
-    perceptual: optional {"lpips" | "fid" | "fvd": network} from echogen.eval.perceptual.load_perceptual."""
+    perceptual: optional {"lpips" | "fid" | "fvd": network} from echogen.eval.perceptual.load_perceptual.
+    tracer: optional LVTracer (echogen.nets.tracer.load_tracer): EF by LV tracing beside the regressor's."""
     model, rcfg = regressor
     sample_kwargs = sample_kwargs or {}
     perceptual = perceptual or {}
@@ -92,6 +96,8 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
         target = float(rng.uniform(settings.ef_low, settings.ef_high))
         rec = {"file": row["FileName"], "ef_true": float(row["EF"]), "cond_frame": c,
                "ef_real_regressed": video_ef(regressor, video, native)[0]}
+        if tracer is not None:
+            rec["ef_real_tracing"] = _tracing_ef(tracer, video, native)
         for task in settings.tasks:
             ef = target if task == "counterfactual" else float(row["EF"])
             t0 = time.perf_counter()
@@ -105,6 +111,8 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
             rec[f"{task}_target"] = ef
             for k, e in enumerate(regressed):
                 rec[f"{task}_ef_{k}"] = e
+            if tracer is not None:
+                rec[f"{task}_ef_tracing_0"] = _tracing_ef(tracer, vids[0], out.fps)
             if task == "factual":
                 real = _real_clip(video, native, final.frames, final.fps)      # (T, H, W)
                 s = ssim_videos(vids, real[None].expand_as(vids))
@@ -119,6 +127,9 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
     summary = summarise(per_video, settings, feats_real, feats_gen, pfeats)
     summary["seconds_per_video"] = float(np.mean(gen_seconds))
     summary["settings"] = asdict(settings)
+    if tracer is not None:
+        from echogen.nets.tracer import provenance
+        summary["tracer"] = provenance(tracer)
     summary["cascade"] = cascade.config.name
     summary["weights"] = cascade.source
     summary["sampling"] = {k: v for k, v in sample_kwargs.items() if v}   # per-stage overrides of the presets
@@ -130,10 +141,32 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
     return summary
 
 
+def _tracing_ef(tracer, video, fps: float) -> float:
+    from echogen.nets.tracer import trace_video
+    v = torch.as_tensor(video)
+    if v.shape[-1] != tracer.cfg.size:
+        v = resize_frames(v.float() / 255.0 if v.dtype == torch.uint8 else v, tracer.cfg.size).clamp(0, 1)
+    return float(trace_video(tracer, v, fps)["ef"])
+
+
+def _finite_metrics(y_true, y_pred) -> dict:
+    """regression_metrics over the pairs whose reading is finite, with n (used) and failed (NaN readings)."""
+    t, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    ok = np.isfinite(p)
+    m = regression_metrics(t[ok], p[ok]) if ok.sum() >= 2 else {"r2": float("nan"), "mae": float("nan"),
+                                                                 "rmse": float("nan")}
+    return {**m, "n": int(ok.sum()), "failed": int((~ok).sum())}
+
+
 def summarise(per_video: list, settings: EvalSettings, feats_real=(), feats_gen=(), perceptual_feats=None) -> dict:
     K, res = settings.samples, {}
     real_true = [r["ef_true"] for r in per_video]
     res["regressor_on_real"] = regression_metrics(real_true, [r["ef_real_regressed"] for r in per_video])
+    if all("ef_real_tracing" in r for r in per_video):
+        res["tracing_on_real"] = _finite_metrics(real_true, [r["ef_real_tracing"] for r in per_video])
+        for task in settings.tasks:
+            res[f"{task}_single_tracing"] = _finite_metrics([r[f"{task}_target"] for r in per_video],
+                                                            [r[f"{task}_ef_tracing_0"] for r in per_video])
     for task in settings.tasks:
         tgt = np.array([r[f"{task}_target"] for r in per_video])
         preds = np.array([[r[f"{task}_ef_{k}"] for k in range(K)] for r in per_video])
@@ -168,7 +201,15 @@ def markdown_table(summary: dict) -> str:
     reg = summary["regressor_on_real"]
     lines.append(f"| regressor on real clips | - | {reg['r2']:.3f} | {reg['mae']:.2f} | {reg['rmse']:.2f} | - | - |"
                  + " - |" * len(extra) + " - |")
+    if "tracing_on_real" in summary:
+        t = summary["tracing_on_real"]
+        lines.append(f"| LV tracing on real clips ({t['n']} read, {t['failed']} failed) | - | {t['r2']:.3f} | "
+                     f"{t['mae']:.2f} | {t['rmse']:.2f} | - | - |" + " - |" * len(extra) + " - |")
     for task in summary["settings"]["tasks"]:
+        if f"{task}_single_tracing" in summary:
+            t = summary[f"{task}_single_tracing"]
+            lines.append(f"| {task} | single sample, LV tracing ({t['failed']} failed) | {t['r2']:.3f} | "
+                         f"{t['mae']:.2f} | {t['rmse']:.2f} | - | - |" + " - |" * len(extra) + " - |")
         for label, key in (("single sample", f"{task}_single"), (f"best of {K}", f"{task}_best_of_{K}")):
             m = summary[key]
             ssim = f"{m['ssim']:.3f}" if "ssim" in m else "-"

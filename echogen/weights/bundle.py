@@ -1,7 +1,7 @@
 """Weights I/O: safetensors files that carry their config, and "weights bundles" (a folder + manifest).
 
 Every file written here is a .safetensors file whose metadata holds, as JSON strings:
-  "echogen_kind"   : "stage" | "regressor"
+  "echogen_kind"   : "stage" | "regressor" | "tracer"
   "echogen_config" : the model's config (a dataclass serialised with dataclasses.asdict)
   plus any extra string fields (preset, stage name, provenance).
 Nothing is ever unpickled.
@@ -9,7 +9,9 @@ Nothing is ever unpickled.
 A bundle is a folder with manifest.json:
   {"format": "echogen-bundle/1", "preset": "demo", "cascade": {...CascadeConfig...},
    "stages": {"base": "base.safetensors", ...}, "regressor": "regressor.safetensors" | null,
-   "provenance": {...}}
+   "tracer": "tracer.safetensors" (optional: the LV tracer, echogen.nets.tracer.load_tracer), "provenance": {...}}
+Regressor and tracer files carry "trained_on" (what their training data was) in their metadata; the
+readouts name it (echogen.eval.readout.model_provenance).
 """
 from __future__ import annotations
 

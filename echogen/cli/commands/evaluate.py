@@ -18,6 +18,10 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="EchoNet-format dataset root")
     p.add_argument("--weights", default=None, help="weights bundle (default assets/weights/demo)")
     p.add_argument("--regressor", default=None, help="EF regressor .safetensors or bundle (default: the weights bundle's)")
+    p.add_argument("--tracer", default=None,
+                   help="LV tracer .safetensors or bundle (default: the weights bundle's, when it has one): EF by "
+                        "LV tracing is reported beside the regressor's")
+    p.add_argument("--no-tracing", action="store_true", help="regressor readings only")
     p.add_argument("--preset", default=None)
     p.add_argument("--split", default="TEST")
     p.add_argument("--n", type=int, default=100, help="number of videos (first N of the split)")
@@ -58,6 +62,12 @@ def main(args) -> int:
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
     reg_src = args.regressor or args.weights or str(Path(cascade.source))
     regressor = load_regressor(reg_src, device)
+    from echogen.eval.readout import model_provenance
+    from echogen.nets.tracer import has_tracer, load_tracer, provenance
+    tr_src = args.tracer or args.weights or str(Path(cascade.source))
+    tracer = None
+    if not args.no_tracing and (args.tracer or has_tracer(tr_src)):
+        tracer = load_tracer(tr_src, device)[0]
     names = cascade.config.stage_names
     kw = dict(steps=parse_per_stage(args.steps, names, int, "steps"),
               guidance=parse_per_stage(args.guidance, names, float, "guidance"),
@@ -74,10 +84,13 @@ def main(args) -> int:
         bar.total = n
         bar.update(1)
 
-    summary = evaluate(cascade, regressor, args.data, settings, out, kw, progress, perceptual)
+    summary = evaluate(cascade, regressor, args.data, settings, out, kw, progress, perceptual, tracer=tracer)
     bar.close()
     print(f"\n{cascade.config.name} on {args.data} {args.split}, {len(open(out / 'per_video.csv').readlines()) - 1} "
           f"videos, {args.samples} samples each, weights {cascade.source}\n")
     print(markdown_table(summary))
+    print(f"\nEF read by: {model_provenance(reg_src, 'regressor')}" if Path(reg_src).exists() else "")
+    if tracer is not None:
+        print(f"and by LV tracing (method of disks): {provenance(tracer)}")
     print(f"\nwrote {out}/summary.md, summary.json, per_video.csv")
     return 0

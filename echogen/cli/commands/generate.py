@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", default=None, help="comma-separated stages to run (others are upsampled)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--save-stages", action="store_true", help="also write every stage's output beside OUT")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the apical-4-chamber input check (echogen.eval.readout) that warns about unsuitable inputs")
     add_speed_arguments(p)
 
 
@@ -57,6 +59,13 @@ def main(args) -> int:
     check_ef(args.ef, "--ef")
     frame, info = prepare_frame(args.image, frame=args.frame, size=112)
     device = pick_device(args.device)
+    if not args.no_check:
+        from echogen.diffusion.cascade import DEFAULT_WEIGHTS
+        from echogen.eval.readout import check_input
+        bundle = Path(args.weights) if args.weights else Path(DEFAULT_WEIGHTS)
+        check = check_input(args.image, bundle if (bundle / "manifest.json").is_file() else None, args.frame)
+        print(check.warning or f"input check: looks like an apical-4-chamber echo (score {check.score:.2f})",
+              flush=True)
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
     names = cascade.config.stage_names
     stages = None

@@ -1,0 +1,276 @@
+"""Honest readouts: what read the EF and what it learnt from, and whether an input looks like an
+apical-4-chamber (A4C) echo at all.
+
+    describe_dataset(root)               -> "EchoGen phantom v1 (376 TRAIN videos)"        (for training scripts)
+    model_provenance(bundle, "regressor")-> "EF regressor 'small' (2000 steps) trained on ..."
+    a = assess_input(frames, tracer=...) -> Assessment(score, ok, reasons, warning)
+    a.warning                            -> "Warning: this does not look like an apical-4-chamber echo (score 0.21): ..."
+
+The A4C score combines independent image checks (each gives a sub-score in [0, 1] and one line):
+colour (photos and colour Doppler are coloured; B-mode is grey), the ultrasound sector (found by
+echogen.data.inputs.find_sector; a fan narrower at the top than at the bottom, black around it), dark blood
+pools inside the sector (chambers), and, with a tracer, whether it finds one plausible LV cavity with
+confidence (and, for a clip, one that beats). score = the mean of the sub-scores, capped by the worst
+one plus 0.25 so a single hard failure cannot be averaged away, and at 0.45 when two or more checks fail
+(sub-score < 0.7); below 0.5 the input gets a warning.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+WARN_BELOW = 0.5
+
+
+# ------------------------------------------------------------------------------------ provenance
+def describe_dataset(root) -> str:
+    """One line naming an EchoNet-format dataset: ROOT/dataset.json's "name" (and "version") when the
+    writer left one, else recognised from its file names (phantoms: PH<seed>X<index>; v1 all at 50 fps, v2 at
+    30-80 fps), with its size."""
+    root = Path(root)
+    name = None
+    meta = root / "dataset.json"
+    if meta.is_file():
+        try:
+            d = json.loads(meta.read_text())
+            name = d.get("name") or d.get("description")
+            if name and d.get("version") and str(d["version"]) not in name:
+                name = f"{name} {d['version']}"
+        except (json.JSONDecodeError, AttributeError):
+            name = None
+    from echogen.data.echonet import read_filelist
+    try:
+        rows = read_filelist(root)
+    except (FileNotFoundError, ValueError):
+        rows = []
+    if name is None:
+        if rows and all(re.fullmatch(r"PH\d{4}X\d{6}", r["FileName"]) for r in rows[:50]):
+            # both phantoms name videos PH<seed>X<index>; v1 writes every video at 50 fps, v2 at 30-80 fps
+            fps = {round(float(r.get("FPS", 0) or 0), 3) for r in rows[:50]}
+            name = "EchoGen phantom v1 (synthetic)" if fps == {50.0} else "EchoGen phantom v2 (synthetic)"
+        else:
+            name = f"EchoNet-format data '{root.name}'"
+    n_train = sum(r["Split"] == "TRAIN" for r in rows)
+    return f"{name} ({n_train} TRAIN videos)"
+
+
+def model_provenance(weights, kind: str = "regressor") -> str:
+    """'<what> trained on <data>' for the regressor or tracer of a bundle (or a .safetensors file), from
+    the file's metadata, else the bundle manifest's provenance, else says it is unrecorded."""
+    from echogen.weights.bundle import read_manifest, read_metadata
+
+    p = Path(weights)
+    man = {}
+    if p.is_dir():
+        man = read_manifest(p)
+        name = man.get(kind)
+        if not name:
+            return f"no {kind} in {p}"
+        p = p / name
+    meta = read_metadata(p)
+    label = {"regressor": "EF regressor", "tracer": "LV tracer"}.get(kind, kind)
+    if meta.get("preset"):
+        label += f" '{meta['preset']}'"
+    steps = meta.get("steps") or (man.get("provenance", {}).get("trained_steps", {}) or {}).get(kind)
+    if steps:
+        label += f" ({steps} steps)"
+    on = meta.get("trained_on") or man.get("provenance", {}).get("data")
+    return f"{label} " + (f"trained on {on}" if on else "(training data not recorded in the weights)")
+
+
+# ------------------------------------------------------------------------------------ A4C score
+@dataclass
+class Assessment:
+    score: float                       # 0 (not an A4C echo) .. 1 (looks like one)
+    reasons: list = field(default_factory=list)      # one line per check: "ok|warn: what was seen"
+    checks: dict = field(default_factory=dict)       # check -> sub-score
+
+    @property
+    def ok(self) -> bool:
+        return self.score >= WARN_BELOW
+
+    @property
+    def warning(self) -> str | None:
+        """One line for the CLI / app, or None when the input looks like an A4C echo."""
+        if self.ok:
+            return None
+        bad = [r.split(": ", 1)[1] for r in self.reasons if r.startswith("warn")]
+        return (f"Warning: this does not look like an apical-4-chamber echo (score {self.score:.2f} of 1): "
+                + "; ".join(bad) + ". EF readings and generated loops from it are not meaningful.")
+
+    def to_dict(self) -> dict:
+        return {"score": round(self.score, 3), "ok": self.ok, "reasons": list(self.reasons),
+                "checks": {k: round(v, 3) for k, v in self.checks.items()}, "warning": self.warning}
+
+
+def _line(ok: bool, text: str) -> str:
+    return ("ok: " if ok else "warn: ") + text
+
+
+def _colour_check(frames: np.ndarray) -> tuple[float, str]:
+    if frames.ndim != 4:
+        return 1.0, _line(True, "greyscale")
+    rgb = frames[..., :3].astype(np.int16)
+    sat = rgb.max(-1) - rgb.min(-1)
+    frac = float((sat > 40).mean())
+    if frac > 0.2:
+        return 0.0, _line(False, f"{frac:.0%} of the pixels are coloured (a photo or colour Doppler, not B-mode)")
+    if frac > 0.03:
+        return 0.4, _line(False, f"{frac:.0%} of the pixels are coloured (colour Doppler or overlays)")
+    return 1.0, _line(True, f"grey B-mode ({frac:.1%} coloured pixels)")
+
+
+def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
+    """grey: (H, W) uint8 maximum projection of the clip."""
+    from echogen.data.inputs import find_sector
+
+    h, w = grey.shape
+    mask = find_sector(grey)
+    if mask is None:
+        return 0.0, _line(False, "no ultrasound sector found"), None
+    area = float(mask.mean())
+    outside = grey[mask == 0]
+    dark_out = float((outside < 25).mean()) if outside.size > 0.02 * h * w else 1.0
+    ys, xs = np.nonzero(mask)
+    y0, y1 = ys.min(), ys.max()
+    rows = lambda a, b: mask[int(y0 + a * (y1 - y0)):int(y0 + b * (y1 - y0)) + 1].sum(1).mean()  # noqa: E731
+    taper = float(rows(0.0, 0.15) / max(rows(0.6, 0.9), 1.0))          # fan: narrow top, wide bottom
+    score = 1.0
+    notes = []
+    if area > 0.97 and dark_out >= 0.5:
+        score -= 0.6
+        notes.append("the bright region fills the whole image (no sector edge)")
+    elif area < 0.08:
+        score -= 0.5
+        notes.append(f"the sector covers only {area:.0%} of the image")
+    if dark_out < 0.6:
+        score -= 0.5
+        notes.append(f"only {dark_out:.0%} of the pixels around it are black")
+    if taper > 0.8:
+        score -= 0.45
+        notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
+    score = max(0.0, score)
+    if score >= 0.7:
+        return score, _line(True, f"a fan-shaped ultrasound sector covering {area:.0%} of the image"), mask
+    return score, _line(False, "sector: " + "; ".join(notes)), mask
+
+
+def _chamber_check(grey: np.ndarray, mask: np.ndarray | None) -> tuple[float, str]:
+    """Blood pools are dark: an A4C sector has 15-65 % dark pixels in a few large blobs."""
+    import cv2
+
+    h, w = grey.shape
+    inside = grey[mask > 0] if mask is not None else grey.ravel()
+    if inside.size == 0:
+        return 0.0, _line(False, "nothing inside the sector")
+    thr = max(8.0, 0.35 * float(np.percentile(inside, 90)))
+    dark = ((grey < thr) & ((mask > 0) if mask is not None else True)).astype(np.uint8)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    frac = float(dark.sum() / max(inside.size, 1))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=4)
+    big = int((stats[1:, cv2.CC_STAT_AREA] > 0.01 * inside.size).sum()) if n > 1 else 0
+    if 0.12 <= frac <= 0.7 and big >= 1:
+        return 1.0, _line(True, f"dark blood pools ({frac:.0%} of the sector, {big} large)")
+    if frac < 0.12:
+        return 0.2, _line(False, f"hardly any dark (blood-pool) region in the sector ({frac:.0%})")
+    return 0.4, _line(False, f"the sector is mostly dark ({frac:.0%}); no chamber walls to see")
+
+
+def _tracer_check(prepared: np.ndarray, tracer, fps: float) -> tuple[float, str]:
+    """prepared: (T, S, S) uint8 frames as the models see them."""
+    from echogen.nets.tracer import trace_video
+
+    frames = prepared[:64] if fps <= 0 else prepared
+    res = trace_video(tracer, frames, fps if len(frames) > 1 else 0.0)
+    found = res["found"]
+    if found.mean() < 0.5:
+        return 0.0, _line(False, f"the LV tracer finds no left-ventricular cavity ({int(found.sum())} of "
+                                 f"{len(found)} frames)")
+    area = res["area"][found] / prepared.shape[1] / prepared.shape[2]
+    conf = res["confidence"]
+    notes = []
+    score = min(1.0, max(0.0, (conf - 0.5) / 0.35))
+    if conf < 0.75:
+        notes.append(f"the LV tracer is unsure (confidence {conf:.2f})")
+    if not 0.01 <= float(np.median(area)) <= 0.3:
+        score *= 0.3
+        notes.append(f"the traced 'LV' covers {float(np.median(area)):.0%} of the frame")
+    if len(found) > 4 and found.all():
+        change = float((area.max() - area.min()) / max(area.max(), 1e-9))
+        if change < 0.03:
+            score *= 0.5
+            notes.append("the traced LV does not change size over the clip (no heartbeat)")
+    if res["failed"] and len(found) > 1:
+        score *= 0.5
+        notes.append(f"tracing failed: {res['failed']}")
+    if not notes:
+        return score, _line(True, f"the LV tracer finds an LV cavity (confidence {conf:.2f}, "
+                                  f"{float(np.median(area)):.0%} of the frame)")
+    return score, _line(False, "; ".join(notes))
+
+
+def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None) -> Assessment:
+    """How much an input looks like an apical-4-chamber echo.
+
+    frames: the raw input, uint8 (T, H, W) / (T, H, W, 3) or one frame (H, W) / (H, W, 3), as
+    echogen.data.inputs.load_frames gives it. tracer: an LVTracer (or None: image checks only). fps: the clip's
+    frame rate (0 unknown). prepared: the (T, 112, 112) model frames if already made (else made here with
+    the generator's preprocessing)."""
+    a = np.asarray(frames)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4 and a.shape[1] > 4
+                       and a.shape[-1] != a.shape[-2]):
+        a = a[None]
+    if a.dtype != np.uint8:
+        from echogen.data.inputs import _to_uint8
+        a = _to_uint8(a)
+    checks, reasons = {}, []
+    s, r = _colour_check(a)
+    checks["colour"], _ = s, reasons.append(r)
+    grey = a if a.ndim == 3 else np.stack([_luma(f) for f in a])
+    proj = grey.max(0)
+    s, r, mask = _sector_check(proj)
+    checks["sector"], _ = s, reasons.append(r)
+    s, r = _chamber_check(grey[len(grey) // 2], mask)
+    checks["chambers"], _ = s, reasons.append(r)
+    if tracer is not None:
+        if prepared is None:
+            from echogen.data.clips import prepare_clip
+            prepared = prepare_clip(a, tracer.cfg.size)
+        s, r = _tracer_check(np.asarray(prepared), tracer, fps)
+        checks["tracer"], _ = s, reasons.append(r)
+    vals = np.array(list(checks.values()))
+    score = float(min(vals.mean(), vals.min() + 0.25))
+    if (vals < 0.7).sum() >= 2:                  # two independent signs that this is not an A4C echo
+        score = min(score, 0.45)
+    return Assessment(score=score, reasons=reasons, checks=checks)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
+
+
+def assess_file(path, tracer=None, frame: int | None = None) -> Assessment:
+    """assess_input on a file (PNG / JPEG / DICOM / clip / .npy) read with echogen.data.inputs.load_frames;
+    frame: judge only that frame (what `generate` conditions on), else the whole clip."""
+    from echogen.data.inputs import load_frames
+
+    frames, info = load_frames(path)
+    if frame is not None:
+        return assess_input(frames[frame:frame + 1], tracer, 0.0)
+    return assess_input(frames, tracer, float(info.get("fps") or 0.0))
+
+
+def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:
+    """The A4C check the CLI and the app run before reading or generating: assess_file with the LV tracer
+    of the weights bundle when it has one (image checks only otherwise)."""
+    tracer = None
+    if weights is not None:
+        from echogen.nets.tracer import has_tracer, load_tracer
+        if has_tracer(weights):
+            tracer = load_tracer(weights, device)[0]
+    return assess_file(path, tracer, frame)

@@ -1,0 +1,254 @@
+"""LV tracing: method of disks on masks, ED/ES from the area curve, the tracer network and its weights,
+train/train_tracer.py (1 step, resume, torchrun with 2 CPU ranks), `ef --method`, the A4C input check."""
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from echogen.data.echonet import ef_from_tracings, volume_from_tracing
+from echogen.eval.lv_volume import (beats_from_curve, disks_from_mask, ef_from_volumes, polygon_mask, tracing_mask,
+                               volume_from_mask)
+from echogen.nets.tracer import (LVTracer, dice, get_tracer_preset, load_tracer, num_params, save_tracer, trace_video)
+from echogen.weights.bundle import WeightsError, update_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "train" / "train_tracer.py"
+
+
+def ellipse(a, b, cx=56.0, cy=52.0, tilt=0.0, n=720):
+    """Polygon of an ellipse with semi-axis a along the (tilted) vertical long axis and b across it."""
+    th = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    u = np.array([math.sin(tilt), math.cos(tilt)])
+    v = np.array([-u[1], u[0]])
+    return np.array([cx, cy])[None] + (a * np.cos(th))[:, None] * u + (b * np.sin(th))[:, None] * v
+
+
+def disks_volume(a, b, n=20):
+    """The method of disks applied exactly to an ellipse (long axis 2a, 20 disks at the midpoints)."""
+    s = (np.arange(n) + 0.5) / n * 2 * a
+    d = 2 * b * np.sqrt(1 - ((s - a) / a) ** 2)
+    return float(np.pi / 4 * np.sum(d * d) * 2 * a / n)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 0.35, -0.25])
+def test_method_of_disks_on_ellipse_masks_known_volumes_and_ef(tilt):
+    ed, es = (40.0, 16.0), (35.0, 11.0)                          # semi-axes at ED and ES
+    want_ef = 100 * (1 - disks_volume(*es) / disks_volume(*ed))
+    for soft, tol in ((True, 0.01), (False, 0.03)):
+        v_ed = volume_from_mask(polygon_mask(ellipse(*ed, tilt=tilt), (112, 112), soft=soft))
+        v_es = volume_from_mask(polygon_mask(ellipse(*es, tilt=tilt), (112, 112), soft=soft))
+        assert v_ed == pytest.approx(disks_volume(*ed), rel=tol)
+        assert v_es == pytest.approx(disks_volume(*es), rel=tol)
+        assert 100 * (v_ed - v_es) / v_ed == pytest.approx(want_ef, abs=1.0 if soft else 2.0)
+    d = disks_from_mask(polygon_mask(ellipse(*ed, tilt=tilt), (112, 112), soft=True))
+    assert d["length"] == pytest.approx(80.0, rel=0.01)
+    assert d["apex"][1] < d["base"][1]                           # the apex is the top end
+    assert abs(math.atan2(d["base"][0] - d["apex"][0], d["base"][1] - d["apex"][1]) - tilt) < 0.05   # within 3 degrees
+    assert volume_from_mask(np.zeros((112, 112))) == 0.0
+
+
+def test_tracing_mask_agrees_with_echonet_tracings():
+    from echogen.data.phantom.anatomy import cycle, sample_heart, tracing
+
+    for seed in range(4):
+        h = sample_heart(np.random.default_rng(seed), 50.0)
+        tr = {f: tracing(h, c) for f, c in ((0, 0.0), (1, 1.0))}
+        ef_true = ef_from_tracings(tr)[0]
+        masks = {f: tracing_mask(c, soft=True) for f, c in tr.items()}
+        for f, c in tr.items():
+            assert masks[f].sum() > 100
+            assert volume_from_mask(masks[f]) == pytest.approx(volume_from_tracing(c), rel=0.04)
+        ef_mask = 100 * (1 - volume_from_mask(masks[1]) / volume_from_mask(masks[0]))
+        assert ef_mask == pytest.approx(ef_true, abs=1.5)
+        # the apex / base order of the long axis does not matter
+        flipped = tr[0].copy()
+        flipped[0] = flipped[0, [2, 3, 0, 1]]
+        assert dice(tracing_mask(flipped), masks[0] >= 0.5) > 0.999
+
+
+def test_area_curve_beats():
+    fps, period = 50.0, 0.8
+    t = np.arange(150) / fps
+    area = 1000 + 300 * np.cos(2 * np.pi * (t - 0.1) / period)           # ED at 0.1 s + k * 0.8 s
+    beats = beats_from_curve(area, fps)
+    assert [b[0] for b in beats] == [5, 45, 85, 125]
+    assert all(b[1] - b[0] == 20 for b in beats)                          # ES half a period later
+    vol = area ** 1.5
+    r = ef_from_volumes(vol, area, fps)
+    assert r["ef"] == pytest.approx(100 * (1 - (700 / 1300) ** 1.5), abs=0.01)
+    r = ef_from_volumes(vol[3:10], area[3:10], fps)                       # shorter than a systole: fallback
+    assert r["ed"] == 2 and r["es"] == 6                                  # the global maximum / minimum
+
+
+def test_tracer_shapes_size_and_round_trip(tmp_path):
+    cfg = get_tracer_preset("small")
+    torch.manual_seed(0)
+    model = LVTracer(cfg).eval()
+    assert model(torch.rand(2, 1, 112, 112)).shape == (2, 1, 112, 112)
+    assert num_params(model) < 1_000_000                                  # a few MB at most
+    path = save_tracer(tmp_path / "tracer.safetensors", model, cfg, trained_on="unit-test data", steps="3")
+    assert path.stat().st_size < 4_000_000
+    m2, cfg2 = load_tracer(path)
+    assert cfg2 == cfg and m2.meta["trained_on"] == "unit-test data"
+    x = torch.rand(1, 1, 112, 112)
+    assert torch.equal(model(x), m2(x))
+    with pytest.raises(WeightsError):
+        load_tracer(tmp_path)                                             # no manifest
+    update_manifest(tmp_path, tracer="tracer.safetensors")
+    assert torch.equal(load_tracer(tmp_path)[0](x), model(x))
+    with pytest.raises(WeightsError):                                     # a tracer is not a regressor
+        from echogen.nets.regressor import load_regressor
+        load_regressor(path)
+    with pytest.raises(ValueError):
+        model(torch.rand(1, 112, 112))
+
+
+def test_trace_video_reads_a_known_ef(monkeypatch):
+    """trace_video with the network replaced by exact masks of a beating ellipse."""
+    import echogen.nets.tracer as T
+
+    fps, period, n = 25.0, 1.0, 50
+    t = np.arange(n) / fps
+    c = 0.5 - 0.5 * np.cos(2 * np.pi * (t - 0.2) / period)               # 0 at ED (t = 0.2 s + k), 1 at ES
+    a, b = 40 - 6 * c, 16 - 5 * c
+    masks = np.stack([polygon_mask(ellipse(ai, bi), (112, 112), soft=True) for ai, bi in zip(a, b)])
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(masks))
+    model = LVTracer(get_tracer_preset("tiny"))
+    res = trace_video(model, np.zeros((n, 112, 112), np.uint8), fps)
+    want = 100 * (1 - disks_volume(34, 11) / disks_volume(40, 16))
+    assert not res["failed"] and res["ef"] == pytest.approx(want, abs=1.5)
+    assert res["frames"][res["ed"]] % 25 == 5 and res["frames"][res["es"]] % 25 == 17
+    assert len(res["beats"]) >= 1 and res["area"].shape == (n,) and res["confidence"] > 0.9
+
+
+# ------------------------------------------------------------------------------------ training script
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from echogen.data.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom(root, videos=6, seed=0)
+    return root
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(args, torchrun=False):
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                f"--master_port={_free_port()}"] if torchrun else []
+    cmd = [sys.executable] + launcher + [str(SCRIPT)] + [str(a) for a in args]
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_train_tracer_one_step_resume_bundle_and_ef_command(phantom, tmp_path, capsys):
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    common = ["--data", phantom, "--preset", "tiny", "--out", run, "--eval-every", 1, "--log-every", 1,
+              "--batch", 2, "--threads", 1, "--bundle", bundle]
+    _train(common + ["--steps", 1])
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 1 and state["best_step"] == 1
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["preset"] == "tiny" and "phantom" in cfg["trained_on"] and cfg["augment"]["p_jpeg"] > 0
+    _train(common + ["--steps", 2])
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 2 and state["seen"] == 4
+    log = (run / "log.txt").read_text()
+    assert "resumed from" in log and "VAL Dice" in log and "TEST" in log
+    test = json.loads((run / "test.json").read_text())
+    assert test["traced_frames"] == 2 and 0 <= test["dice_mean"] <= 1
+    assert not [p for p in run.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".ckpt")]
+    model, tcfg = load_tracer(bundle)
+    assert tcfg.widths == (4, 8) and "phantom" in model.meta["trained_on"]
+    # ef --method tracing on the bundle: a JSON readout that names the method and the training data
+    from echogen.cli.main import main
+    video = next((phantom / "Videos").glob("*.avi"))
+    assert main(["ef", "--video", str(video), "--weights", str(bundle), "--method", "tracing", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "method of disks" in out["tracing"]["method"] and "phantom" in out["tracing"]["model"]
+    assert "input_check" in out and len(out["tracing"]["lv_area_px"]) > 10
+    assert main(["ef", "--video", str(video), "--weights", str(bundle), "--method", "regressor"]) == 2
+
+
+def test_train_tracer_torchrun_two_cpu_ranks_agree(phantom, tmp_path):
+    run = tmp_path / "ddp"
+    _train(["--data", phantom, "--preset", "tiny", "--out", run, "--steps", 2, "--batch", 1, "--eval-every", 2,
+            "--threads", 1, "--debug-checksum", "--test-videos", 0], torchrun=True)
+    c0 = json.loads((run / "checksum_rank0.json").read_text())
+    c1 = json.loads((run / "checksum_rank1.json").read_text())
+    assert c0["step"] == c1["step"] == 2 and c0["sha256"] == c1["sha256"]
+    assert json.loads((run / "state.json").read_text())["seen"] == 2 * 1 * 2
+    assert "batch 1 x 2" in (run / "log.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------ A4C input check
+def test_a4c_check_passes_echoes_and_warns_on_other_inputs():
+    from echogen.eval.readout import assess_input
+
+    import cv2
+    ph = cv2.imread(str(ROOT / "assets" / "examples" / "phantom_test_ef50.png"), cv2.IMREAD_GRAYSCALE)
+    a = assess_input(ph)
+    assert a.ok and a.warning is None and a.score > 0.8
+    from pydicom.data import get_testdata_file
+    dcm = get_testdata_file("examples_ybr_color.dcm")              # a real apical echo clip
+    if dcm is not None:
+        from echogen.data.inputs import load_frames
+        frames, info = load_frames(dcm)
+        assert assess_input(frames, fps=info.get("fps") or 0).ok
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:240, 0:320]
+    photo = np.stack([128 + 100 * np.sin(x / 30), 128 + 80 * np.cos(y / 25), 100 + 50 * np.sin((x + y) / 40)],
+                     -1).clip(0, 255).astype(np.uint8)
+    noise = (rng.random((6, 200, 260)) * 255).astype(np.uint8)
+    linear = np.zeros((6, 300, 400), np.uint8)                      # a rectangular (linear-probe) image
+    linear[:, 30:270, 40:360] = np.clip(rng.gamma(2, 30, (240, 320)), 0, 255).astype(np.uint8)
+    for bad, why in ((photo, "coloured"), (noise, "sector"), (linear, "fan")):
+        a = assess_input(bad)
+        assert not a.ok and a.warning.startswith("Warning") and why in a.warning, (why, a.reasons)
+        assert 0 <= a.score < 0.5 and len(a.reasons) == 3
+
+
+def test_low_frame_rate_ed_es_volumes_are_interpolated_between_frames():
+    """At 8 fps the true ED / ES fall between frames; the parabola through the neighbours recovers most of
+    the volume that sampling misses (and never overshoots a sampled extremum the wrong way)."""
+    fps, period = 8.0, 0.9
+    t = np.arange(16) / fps
+    vol = 100 + 40 * np.cos(2 * np.pi * (t - 0.07) / period)             # ED at 0.07 s: between frames 0 and 1
+    true_ef = 100 * 80 / 140
+    raw = ef_from_volumes(vol, vol, 0.0)                                  # fps unknown: no interpolation
+    r = ef_from_volumes(vol, vol, fps)
+    assert abs(r["ef"] - true_ef) < abs(raw["ef"] - true_ef)
+    assert abs(r["ef"] - true_ef) < 1.5 and r["edv"] >= vol[r["ed"]] and r["esv"] <= vol[r["es"]]
+
+
+def test_describe_dataset_names_the_simulator(phantom, tmp_path):
+    from echogen.data.phantom import write_phantom
+    from echogen.eval.readout import describe_dataset, model_provenance
+
+    write_phantom(tmp_path / "v1", videos=3, seed=0, sim="v1")
+    assert describe_dataset(tmp_path / "v1").startswith("EchoGen phantom v1")
+    assert describe_dataset(phantom).startswith("EchoGen phantom v2") and "TRAIN videos" in describe_dataset(phantom)
+    (tmp_path / "v1" / "dataset.json").write_text('{"name": "My echoes", "version": "3"}')
+    assert describe_dataset(tmp_path / "v1") == "My echoes 3 (1 TRAIN videos)"
+    cfg = get_tracer_preset("tiny")
+    p = save_tracer(tmp_path / "t.safetensors", LVTracer(cfg), cfg, trained_on="My echoes 3", steps="7")
+    assert model_provenance(p, "tracer") == "LV tracer (7 steps) trained on My echoes 3"
