@@ -167,11 +167,10 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     n_frames = int(np.clip(round(dur * fps), 80, 230))
     n_frames = max(n_frames, int(np.ceil((60.0 / hr + 0.6) * fps)) + 2)
     # acquisition: depth, sector, probe
-    depth_cm = rng.uniform(14.0, 20.0)
-    radius = rng.uniform(100.0, 122.0)
-    cm_px = depth_cm / radius
+    zoom = rng.random() < 0.2           # zoomed / shifted display: the sector apex above the frame
+    radius = rng.uniform(118.0, 140.0) if zoom else rng.uniform(100.0, 122.0)
     half_angle = np.deg2rad(rng.uniform(36.0, 48.0))
-    probe = (56.0 + rng.uniform(-5.0, 5.0), rng.uniform(-5.0, 3.0))
+    probe = (56.0 + rng.uniform(-5.0, 5.0), rng.uniform(-22.0, -8.0) if zoom else rng.uniform(-5.0, 3.0))
     rot = np.deg2rad(rng.uniform(-6.0, 6.0))
     # LV size (cm) by phenotype
     if phen == "dilated":
@@ -183,6 +182,10 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     else:
         L_cm, D_cm, wall_cm = rng.uniform(7.0, 9.3), rng.uniform(4.0, 5.3), rng.uniform(0.75, 1.1)
     fore = rng.uniform(0.78, 1.0) if rng.random() < 0.4 else 1.0   # apical foreshortening
+    # depth set by the sonographer to fit the heart (apex depth + LV + atria + a margin), 12-22 cm
+    apex_cm = rng.uniform(1.2, 3.5)
+    depth_cm = float(np.clip(apex_cm + L_cm * fore + 4.5 + rng.uniform(0.0, 3.5), 12.0, 22.0))
+    cm_px = depth_cm / radius
     L_ed = L_cm * fore / cm_px
     W = 0.5 * D_cm / cm_px
     widest = rng.uniform(0.5, 0.72)
@@ -203,16 +206,16 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     long_share = rng.uniform(0.35, 0.65) * (0.6 if pattern in ("lad", "apical") else 1.0)
     k, kL = _solve_k(L_ed, ws, wl, m_s, m_l, ef, long_share)
     # placement: apex near the sector axis, 1.2-3.5 cm deep, base down and to the right
-    depth_apex = rng.uniform(1.2, 3.5) / cm_px
+    depth_apex = apex_cm / cm_px
     ax = np.array([np.sin(rot), np.cos(rot)])
-    apex = np.array(probe) + depth_apex * ax + np.array([rng.uniform(-4.0, 9.0), 0.0])
-    tilt = rot + np.deg2rad(rng.uniform(0.0, 20.0))
+    apex = np.array(probe) + depth_apex * ax + np.array([rng.uniform(-6.0, 5.0), 0.0])
+    tilt = rot + np.deg2rad(rng.uniform(-3.0, 15.0))
     wall = wall_cm / cm_px
     p = {
         "pattern": pattern, "fore": fore, "bulge": bulge, "ws_raw": ws_raw,
         "t_lat": wall * rng.uniform(0.9, 1.1), "t_sep": wall * rng.uniform(0.95, 1.25),
         "t_apex": wall * rng.uniform(0.8, 1.0) * (1.5 if fore < 1.0 else 1.0),
-        "depth_cm": depth_cm,
+        "depth_cm": depth_cm, "zoom": zoom,
         # RV: starts part-way down the septum, crescent following it
         "rv_start": rng.uniform(0.1, 0.35) * (0.6 if rng.random() < 0.25 else 1.0),
         "rv_width": rng.uniform(1.1, 1.9) / cm_px * (1.35 if rng.random() < 0.2 else 1.0),

@@ -45,35 +45,37 @@ def sample_probe(rng: np.random.Generator, h: Heart2) -> dict:
     """Image-formation settings (beam PSF, gain, dynamic range, TGC, noise, clutter, shadows)."""
     return {
         "psf_ax": rng.uniform(0.6, 1.1),            # axial PSF sigma (beam-grid samples)
-        "psf_lat": rng.uniform(1.1, 1.9),           # lateral sigma at focus (beams)
-        "psf_lat_far": rng.uniform(1.6, 2.7),       # away from focus
+        "psf_lat": rng.uniform(0.8, 1.4),           # lateral sigma at focus (beams)
+        "psf_lat_far": rng.uniform(1.2, 2.0),       # away from focus
         "focus": rng.uniform(0.35, 0.7),            # focal depth (fraction of the sector radius)
-        "atten": rng.uniform(0.3, 1.0),             # round-trip attenuation over the sector (nepers)
-        "tgc": rng.uniform(0.35, 0.8),              # fraction of the attenuation TGC compensates
+        "atten": rng.uniform(0.2, 0.8),             # round-trip attenuation over the sector (nepers)
+        "tgc": rng.uniform(0.5, 0.95),              # fraction of the attenuation TGC compensates
         "tgc_wiggle": rng.normal(0.0, 0.12, size=4),
-        "gain_db": rng.uniform(-5.0, 5.0),
-        "myo_grey": rng.uniform(0.26, 0.4),
-        "dr_db": rng.uniform(60.0, 80.0),
+        "near_tgc": rng.uniform(0.2, 0.6),         # near-field gain turned down
+        "gain_db": rng.uniform(-4.0, 4.0),
+        "myo_grey": rng.uniform(0.22, 0.32),
+        "dr_db": rng.uniform(70.0, 90.0),
         "reject": rng.uniform(0.0, 0.03),
         "gamma": rng.uniform(1.0, 1.4),
-        "noise_db": rng.uniform(-32.0, -24.0),      # electronic noise re myocardium
-        "near": rng.uniform(0.15, 0.7),              # near-field clutter amplitude
+        "noise_db": rng.uniform(-42.0, -32.0),      # electronic noise re myocardium
+        "near": rng.uniform(0.04, 0.25),              # near-field clutter amplitude
         "near_depth": rng.uniform(0.5, 1.5) / h.cm_per_px,
         "haze": rng.uniform(0.1, 0.6),             # apical haze in the LV apex
-        "reverb": rng.uniform(0.0, 0.35),
+        "reverb": rng.uniform(0.0, 0.25),
         "lat_fall": rng.uniform(0.2, 0.6),
         "dropout": rng.uniform(0.3, 0.95),         # lateral-wall dropout strength
         "dropout_at": rng.uniform(0.25, 0.85),
         "specular": rng.uniform(0.3, 0.8),
         "septum": rng.uniform(1.1, 1.7),           # septum brighter than the free walls
-        "blood": rng.uniform(0.02, 0.06),
-        "outside": rng.uniform(0.03, 0.12),
+        "blood": rng.uniform(0.02, 0.07),
+        "outside": rng.uniform(0.04, 0.12),
         "rib": rng.random() < 0.3, "rib_side": rng.choice([-1.0, 1.0]), "rib_w": rng.uniform(0.06, 0.2),
         "rib_gain": rng.uniform(0.15, 0.5),
         "lung": rng.random() < 0.35, "lung_w": rng.uniform(0.05, 0.2),
         "peri": rng.uniform(1.6, 3.5),
-        "smooth": rng.uniform(1.0, 1.7),
-        "compound": rng.uniform(0.5, 1.0),         # weight of the second (independent) speckle set            # scanner speckle reduction (display blur)
+        "smooth": rng.uniform(1.1, 1.9),
+        "compound": rng.uniform(0.5, 1.0),
+        "screen_blur": rng.uniform(0.2, 0.8),         # weight of the second (independent) speckle set            # scanner speckle reduction (display blur)
         "leaflet": rng.uniform(0.8, 2.0), "leaflet_w": rng.uniform(1.5, 3.2),
     }
 
@@ -125,7 +127,7 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
     # posterior band behind the atria (pericardium, AV groove, descending aorta region): broad, bright
     sb = ch["s_bottom"]
     band = np.exp(-((s - sb - 0.3 / h.cm_per_px) / (0.55 / h.cm_per_px)) ** 2) * (np.abs(n + 0.2 * h.L_ed) < 0.9 * h.L_ed)
-    e = np.maximum(e, q["peri"] * 0.7 * np.exp(0.4 * lf2 + 0.3 * lf) * band)
+    e = np.maximum(e, q["peri"] * 1.1 * np.exp(0.4 * lf2 + 0.3 * lf) * band)
     # pericardium: specular, bright where the beam meets it head-on (behind the atria, at the apex)
     peri = peri * (0.15 + 1.1 * cos ** 2)
     e = np.where(out_d < peri_w, np.maximum(e, peri * np.exp(-out_d / (0.6 * peri_w + 0.5))), e)
@@ -146,7 +148,7 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
         ang = np.degrees(np.arctan2(h.u[1], h.u[0])) + side * 8.0
         cv2.ellipse(e, tuple(int(x) for x in np.round(_to_canvas(c_xy) * 16)),
                     (int(ln * SCALE * 8), int(wd * SCALE * 8)), ang, 0, 360, float(0.9), -1, cv2.LINE_AA, 4)
-    n_tr = int(6 + 20 * p["trab"])
+    n_tr = int(3 + 10 * p["trab"])
     for _ in range(n_tr):
         sg = rng.uniform(0.05, 0.7)
         side = 1.0 if rng.random() < 0.7 else -1.0
@@ -154,7 +156,7 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
         a = np.asarray(h.apex) + sg * L * h.u + side * edge * h.v
         b = a - side * rng.uniform(0.15, 0.45) / h.cm_per_px * h.v + rng.normal(0, 1.0) * h.u
         cv2.line(e, tuple(int(x) for x in np.round(_to_canvas(a) * 16)), tuple(int(x) for x in np.round(_to_canvas(b) * 16)),
-                 float(rng.uniform(0.4, 0.9)), max(1, int(rng.uniform(0.8, 1.8) * SCALE)), cv2.LINE_AA, 4)
+                 float(rng.uniform(0.2, 0.5)), max(1, int(rng.uniform(0.8, 1.8) * SCALE)), cv2.LINE_AA, 4)
     # RV: moderator band and apical trabeculation
     s_rv, n_free, w_rv = ch["rv_free"]
     if p["moderator"]:
@@ -162,7 +164,7 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
         a = np.asarray(h.apex) + s_rv[j] * h.u + (n_free[j] + 2 * w_rv[j]) * h.v
         b = np.asarray(h.apex) + s_rv[j] * h.u + n_free[j] * h.v
         cv2.line(e, tuple(int(x) for x in np.round(_to_canvas(a) * 16)), tuple(int(x) for x in np.round(_to_canvas(b) * 16)),
-                 1.1, max(2, int(0.3 / h.cm_per_px * SCALE)), cv2.LINE_AA, 4)
+                 float(rng.uniform(0.5, 1.0)), max(2, int(rng.uniform(0.12, 0.3) / h.cm_per_px * SCALE)), cv2.LINE_AA, 4)
     # fibrous annuli (bright), AV-groove fat lateral to the mitral annulus
     for name, pt in ch["hinges"].items():
         cv2.circle(e, tuple(int(x) for x in np.round(_to_canvas(pt) * 16)), int(0.25 / h.cm_per_px * SCALE * 16),
@@ -210,6 +212,7 @@ class Scene2:
         self.att = cv2.GaussianBlur(att.astype(np.float32), (0, 0), 2.0)
         wig = np.polynomial.legendre.legval(2 * depth - 1, np.concatenate([[0.0], q["tgc_wiggle"]]))
         self.tgc = (np.exp(q["tgc"] * q["atten"] * depth + wig)[:, None]
+                    * (1.0 - q["near_tgc"] * np.exp(-depth / 0.2))[:, None]
                     * (1.0 - q["lat_fall"] * np.abs(thn) ** 3)[None, :]).astype(np.float32)
         # depth-dependent lateral PSF: blend of a narrow (focus) and a wide blur
         self.k_near = np.float32(np.sqrt(4 * np.pi * q["psf_lat"] * q["psf_ax"]))  # keeps speckle power
@@ -306,6 +309,8 @@ class Scene2:
             disp = cv2.GaussianBlur(disp, (0, 0), q["smooth"], sigmaY=0.5 * q["smooth"])
         img = cv2.remap(disp.astype(np.float32), self.map_b, self.map_r, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if q["screen_blur"] > 0.3:  # resampling of the exported frame (real frames are downsized too)
+            img = cv2.GaussianBlur(img, (0, 0), q["screen_blur"])
         return img * self.sector
 
     def render(self, noise_rng: np.random.Generator) -> np.ndarray:
