@@ -324,8 +324,10 @@ def chambers(h: Heart2, n_pts: int = 64) -> dict:
     s_ra, c_ra, hs_ra, hl_ra = atrium(s1, p["ra_len"], rv_c1, -0.1 * p["ra_w"], float(w_rv[-1]), p["ra_w"], 0.08)
     # keep the interatrial septum: RA's LV-side edge stays t_ias off the LA's septal edge
     la_sep_at_ra = np.interp(s_ra, s_la, c_la - hs_la, left=-1e3, right=-1e3)
-    ra_right = np.minimum(c_ra + hl_ra, np.where(la_sep_at_ra > -1e3, la_sep_at_ra - p["t_ias"], c_ra + hl_ra))
-    ra_right = np.where(s_ra < L + 1.0, np.minimum(ra_right, n_sep[-1]), ra_right)
+    lim_la = np.where(la_sep_at_ra > -1e3, la_sep_at_ra - p["t_ias"], c_ra + hl_ra)
+    # at the crux the RA stays on the RV side of the septum, then widens smoothly toward the LA
+    lim = n_sep[-1] + (np.maximum(lim_la, n_sep[-1]) - n_sep[-1]) * smoothstep((s_ra - L) / (0.12 * L))
+    ra_right = np.minimum(np.minimum(c_ra + hl_ra, lim), lim_la)
     la = np.concatenate([to_xy(s_la, c_la + hl_la), to_xy(s_la[::-1], (c_la - hs_la)[::-1])])
     ra = np.concatenate([to_xy(s_ra, ra_right), to_xy(s_ra[::-1], (c_ra - hs_ra)[::-1])])
     hinges = {"mv_septal": A + L * u - ann * v, "mv_lateral": A + L * u + ann * v,

@@ -172,7 +172,7 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
     fat = ch["hinges"]["mv_lateral"] + (p["t_lat"] + 0.3 / h.cm_per_px) * h.v
     cv2.circle(e, tuple(int(x) for x in np.round(_to_canvas(fat) * 16)), int(0.5 / h.cm_per_px * SCALE * 16),
                float(rng.uniform(1.2, 2.2)), -1, cv2.LINE_AA, 4)
-    return cv2.GaussianBlur(e, (0, 0), 0.7)
+    return cv2.GaussianBlur(e, (0, 0), 1.6)  # soft tissue boundaries
 
 
 class Scene2:
