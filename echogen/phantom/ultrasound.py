@@ -44,7 +44,7 @@ def _field(rng, shape, sigma: float) -> np.ndarray:
 def sample_probe(rng: np.random.Generator, h: Heart2) -> dict:
     """Image-formation settings (beam PSF, gain, dynamic range, TGC, noise, clutter, shadows)."""
     return {
-        "psf_ax": rng.uniform(0.6, 1.1),            # axial PSF sigma (beam-grid samples)
+        "psf_ax": rng.uniform(0.55, 1.0),            # axial PSF sigma (beam-grid samples)
         "psf_lat": rng.uniform(0.8, 1.4),           # lateral sigma at focus (beams)
         "psf_lat_far": rng.uniform(1.2, 2.0),       # away from focus
         "focus": rng.uniform(0.35, 0.7),            # focal depth (fraction of the sector radius)
@@ -53,10 +53,11 @@ def sample_probe(rng: np.random.Generator, h: Heart2) -> dict:
         "tgc_wiggle": rng.normal(0.0, 0.12, size=4),
         "near_tgc": rng.uniform(0.2, 0.6),         # near-field gain turned down
         "gain_db": rng.uniform(-4.0, 4.0),
-        "myo_grey": rng.uniform(0.22, 0.32),
+        "myo_grey": rng.uniform(0.21, 0.30),
         "dr_db": rng.uniform(70.0, 90.0),
         "reject": rng.uniform(0.0, 0.03),
-        "gamma": rng.uniform(1.0, 1.4),
+        "black": rng.uniform(0.0, 0.008),
+        "gamma": rng.uniform(0.9, 1.25),
         "noise_db": rng.uniform(-42.0, -32.0),      # electronic noise re myocardium
         "near": rng.uniform(0.04, 0.25),              # near-field clutter amplitude
         "near_depth": rng.uniform(0.5, 1.5) / h.cm_per_px,
@@ -76,7 +77,7 @@ def sample_probe(rng: np.random.Generator, h: Heart2) -> dict:
         "smooth": rng.uniform(1.1, 1.9),
         "compound": rng.uniform(0.5, 1.0),
         "screen_blur": rng.uniform(0.2, 0.8),         # weight of the second (independent) speckle set            # scanner speckle reduction (display blur)
-        "leaflet": rng.uniform(0.8, 2.0), "leaflet_w": rng.uniform(1.5, 3.2),
+        "leaflet": rng.uniform(0.5, 1.4), "leaflet_w": rng.uniform(1.5, 3.2),
     }
 
 
@@ -305,6 +306,7 @@ class Scene2:
         db = 20.0 * np.log10(env + 1e-6)
         disp = np.clip(self.g_myo + db / q["dr_db"], 0.0, 1.0)
         disp = np.clip((disp - q["reject"]) / (1.0 - q["reject"]), 0.0, 1.0) ** q["gamma"]
+        disp = q["black"] + (1.0 - q["black"]) * disp   # grey-map black level
         if q["smooth"] > 0.2:
             disp = cv2.GaussianBlur(disp, (0, 0), q["smooth"], sigmaY=0.5 * q["smooth"])
         img = cv2.remap(disp.astype(np.float32), self.map_b, self.map_r, cv2.INTER_LINEAR,
