@@ -361,6 +361,7 @@ def inverse_map(h: Heart2, s: np.ndarray, n: np.ndarray, c: float, s_bottom: flo
         s_rv, n_free, w_rv = rv
         nf = np.interp(s_ed, s_rv, n_free, left=np.nan, right=np.nan)
         wr = np.interp(s_ed, s_rv, w_rv, left=0.0, right=0.0)
-        d = h.p["rv_squeeze"] * c * wr * np.exp(-((n_ed - np.nan_to_num(nf, nan=-1e4)) / np.maximum(wr * 1.2, 1.0)) ** 2)
+        gap = (n_ed - np.nan_to_num(nf, nan=-1e4)) / np.maximum(wr * 1.2, 1.0)
+        d = h.p["rv_squeeze"] * c * wr * np.exp(-gap ** 2)
         n_ed = n_ed - d
     return s_ed, n_ed
