@@ -221,33 +221,37 @@ def figure(path, examples, groups) -> None:
     import matplotlib.pyplot as plt
 
     cols = [("real", 0), ("real", 1), ("v1", 0), ("v1", 1), ("v2", 0), ("v2", 1), ("v2", 2)]
-    fig = plt.figure(figsize=(15, 6.8))
+    fig = plt.figure(figsize=(14, 8.2))
+    gs = fig.add_gridspec(2, len(cols), height_ratios=[1.0, 1.55], hspace=0.12, wspace=0.04)
     for j, (g, i) in enumerate(cols):
-        ax = fig.add_subplot(2, len(cols), j + 1)
-        ax.imshow(examples[g][i], cmap="gray", vmin=0, vmax=255)
+        ax = fig.add_subplot(gs[0, j])
+        ax.imshow(examples[g][i], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title({"real": "real (pydicom A4C)", "v1": "phantom v1", "v2": "phantom v2"}[g], fontsize=9)
         ax.axis("off")
-    ax = fig.add_subplot(2, 3, 4)
+    ax = fig.add_subplot(gs[1, :3])
     x = np.arange(32) * 8 + 4
     for g, c in (("real", "k"), ("v1", "tab:blue"), ("v2", "tab:red")):
-        ax.plot(x, groups[g]["hist"], c, label=g)
+        ax.plot(x, groups[g]["hist"], c, label=f"{g} ({groups[g]['n_frames']} frames)")
     ax.set_xlabel("grey level inside the sector")
-    ax.set_ylabel("fraction")
+    ax.set_ylabel("fraction of sector pixels")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    ax.set_title("intensity histogram", fontsize=9)
-    ax = fig.add_subplot(2, 3, (5, 6))
+    ax.set_title("intensity histogram inside the sector", fontsize=9)
+    ax = fig.add_subplot(gs[1, 3:])
     ax.axis("off")
     rows = [[lab, f"{groups['real'][k]:.3g}", f"{groups['v1'][k]:.3g}", f"{groups['v2'][k]:.3g}",
-             f"{groups['v2'][k] / groups['real'][k]:.2f}"] for k, lab in METRICS]
-    t = ax.table(cellText=rows, colLabels=["metric", "real", "v1", "v2", "v2/real"], loc="center",
-                 colWidths=[0.46, 0.13, 0.13, 0.13, 0.13])
+             f"{groups['v1'][k] / groups['real'][k]:.2f}", f"{groups['v2'][k] / groups['real'][k]:.2f}"]
+            for k, lab in METRICS]
+    t = ax.table(cellText=rows, colLabels=["metric", "real", "v1", "v2", "v1/real", "v2/real"], loc="center",
+                 colWidths=[0.4, 0.12, 0.12, 0.12, 0.12, 0.12])
     t.auto_set_font_size(False)
     t.set_fontsize(8)
-    t.scale(1, 1.15)
-    fig.suptitle("Real apical 4-chamber echo vs phantom v1 vs phantom v2 (112x112, stats: bench/sim_realism.py)",
-                 fontsize=10)
-    fig.tight_layout()
+    t.scale(1, 1.2)
+    for r, (k, _) in enumerate(METRICS, start=1):
+        ok = abs(groups["v2"][k] / groups["real"][k] - 1) <= 0.25
+        t[r, 5].set_facecolor("#d8f0d8" if ok else "#f6d5d5")
+    fig.suptitle("Real apical 4-chamber echo vs phantom v1 vs phantom v2 at 112x112 (bench/sim_realism.py; "
+                 "green: v2 within 25 % of real)", fontsize=10)
     fig.savefig(path, dpi=90)
 
 

@@ -125,6 +125,7 @@ def test_variety():
     assert wall.min() < 0.8 and wall.max() > 1.5
     assert np.ptp([h.half_angle for h in hs]) > np.deg2rad(8) and np.ptp([h.radius * h.cm_per_px for h in hs]) > 4
     assert any(h.p["fore"] < 0.9 for h in hs) and any(h.p["bulge"] > 0 for h in hs)
+    assert 0.1 < np.mean([h.p["zoom"] for h in hs]) < 0.3 and min(h.probe[1] for h in hs) < -10
 
 
 def test_ef_distribution_is_broad():

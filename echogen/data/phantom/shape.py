@@ -167,11 +167,10 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     n_frames = int(np.clip(round(dur * fps), 80, 230))
     n_frames = max(n_frames, int(np.ceil((60.0 / hr + 0.6) * fps)) + 2)
     # acquisition: depth, sector, probe
-    depth_cm = rng.uniform(14.0, 20.0)
-    radius = rng.uniform(100.0, 122.0)
-    cm_px = depth_cm / radius
+    zoom = rng.random() < 0.2           # zoomed / shifted display: the sector apex above the frame
+    radius = rng.uniform(118.0, 140.0) if zoom else rng.uniform(100.0, 122.0)
     half_angle = np.deg2rad(rng.uniform(36.0, 48.0))
-    probe = (56.0 + rng.uniform(-5.0, 5.0), rng.uniform(-5.0, 3.0))
+    probe = (56.0 + rng.uniform(-5.0, 5.0), rng.uniform(-22.0, -8.0) if zoom else rng.uniform(-5.0, 3.0))
     rot = np.deg2rad(rng.uniform(-6.0, 6.0))
     # LV size (cm) by phenotype
     if phen == "dilated":
@@ -183,6 +182,10 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     else:
         L_cm, D_cm, wall_cm = rng.uniform(7.0, 9.3), rng.uniform(4.0, 5.3), rng.uniform(0.75, 1.1)
     fore = rng.uniform(0.78, 1.0) if rng.random() < 0.4 else 1.0   # apical foreshortening
+    # depth set by the sonographer to fit the heart (apex depth + LV + atria + a margin), 12-22 cm
+    apex_cm = rng.uniform(1.2, 3.5)
+    depth_cm = float(np.clip(apex_cm + L_cm * fore + 4.5 + rng.uniform(0.0, 3.5), 12.0, 22.0))
+    cm_px = depth_cm / radius
     L_ed = L_cm * fore / cm_px
     W = 0.5 * D_cm / cm_px
     widest = rng.uniform(0.5, 0.72)
@@ -203,16 +206,16 @@ def sample_heart2(rng: np.random.Generator) -> Heart2:
     long_share = rng.uniform(0.35, 0.65) * (0.6 if pattern in ("lad", "apical") else 1.0)
     k, kL = _solve_k(L_ed, ws, wl, m_s, m_l, ef, long_share)
     # placement: apex near the sector axis, 1.2-3.5 cm deep, base down and to the right
-    depth_apex = rng.uniform(1.2, 3.5) / cm_px
+    depth_apex = apex_cm / cm_px
     ax = np.array([np.sin(rot), np.cos(rot)])
-    apex = np.array(probe) + depth_apex * ax + np.array([rng.uniform(-4.0, 9.0), 0.0])
-    tilt = rot + np.deg2rad(rng.uniform(0.0, 20.0))
+    apex = np.array(probe) + depth_apex * ax + np.array([rng.uniform(-6.0, 5.0), 0.0])
+    tilt = rot + np.deg2rad(rng.uniform(-3.0, 15.0))
     wall = wall_cm / cm_px
     p = {
         "pattern": pattern, "fore": fore, "bulge": bulge, "ws_raw": ws_raw,
         "t_lat": wall * rng.uniform(0.9, 1.1), "t_sep": wall * rng.uniform(0.95, 1.25),
         "t_apex": wall * rng.uniform(0.8, 1.0) * (1.5 if fore < 1.0 else 1.0),
-        "depth_cm": depth_cm,
+        "depth_cm": depth_cm, "zoom": zoom,
         # RV: starts part-way down the septum, crescent following it
         "rv_start": rng.uniform(0.1, 0.35) * (0.6 if rng.random() < 0.25 else 1.0),
         "rv_width": rng.uniform(1.1, 1.9) / cm_px * (1.35 if rng.random() < 0.2 else 1.0),
@@ -321,8 +324,10 @@ def chambers(h: Heart2, n_pts: int = 64) -> dict:
     s_ra, c_ra, hs_ra, hl_ra = atrium(s1, p["ra_len"], rv_c1, -0.1 * p["ra_w"], float(w_rv[-1]), p["ra_w"], 0.08)
     # keep the interatrial septum: RA's LV-side edge stays t_ias off the LA's septal edge
     la_sep_at_ra = np.interp(s_ra, s_la, c_la - hs_la, left=-1e3, right=-1e3)
-    ra_right = np.minimum(c_ra + hl_ra, np.where(la_sep_at_ra > -1e3, la_sep_at_ra - p["t_ias"], c_ra + hl_ra))
-    ra_right = np.where(s_ra < L + 1.0, np.minimum(ra_right, n_sep[-1]), ra_right)
+    lim_la = np.where(la_sep_at_ra > -1e3, la_sep_at_ra - p["t_ias"], c_ra + hl_ra)
+    # at the crux the RA stays on the RV side of the septum, then widens smoothly toward the LA
+    lim = n_sep[-1] + (np.maximum(lim_la, n_sep[-1]) - n_sep[-1]) * smoothstep((s_ra - L) / (0.12 * L))
+    ra_right = np.minimum(np.minimum(c_ra + hl_ra, lim), lim_la)
     la = np.concatenate([to_xy(s_la, c_la + hl_la), to_xy(s_la[::-1], (c_la - hs_la)[::-1])])
     ra = np.concatenate([to_xy(s_ra, ra_right), to_xy(s_ra[::-1], (c_ra - hs_ra)[::-1])])
     hinges = {"mv_septal": A + L * u - ann * v, "mv_lateral": A + L * u + ann * v,
@@ -356,6 +361,7 @@ def inverse_map(h: Heart2, s: np.ndarray, n: np.ndarray, c: float, s_bottom: flo
         s_rv, n_free, w_rv = rv
         nf = np.interp(s_ed, s_rv, n_free, left=np.nan, right=np.nan)
         wr = np.interp(s_ed, s_rv, w_rv, left=0.0, right=0.0)
-        d = h.p["rv_squeeze"] * c * wr * np.exp(-((n_ed - np.nan_to_num(nf, nan=-1e4)) / np.maximum(wr * 1.2, 1.0)) ** 2)
+        gap = (n_ed - np.nan_to_num(nf, nan=-1e4)) / np.maximum(wr * 1.2, 1.0)
+        d = h.p["rv_squeeze"] * c * wr * np.exp(-gap ** 2)
         n_ed = n_ed - d
     return s_ed, n_ed

@@ -31,6 +31,11 @@ def _to_canvas(xy) -> np.ndarray:
     return (np.asarray(xy, np.float64) + PAD) * SCALE
 
 
+def _pt16(xy) -> tuple:
+    """Screen point -> canvas point in cv2 fixed point (shift=4)."""
+    return tuple(int(x) for x in np.round(_to_canvas(xy) * 16))
+
+
 def _fill(mask: np.ndarray, poly: np.ndarray, val=1) -> None:
     pts = np.round(_to_canvas(poly) * 16).astype(np.int32)
     cv2.fillPoly(mask, [pts], val, lineType=cv2.LINE_8, shift=4)
@@ -44,37 +49,40 @@ def _field(rng, shape, sigma: float) -> np.ndarray:
 def sample_probe(rng: np.random.Generator, h: Heart2) -> dict:
     """Image-formation settings (beam PSF, gain, dynamic range, TGC, noise, clutter, shadows)."""
     return {
-        "psf_ax": rng.uniform(0.6, 1.1),            # axial PSF sigma (beam-grid samples)
-        "psf_lat": rng.uniform(1.1, 1.9),           # lateral sigma at focus (beams)
-        "psf_lat_far": rng.uniform(1.6, 2.7),       # away from focus
-        "focus": rng.uniform(0.35, 0.7),            # focal depth (fraction of the sector radius)
-        "atten": rng.uniform(0.3, 1.0),             # round-trip attenuation over the sector (nepers)
-        "tgc": rng.uniform(0.35, 0.8),              # fraction of the attenuation TGC compensates
-        "tgc_wiggle": rng.normal(0.0, 0.12, size=4),
-        "gain_db": rng.uniform(-5.0, 5.0),
-        "myo_grey": rng.uniform(0.26, 0.4),
-        "dr_db": rng.uniform(60.0, 80.0),
+        "psf_ax": rng.uniform(0.55, 1.0),        # axial PSF sigma (beam-grid samples)
+        "psf_lat": rng.uniform(0.8, 1.4),        # lateral sigma at focus (beams)
+        "psf_lat_far": rng.uniform(1.2, 2.0),    # away from focus
+        "focus": rng.uniform(0.35, 0.7),         # focal depth (fraction of the sector radius)
+        "atten": rng.uniform(0.2, 0.8),          # round-trip attenuation over the sector (nepers)
+        "tgc": rng.uniform(0.5, 0.95),           # fraction of the attenuation TGC compensates
+        "tgc_wiggle": rng.normal(0.0, 0.12, size=4),  # TGC slider unevenness (Legendre coefficients)
+        "near_tgc": rng.uniform(0.2, 0.6),       # near-field gain turned down
+        "gain_db": rng.uniform(-4.0, 4.0),
+        "myo_grey": rng.uniform(0.21, 0.30),     # display level of myocardium (before gain)
+        "dr_db": rng.uniform(70.0, 90.0),        # dynamic range
         "reject": rng.uniform(0.0, 0.03),
-        "gamma": rng.uniform(1.0, 1.4),
-        "noise_db": rng.uniform(-32.0, -24.0),      # electronic noise re myocardium
-        "near": rng.uniform(0.15, 0.7),              # near-field clutter amplitude
+        "black": rng.uniform(0.0, 0.008),        # grey-map black level
+        "gamma": rng.uniform(0.9, 1.25),         # grey-map gamma
+        "noise_db": rng.uniform(-42.0, -32.0),   # electronic noise re myocardium
+        "near": rng.uniform(0.04, 0.25),         # near-field clutter amplitude
         "near_depth": rng.uniform(0.5, 1.5) / h.cm_per_px,
-        "haze": rng.uniform(0.1, 0.6),             # apical haze in the LV apex
-        "reverb": rng.uniform(0.0, 0.35),
-        "lat_fall": rng.uniform(0.2, 0.6),
-        "dropout": rng.uniform(0.3, 0.95),         # lateral-wall dropout strength
-        "dropout_at": rng.uniform(0.25, 0.85),
-        "specular": rng.uniform(0.3, 0.8),
-        "septum": rng.uniform(1.1, 1.7),           # septum brighter than the free walls
-        "blood": rng.uniform(0.02, 0.06),
-        "outside": rng.uniform(0.03, 0.12),
+        "haze": rng.uniform(0.1, 0.6),           # apical haze in the LV apex
+        "reverb": rng.uniform(0.0, 0.25),        # reverberation bands
+        "lat_fall": rng.uniform(0.2, 0.6),       # brightness fall-off toward the sector edges
+        "dropout": rng.uniform(0.3, 0.95),       # lateral-wall dropout strength
+        "dropout_at": rng.uniform(0.25, 0.85),   # ... and its level along the wall
+        "specular": rng.uniform(0.3, 0.8),       # weight of the wall-beam angle dependence
+        "septum": rng.uniform(1.1, 1.7),         # septum brighter than the free walls
+        "blood": rng.uniform(0.02, 0.07),
+        "outside": rng.uniform(0.04, 0.12),      # tissue around the heart
         "rib": rng.random() < 0.3, "rib_side": rng.choice([-1.0, 1.0]), "rib_w": rng.uniform(0.06, 0.2),
         "rib_gain": rng.uniform(0.15, 0.5),
         "lung": rng.random() < 0.35, "lung_w": rng.uniform(0.05, 0.2),
-        "peri": rng.uniform(1.6, 3.5),
-        "smooth": rng.uniform(1.0, 1.7),
-        "compound": rng.uniform(0.5, 1.0),         # weight of the second (independent) speckle set            # scanner speckle reduction (display blur)
-        "leaflet": rng.uniform(0.8, 2.0), "leaflet_w": rng.uniform(1.5, 3.2),
+        "peri": rng.uniform(1.6, 3.5),           # pericardium brightness
+        "smooth": rng.uniform(1.1, 1.9),         # scanner speckle reduction (display blur, beams)
+        "compound": rng.uniform(0.5, 1.0),       # weight of the second (independent) speckle set
+        "screen_blur": rng.uniform(0.2, 0.8),    # resampling blur of the exported frame (px)
+        "leaflet": rng.uniform(0.5, 1.4), "leaflet_w": rng.uniform(1.5, 3.2),
     }
 
 
@@ -114,7 +122,8 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
     peri_w = (0.12 + 0.2 * (n > 0) + 0.45 * (s > L + 4)) / h.cm_per_px
     peri = q["peri"] * np.exp(0.3 * lf2) * (0.35 + 0.35 * (n > 0) + 0.8 * (s > L + 4))
     # myocardium: heterogeneous, septum a little brighter, specular angle dependence, lateral dropout
-    e_m = np.exp(0.4 * lf + 0.3 * lf2 + 0.12 * lf3) * np.where((n < 0) & (n > sep_n - p["t_sep"] - 1.0), q["septum"], 1.0)
+    septum = (n < 0) & (n > sep_n - p["t_sep"] - 1.0)
+    e_m = np.exp(0.4 * lf + 0.3 * lf2 + 0.12 * lf3) * np.where(septum, q["septum"], 1.0)
     sm = cv2.GaussianBlur(heart.astype(np.float32), (0, 0), 3.0 * SCALE)
     gy, gx = np.gradient(sm)
     gn = np.sqrt(gx * gx + gy * gy) + 1e-6
@@ -124,8 +133,9 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
     e_m = e_m * (1.0 - q["specular"] + q["specular"] * (0.25 + 1.2 * cos ** 2))
     # posterior band behind the atria (pericardium, AV groove, descending aorta region): broad, bright
     sb = ch["s_bottom"]
-    band = np.exp(-((s - sb - 0.3 / h.cm_per_px) / (0.55 / h.cm_per_px)) ** 2) * (np.abs(n + 0.2 * h.L_ed) < 0.9 * h.L_ed)
-    e = np.maximum(e, q["peri"] * 0.7 * np.exp(0.4 * lf2 + 0.3 * lf) * band)
+    band = (np.exp(-((s - sb - 0.3 / h.cm_per_px) / (0.55 / h.cm_per_px)) ** 2)
+            * (np.abs(n + 0.2 * h.L_ed) < 0.9 * h.L_ed))
+    e = np.maximum(e, q["peri"] * 1.1 * np.exp(0.4 * lf2 + 0.3 * lf) * band)
     # pericardium: specular, bright where the beam meets it head-on (behind the atria, at the apex)
     peri = peri * (0.15 + 1.1 * cos ** 2)
     e = np.where(out_d < peri_w, np.maximum(e, peri * np.exp(-out_d / (0.6 * peri_w + 0.5))), e)
@@ -144,33 +154,34 @@ def echogenicity(h: Heart2, q: dict, rng: np.random.Generator, ch: dict) -> np.n
         edge = float(np.interp(sg, SIG, wl if side > 0 else ws))
         c_xy = np.asarray(h.apex) + sg * L * h.u + side * (edge - 0.45 * wd) * h.v
         ang = np.degrees(np.arctan2(h.u[1], h.u[0])) + side * 8.0
-        cv2.ellipse(e, tuple(int(x) for x in np.round(_to_canvas(c_xy) * 16)),
+        cv2.ellipse(e, _pt16(c_xy),
                     (int(ln * SCALE * 8), int(wd * SCALE * 8)), ang, 0, 360, float(0.9), -1, cv2.LINE_AA, 4)
-    n_tr = int(6 + 20 * p["trab"])
+    n_tr = int(3 + 10 * p["trab"])
     for _ in range(n_tr):
         sg = rng.uniform(0.05, 0.7)
         side = 1.0 if rng.random() < 0.7 else -1.0
         edge = float(np.interp(sg, SIG, wl if side > 0 else ws))
         a = np.asarray(h.apex) + sg * L * h.u + side * edge * h.v
         b = a - side * rng.uniform(0.15, 0.45) / h.cm_per_px * h.v + rng.normal(0, 1.0) * h.u
-        cv2.line(e, tuple(int(x) for x in np.round(_to_canvas(a) * 16)), tuple(int(x) for x in np.round(_to_canvas(b) * 16)),
-                 float(rng.uniform(0.4, 0.9)), max(1, int(rng.uniform(0.8, 1.8) * SCALE)), cv2.LINE_AA, 4)
-    # RV: moderator band and apical trabeculation
+        cv2.line(e, _pt16(a), _pt16(b),
+                 float(rng.uniform(0.2, 0.5)), max(1, int(rng.uniform(0.8, 1.8) * SCALE)), cv2.LINE_AA, 4)
+    # RV moderator band
     s_rv, n_free, w_rv = ch["rv_free"]
     if p["moderator"]:
         j = int(len(s_rv) * 0.45)
         a = np.asarray(h.apex) + s_rv[j] * h.u + (n_free[j] + 2 * w_rv[j]) * h.v
         b = np.asarray(h.apex) + s_rv[j] * h.u + n_free[j] * h.v
-        cv2.line(e, tuple(int(x) for x in np.round(_to_canvas(a) * 16)), tuple(int(x) for x in np.round(_to_canvas(b) * 16)),
-                 1.1, max(2, int(0.3 / h.cm_per_px * SCALE)), cv2.LINE_AA, 4)
+        cv2.line(e, _pt16(a), _pt16(b),
+                 float(rng.uniform(0.5, 1.0)), max(2, int(rng.uniform(0.12, 0.3) / h.cm_per_px * SCALE)),
+                 cv2.LINE_AA, 4)
     # fibrous annuli (bright), AV-groove fat lateral to the mitral annulus
     for name, pt in ch["hinges"].items():
-        cv2.circle(e, tuple(int(x) for x in np.round(_to_canvas(pt) * 16)), int(0.25 / h.cm_per_px * SCALE * 16),
+        cv2.circle(e, _pt16(pt), int(0.25 / h.cm_per_px * SCALE * 16),
                    float(rng.uniform(1.5, 3.0)), -1, cv2.LINE_AA, 4)
     fat = ch["hinges"]["mv_lateral"] + (p["t_lat"] + 0.3 / h.cm_per_px) * h.v
-    cv2.circle(e, tuple(int(x) for x in np.round(_to_canvas(fat) * 16)), int(0.5 / h.cm_per_px * SCALE * 16),
+    cv2.circle(e, _pt16(fat), int(0.5 / h.cm_per_px * SCALE * 16),
                float(rng.uniform(1.2, 2.2)), -1, cv2.LINE_AA, 4)
-    return cv2.GaussianBlur(e, (0, 0), 0.7)
+    return cv2.GaussianBlur(e, (0, 0), 1.6)  # soft tissue boundaries
 
 
 class Scene2:
@@ -210,6 +221,7 @@ class Scene2:
         self.att = cv2.GaussianBlur(att.astype(np.float32), (0, 0), 2.0)
         wig = np.polynomial.legendre.legval(2 * depth - 1, np.concatenate([[0.0], q["tgc_wiggle"]]))
         self.tgc = (np.exp(q["tgc"] * q["atten"] * depth + wig)[:, None]
+                    * (1.0 - q["near_tgc"] * np.exp(-depth / 0.2))[:, None]
                     * (1.0 - q["lat_fall"] * np.abs(thn) ** 3)[None, :]).astype(np.float32)
         # depth-dependent lateral PSF: blend of a narrow (focus) and a wide blur
         self.k_near = np.float32(np.sqrt(4 * np.pi * q["psf_lat"] * q["psf_ax"]))  # keeps speckle power
@@ -274,7 +286,8 @@ class Scene2:
                 bend = np.array([-d[1], d[0]]) * 0.08 * length * width * (1 if side > 0 else -1)
                 pts = np.array([pt + d * length * width * f + bend * np.sin(np.pi * f) for f in (0, 0.33, 0.66, 1.0)])
                 pp = np.round(self._polar(pts) * 16).astype(np.int32)
-                cv2.polylines(layer, [pp], False, float(q["leaflet"]), max(1, int(round(q["leaflet_w"]))), cv2.LINE_AA, 4)
+                cv2.polylines(layer, [pp], False, float(q["leaflet"]), max(1, int(round(q["leaflet_w"]))),
+                              cv2.LINE_AA, 4)
         return layer
 
     def frame(self, t: float, noise_rng: np.random.Generator) -> np.ndarray:
@@ -302,10 +315,13 @@ class Scene2:
         db = 20.0 * np.log10(env + 1e-6)
         disp = np.clip(self.g_myo + db / q["dr_db"], 0.0, 1.0)
         disp = np.clip((disp - q["reject"]) / (1.0 - q["reject"]), 0.0, 1.0) ** q["gamma"]
+        disp = q["black"] + (1.0 - q["black"]) * disp   # grey-map black level
         if q["smooth"] > 0.2:
             disp = cv2.GaussianBlur(disp, (0, 0), q["smooth"], sigmaY=0.5 * q["smooth"])
         img = cv2.remap(disp.astype(np.float32), self.map_b, self.map_r, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if q["screen_blur"] > 0.3:  # resampling of the exported frame (real frames are downsized too)
+            img = cv2.GaussianBlur(img, (0, 0), q["screen_blur"])
         return img * self.sector
 
     def render(self, noise_rng: np.random.Generator) -> np.ndarray:
