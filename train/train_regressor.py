@@ -67,6 +67,10 @@ p.add_argument("--test-videos", type=int, default=None, help="use only the first
 p.add_argument("--augment", default="wide",
                help="domain randomisation (echogen.data.augment): wide (default: appearance, geometry, frame rate, clip "
                     "length, palette / JPEG exports) | mild (the old gain / shift / noise) | off")
+p.add_argument("--init-from", default=None, help="a weights bundle (or regressor .safetensors): a fresh run "
+               "fine-tunes its regressor (same preset and pixel statistics); ignored on resume")
+p.add_argument("--commit-moments", default=None, choices=["bf16", "fp16"], help="store Adam's moments in this "
+               "precision in the checkpoint (for a checkpoint that is committed: half the size)")
 p.add_argument("--no-augment", action="store_true", help="same as --augment off")
 p.add_argument("--trained-on", default=None, help="what the data is, for the readouts (default: from the dataset)")
 p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -106,6 +110,9 @@ if resume and dist.main:
     if ck_meta.get("preset") != args.preset:
         raise SystemExit(f"error: {run} holds a '{ck_meta.get('preset')}' run; --preset {args.preset} differs "
                          "(use another --out)")
+elif not resume and args.init_from:   # fine-tune a bundle's regressor: its config (and pixel statistics) too
+    init_model, cfg = load_regressor(args.init_from)
+    state = {"step": 0, "seen": 0, "best_val_mae": None, "best_step": None}
 elif not resume:
     cfg = get_regressor_preset(args.preset)
     state = {"step": 0, "seen": 0, "best_val_mae": None, "best_step": None}
@@ -114,7 +121,7 @@ else:
 batch = args.batch or DEFAULTS.get(args.preset, (8, 4000))[0]
 steps = args.steps or DEFAULTS.get(args.preset, (8, 4000))[1]
 
-if not resume and dist.main:
+if not resume and dist.main and not args.init_from:
     # Pixel mean / std of (up to) 32 TRAIN videos: the network normalises its input with them (EchoNet).
     rows = [r for r in EchoNetDataset(args.data, "TRAIN", max_videos=args.max_videos).videos()][:32]
     acc = np.zeros(3)
@@ -134,6 +141,11 @@ torch.manual_seed(args.seed)  # same initial weights on every rank
 model = EFRegressor(cfg).to(dist.device)
 ema = EMA(model, half_life=args.ema_half_life) if args.ema_half_life > 0 else None
 opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+if not resume and args.init_from and dist.main:
+    model.load_state_dict(init_model.state_dict())
+    if ema is not None:
+        ema.model.load_state_dict(init_model.state_dict())
+    log(f"initialised from the regressor of {args.init_from}")
 if resume and dist.main:
     # ckpt.safetensors: model.*, ema.*, and Adam's state flattened as optim.p{index}.{exp_avg|exp_avg_sq|step}
     load_state_strict(model, {k[6:]: v for k, v in ck_tensors.items() if k.startswith("model.")}, str(ckpt_path))
@@ -142,7 +154,8 @@ if resume and dist.main:
         load_state_strict(ema.model, ema_t or model.state_dict(), str(ckpt_path))
     params = list(model.parameters())
     for i, prm in enumerate(params):
-        st = {k.split(".")[-1]: v.to(dist.device) for k, v in ck_tensors.items() if k.startswith(f"optim.p{i}.")}
+        st = {k.split(".")[-1]: v.to(dist.device, prm.dtype) if v.ndim else v
+              for k, v in ck_tensors.items() if k.startswith(f"optim.p{i}.")}
         if st:
             st["step"] = st["step"].cpu()
             opt.state[prm] = st
@@ -215,7 +228,9 @@ def save_checkpoint():
         tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
     for i, prm in enumerate(model.parameters()):
         for k, v in opt.state.get(prm, {}).items():
-            tensors[f"optim.p{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+            v = v if torch.is_tensor(v) else torch.tensor(v)
+            half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.commit_moments)
+            tensors[f"optim.p{i}.{k}"] = v.to(half) if half is not None and v.is_floating_point() and v.ndim else v
     save_tensors(ckpt_path, tensors, "regressor_checkpoint", cfg.to_dict(), preset=args.preset,
                  train_state=json.dumps(state))
     tmp = state_path.with_suffix(".json.tmp")

@@ -35,7 +35,7 @@ from echogen.diffusion.cascade import build_denoiser
 from echogen.diffusion.stage import lowres_input, previous_stage, sample_stage, sampling_settings, stage_condition
 from echogen.diffusion.training import EMA, stage_loss
 from echogen.rng import mix_seed, step_generator
-from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
+from echogen.weights.checkpoint import init_from_bundle, load_checkpoint, save_checkpoint
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", required=True, help="EchoNet-format dataset root (FileList.csv, Videos/)")
@@ -59,6 +59,10 @@ p.add_argument("--ckpt-every", type=int, default=500)
 p.add_argument("--sample-every", type=int, default=2000)
 p.add_argument("--log-every", type=int, default=50)
 p.add_argument("--bundle", default=None, help="also export the EMA weights into this weights bundle")
+p.add_argument("--init-from", default=None, help="a weights bundle: a fresh run starts from its weights for this "
+               "stage (fine-tuning, e.g. on new data); ignored when the run resumes from its own checkpoint")
+p.add_argument("--commit-moments", default=None, choices=["bf16", "fp16"], help="store Adam's moments in this "
+               "precision in the checkpoint (for a checkpoint that is committed: half the size)")
 p.add_argument("--device", default=None)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -101,6 +105,8 @@ model = build_denoiser(stage, cascade.diffusion).to(dist.device)
 ema = EMA(model, half_life=args.ema_half_life)
 opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
 state = (load_checkpoint(run, model, ema.model, opt) if dist.main else None) or {"step": 0, "seen": 0}
+if args.init_from and dist.main and not state["step"]:
+    log(f"initialised from {init_from_bundle(args.init_from, stage.name, model.net, ema.model.net)}")
 state = distributed.broadcast_training_state(dist, model, ema.model, opt, state)  # rank 0's, on every rank
 torch.manual_seed(mix_seed(args.seed, dist.rank, state["step"]))  # any dropout: its own masks on each rank
 if state["step"]:
@@ -213,7 +219,8 @@ while state["step"] < args.steps:
     # all ranks must stop together: rank-average the flag
     out_of_time = bool(args.minutes) and distributed.all_mean(float((time.time() - t_start) / 60 > args.minutes), dist) > 0
     if dist.main and (step % args.ckpt_every == 0 or step == args.steps or out_of_time):
-        save_checkpoint(run, model, ema.model, opt, state, cascade.to_dict())
+        save_checkpoint(run, model, ema.model, opt, state, cascade.to_dict(),
+                        moments_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.commit_moments))
         plot_loss()
         export()
     if dist.main and args.sample_every and (step % args.sample_every == 0 or step == args.steps):
