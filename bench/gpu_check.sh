@@ -46,7 +46,7 @@ bench() {  # bench LIMIT PRESET PRECISION [extra args]
 # 0. the presets are the trained networks (parameter counts and cross-attention levels; seconds, CPU)
 step 60 presets $PY - "$PARTS/presets.json" <<'PYEOF'
 import json, sys
-from echogen.cascade import build_denoiser
+from echogen.diffusion.cascade import build_denoiser
 from echogen.config import get_preset
 want = {"1SCM": [18743800], "2SCM": [19039360, 28060090], "4SCM": [19039360, 28060090, 28060090, 19803409]}
 out = {}

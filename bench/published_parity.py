@@ -12,7 +12,7 @@ diffusion/configs/1SCM.yaml, 2SCM.yaml or 4SCM_v2.yaml):
    build_authors_way), randomises the EMA weights (seeded; so no layer is a no-op) and saves
    OUT/merged.pt with ImagenTrainer.save, the published layout (hundreds of MB: keep OUT outside the repo);
    OUT/config.yaml is the config, copied;
-2. converts it with echogen.convert (`python -m echogen convert` does the same) into OUT/bundle;
+2. converts it with echogen.weights.convert (`python -m echogen convert` does the same) into OUT/bundle;
 3. per stage, feeds the fork's preconditioned denoiser and EchoGen's the same inputs: sigma 5.0 and 0.3 in
    one batch (per-sample), EF 62 % and 35 %, a grey frame (given to the fork as 3 equal RGB channels), for
    SR stages a low-res video at noise level 0.2; guidance 1 and 5 (5 also with dynamic thresholding at
@@ -29,7 +29,6 @@ import argparse
 import importlib.util
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -60,7 +59,6 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT))
     fx = _fixtures_module()
     report = {"config": Path(a.config).name, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
@@ -80,9 +78,9 @@ def main(argv=None) -> int:
     report["build_save_s"] = round(time.time() - t0, 1)
     print(json.dumps({k: report[k] for k in ("fork_params", "fork_cross_attn_levels", "merged_pt_MB")}))
 
-    from echogen.cascade import Cascade
-    from echogen.convert import convert_imagen_checkpoint
-    from echogen.samplers import GuidedDenoiser
+    from echogen.diffusion.cascade import Cascade
+    from echogen.weights.convert import convert_imagen_checkpoint
+    from echogen.diffusion.guidance import GuidedDenoiser
     t0 = time.time()
     if not (a.reuse and (out / "bundle" / "manifest.json").is_file()):
         man = convert_imagen_checkpoint(ck, cpath, out / "bundle")
