@@ -56,7 +56,7 @@ def _patch_t5():
 # A tiny cascade written as the authors wrote theirs (diffusion/configs/2SCM.yaml's keys, tiny values) and
 # built as their scripts build it: OmegaConf.load, Unet3D(**v, lowres_cond=i > 0). Through OmegaConf,
 # `layer_cross_attns: [False, True]` gives unets 1 and 2 cross-attention at BOTH levels (the published
-# networks' quirk, echogen/convert.py); unet 3 (`False`) has none, like 4SCM's last stage.
+# networks' quirk, echogen/weights/convert.py); unet 3 (`False`) has none, like 4SCM's last stage.
 TINY_YAML = """\
 unets:
   unet1: # base, non memory-efficient, bottleneck attention

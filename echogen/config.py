@@ -139,7 +139,7 @@ def _imagen_options(lowres: bool, cross=(True, True, True), attend: bool = True,
     attention at the bottleneck when `attend`, 8 heads x 64, 3-channel (grey RGB) videos.
     Cross-attention: the configs say `layer_cross_attns: [False, False, True]`, but the authors built the
     networks from OmegaConf, whose list reaches Unet3D's cast_tuple as one (truthy) value per level: the
-    trained networks have EF cross-attention at every level (echogen/convert.py, authors_unet_kwargs);
+    trained networks have EF cross-attention at every level (echogen/weights/convert.py, authors_unet_kwargs);
     4SCM's spatial stage (`layer_cross_attns: False`) has none."""
     return dict(dim=64, dim_mults=[1, 2, 4], num_resnet_blocks=2, layer_cross_attns=list(cross),
                 attend_at_middle=attend, memory_efficient=me, lowres_cond=lowres, channels=3, cond_images_channels=3,

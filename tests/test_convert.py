@@ -350,6 +350,10 @@ def test_presets_match_published_configs(name):
     got, _ = cascade_from_config(cfg)
     want = get_preset(name)
     assert got.name == name
+    # the trained networks (issue 20): the configs' [False, False, True] gave EF cross-attention at every level
+    every, none = [True] * 3, [False] * 3
+    assert [list(s.network_options["layer_cross_attns"]) for s in got.stages] == \
+        {"1SCM": [every], "2SCM": [every] * 2, "4SCM": [every] * 3 + [none]}[name]
     for a, b in zip(got.stages, want.stages):
         da, db = a.__dict__.copy(), b.__dict__.copy()
         for d in (da, db):   # training-only choices of EchoGen's preset
