@@ -180,6 +180,21 @@ def test_every_list_option_resolves_as_the_authors_code_built_it(imagen_fix):
             "resnet_groups", "num_resnet_blocks", "temporal_strides"} <= seen
 
 
+def test_options_a_config_leaves_out_take_unet3d_defaults(imagen_fix):
+    """Unet3D's defaults (not EchoGen's published-network defaults): 4 levels, 1 resnet block, cross-attention
+    everywhere, 256 text tokens; no image conditioning is refused."""
+    _, meta = imagen_fix
+    cfg = _probe_config(meta, "dim", 8)
+    for k in ("dim_mults", "num_resnet_blocks", "layer_cross_attns", "max_text_len"):
+        del cfg["unets"]["unet1"][k]
+    o = cascade_from_config(cfg)[0].stages[0].network_options
+    assert (o["dim_mults"], o["num_resnet_blocks"], o["layer_cross_attns"], o["max_text_len"]) == \
+        ([1, 2, 4, 8], 1, [True] * 4, 256)
+    del cfg["unets"]["unet1"]["cond_images_channels"]
+    with pytest.raises(WeightsError, match="cond_images_channels"):
+        cascade_from_config(cfg)
+
+
 def test_imagen_sample_parity(imagen_fix, converted):
     """3 deterministic Heun steps (S_churn 0) of the base stage, guidance 5, dynamic thresholding."""
     t, meta = imagen_fix

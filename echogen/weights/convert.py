@@ -59,6 +59,13 @@ LIST_ITERATED = {"dim_mults", "init_cross_embed_kernel_sizes", "cross_embed_down
 LIST_UNUSED = {"layer_attns_depth", "ff_mult"}
 #   everything else (num_resnet_blocks, resnet_groups, temporal_strides, attn_heads, attn_dim_head, ...):
 #   the authors' Unet3D raises a TypeError for a list, so no checkpoint can have been trained with one.
+# Unet3D's own defaults (imagen-pytorch 1.22.2 / the fork) for the options that shape the network: an option
+# a config leaves out takes these, not Imagen3DOptions' (which describe the published networks)
+UNET3D_DEFAULTS = dict(dim_mults=[1, 2, 4, 8], num_resnet_blocks=1, layer_cross_attns=True, attend_at_middle=True,
+                       memory_efficient=False, max_text_len=256, cond_images_channels=0, attn_heads=8,
+                       attn_dim_head=64, resnet_groups=8, num_time_tokens=2, learned_sinu_pos_emb_dim=16,
+                       attn_pool_num_latents=32, init_cross_embed_kernel_sizes=[3, 7, 15], time_rel_pos_bias_depth=2,
+                       final_conv_kernel_size=3)
 STAGE_NAMES = {1: ["base"], 2: ["base", "spatiotemporal"], 4: ["base", "temporal1", "temporal2", "spatial"]}
 PAPER_NAMES = {(112,): "1SCM", (56, 112): "2SCM", (56, 56, 56, 112): "4SCM"}
 
@@ -135,7 +142,10 @@ def authors_unet_kwargs(u: dict, index: int) -> tuple[dict, list[str]]:
     """The Unet3D options of one `unets.unetN` section as the authors' scripts pass them (OmegaConf
     lists; see LIST_AT_EVERY_LEVEL above): (options with every list resolved, notes on what changed)."""
     out, notes = {}, []
-    levels = len(u.get("dim_mults", (1, 2, 4, 8)))      # Unet3D's default dim_mults has 4 levels
+    if "dim" not in u:
+        raise WeightsError(f"config: unet{index + 1} has no dim (Unet3D requires it)")
+    u = {**UNET3D_DEFAULTS, **u}
+    levels = len(u["dim_mults"])
     for k, v in u.items():
         if not isinstance(v, (list, tuple)) or k in LIST_ITERATED:
             out[k] = v
@@ -172,6 +182,9 @@ def unet_options(u: dict, index: int, channels: int, text_embed_dim: int) -> dic
     opts.update(lowres_cond=index > 0, channels=channels, text_embed_dim=text_embed_dim)
     if not isinstance(opts.get("resnet_groups", 8), int):
         raise WeightsError(f"config: unet{index + 1}.resnet_groups must be one number")
+    if not opts.get("cond_images_channels"):
+        raise WeightsError(f"config: unet{index + 1}.cond_images_channels is 0 or absent: a network not conditioned "
+                           f"on a frame is not an EchoDiffusion network EchoGen can run")
     try:
         o = Imagen3DOptions.from_dict(opts)
     except (TypeError, ValueError) as e:
