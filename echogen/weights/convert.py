@@ -51,7 +51,7 @@ MAPPED_UNET_OPTIONS = {"dim", "dim_mults", "num_resnet_blocks", "layer_cross_att
 # value once per level instead of reading it per level. Checked option by option against the fork (branch
 # distillation) under omegaconf 2.2.3 (the authors' pin) and 2.4.0, bench/make_parity_fixtures.py
 # writes the outcomes into tests/fixtures/published/imagen_tiny.json ("list_probes"):
-#   per level, the list's truth value at every level (empty list = False everywhere):
+#   the list's truth value, the same at every level (an empty list = False everywhere):
 LIST_AT_EVERY_LEVEL = {"layer_cross_attns", "layer_attns"}
 #   read element by element (the same as a plain list):
 LIST_ITERATED = {"dim_mults", "init_cross_embed_kernel_sizes", "cross_embed_downsample_kernel_sizes"}
