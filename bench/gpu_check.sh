@@ -57,6 +57,7 @@ for name, counts in want.items():
                  "cross_attn": [s.network_options["layer_cross_attns"] for s in c.stages]}
     print(name, out[name])
 json.dump(out, open(sys.argv[1], "w"))
+sys.exit(0 if all(v["ok"] for v in out.values()) else 1)
 PYEOF
 # 1. seconds per video of each paper preset at the default precision (bf16 autocast), one measured whole video
 bench 90 1SCM bf16 --no-e2e
