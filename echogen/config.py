@@ -133,10 +133,14 @@ def stage_from_dict(d: dict) -> StageConfig:
 # Presets
 # ---------------------------------------------------------------------------------------------
 
-def _imagen_options(lowres: bool, cross=(False, False, True), attend: bool = True, me: bool = False) -> dict:
+def _imagen_options(lowres: bool, cross=(True, True, True), attend: bool = True, me: bool = False) -> dict:
     """network_options of the published EchoDiffusion networks (network "imagen3d"): base width 64,
     2 resnet blocks per level, widths (1, 2, 4), EF cross-attention where `cross` says, space-time
-    attention at the bottleneck when `attend`, 8 heads x 64, 3-channel (grey RGB) videos."""
+    attention at the bottleneck when `attend`, 8 heads x 64, 3-channel (grey RGB) videos.
+    Cross-attention: the configs say `layer_cross_attns: [False, False, True]`, but the authors built the
+    networks from OmegaConf, whose list reaches Unet3D's cast_tuple as one (truthy) value per level: the
+    trained networks have EF cross-attention at every level (echogen/weights/convert.py, authors_unet_kwargs);
+    4SCM's spatial stage (`layer_cross_attns: False`) has none."""
     return dict(dim=64, dim_mults=[1, 2, 4], num_resnet_blocks=2, layer_cross_attns=list(cross),
                 attend_at_middle=attend, memory_efficient=me, lowres_cond=lowres, channels=3, cond_images_channels=3,
                 text_embed_dim=1, max_text_len=1, attn_heads=8, attn_dim_head=64, resnet_groups=8, num_time_tokens=2,

@@ -58,8 +58,8 @@ def _merged(t, meta, drop=None, rename=None, online_keys=False) -> dict:
 
 
 def _config(meta) -> dict:
-    return {"unets": {f"unet{i + 1}": u for i, u in enumerate(meta["unets"])}, "imagen": dict(meta["imagen"]),
-            "dataset": {"fps": 32, "duration": meta["video_frames"] / 32}}
+    """The tiny config.yaml the fixtures were built from (read by the fork through OmegaConf)."""
+    return yaml.safe_load(meta["config_yaml"])
 
 
 def _write(tmp, ck, cfg):
@@ -101,6 +101,103 @@ def test_imagen_denoiser_parity(imagen_fix, converted):
                 with torch.no_grad():
                     got = converted.denoisers[st.name](x, sigma, ignore_time=True, **cond)
                 torch.testing.assert_close(got, t[f"case{i}.D{si}.notime"], **TOL)
+
+
+def test_imagen_denoiser_parity_per_sample_sigma(imagen_fix, converted):
+    """sigma 5.0 and 0.3 in one batch, guidance 1 and 5 (thresholded too): the fork's per-sample c_* and
+    noise embedding."""
+    t, meta = imagen_fix
+    sigma = torch.tensor(meta["sigmas_mix"])
+    for i, st in enumerate(converted.config.stages):
+        memo = {}
+
+        def den(x, s, _d=converted.denoisers[st.name], **c):     # thresholded and raw w 5 share one call
+            if x.shape[0] not in memo:
+                memo[x.shape[0]] = _d(x, s, **c)
+            return memo[x.shape[0]]
+        cond = {"frame": t[f"case{i}.frame"], "ef": t["ef"]}
+        if i > 0:
+            cond.update(lowres=t[f"case{i}.lowres"], aug=torch.full((2,), 0.2))
+        for w, thr in ((1, "raw"), (5, "raw"), (5, "thr")):
+            got = GuidedDenoiser(den, cond, float(w), 0.95 if thr == "thr" else 0.0)(t[f"case{i}.xmix"], sigma)
+            torch.testing.assert_close(got, t[f"case{i}.Dmix.w{w}.{thr}"], **TOL,
+                                       msg=lambda m: f"stage {i} per-sample sigma w {w} {thr}: {m}")
+
+
+def test_omegaconf_lists_give_cross_attention_at_every_level(imagen_fix, converted, tmp_path):
+    """The fixtures' config says layer_cross_attns [False, True] for unets 1-2 and False for unet 3; the fork,
+    fed through OmegaConf, built cross-attention at both levels / none. The converter builds the same
+    networks, says so in the manifest, and a checkpoint made from plain lists (deepest level only) fails."""
+    t, meta = imagen_fix
+    assert meta["cross_attn_levels_built"] == [[True, True], [True, True], [False, False]]
+    for st, want in zip(converted.config.stages, meta["cross_attn_levels_built"]):
+        assert list(st.network_options["layer_cross_attns"]) == want
+        assert [b[1].cross_attn is not None for b in converted.denoisers[st.name].net.downs] == want
+    ck, cfg = _write(tmp_path, _merged(t, meta), _config(meta))
+    man = convert_imagen_checkpoint(ck, cfg, tmp_path / "b")
+    prov = man["provenance"]
+    assert prov["resolved_unet_options"]["stage1"]["layer_cross_attns"] == [True, True]
+    assert prov["resolved_unet_options"]["stage3"]["layer_cross_attns"] == [False, False]
+    assert any(n.startswith("unet1.layer_cross_attns: [False, True]") and n.endswith("built [True, True], one "
+                                                                                   "truth value per level")
+               for n in prov["notes"])
+    plain = _merged(t, meta)                         # what Unet3D built from Python lists would hold
+    for k in [k for k in plain["ema"] if k.startswith("0.ema_model.downs.0.1.cross_attn.")]:
+        del plain["ema"][k]
+    p, c = _write(tmp_path, plain, _config(meta))
+    with pytest.raises(WeightsError, match="downs.0.1.cross_attn"):
+        convert_imagen_checkpoint(p, c, tmp_path / "c")
+
+
+def _probe_config(meta, option, value) -> dict:
+    cfg = _config(meta)
+    base = {k: v for k, v in meta["list_probes"]["base_options"].items() if k != "text_embed_dim"}
+    cfg["unets"] = {"unet1": {**base, option: value}}
+    cfg["imagen"].update(image_sizes=[16], temporal_downsample_factor=[1])
+    return cfg
+
+
+def test_every_list_option_resolves_as_the_authors_code_built_it(imagen_fix):
+    """Each Unet3D option given as a YAML list (tests/fixtures/published/imagen_tiny.json list_probes: what the
+    fork built from it through OmegaConf): the converter builds exactly the fork's keys and shapes, or, where
+    the fork raised or built layers EchoGen lacks (layer self-attention), refuses it naming the option."""
+    from echogen.diffusion.cascade import build_denoiser
+    _, meta = imagen_fix
+    probes = meta["list_probes"]
+    base = probes["base"]
+    unsupported = {"layer_attns=[False, False]"}          # the fork built self-attention at every level
+    seen = set()
+    for name, p in probes.items():
+        if name in ("base", "base_options"):
+            continue
+        seen.add(p["option"])
+        cfg = _probe_config(meta, p["option"], p["value"])
+        if "error" in p or name in unsupported:
+            with pytest.raises(WeightsError, match=p["option"]):
+                cascade_from_config(cfg)
+            continue
+        casc, _ = cascade_from_config(cfg)
+        want = {k: s for k, s in base.items() if k not in p["removed"]}
+        want.update(p["added"])
+        got = {k: list(v.shape) for k, v in build_denoiser(casc.stages[0], casc.diffusion).net.state_dict().items()}
+        assert got == want, (name, sorted(set(got) ^ set(want))[:5])
+    assert {"layer_attns", "layer_cross_attns", "attn_heads", "attn_dim_head", "ff_mult", "layer_attns_depth",
+            "resnet_groups", "num_resnet_blocks", "temporal_strides"} <= seen
+
+
+def test_options_a_config_leaves_out_take_unet3d_defaults(imagen_fix):
+    """Unet3D's defaults (not EchoGen's published-network defaults): 4 levels, 1 resnet block, cross-attention
+    everywhere, 256 text tokens; no image conditioning is refused."""
+    _, meta = imagen_fix
+    cfg = _probe_config(meta, "dim", 8)
+    for k in ("dim_mults", "num_resnet_blocks", "layer_cross_attns", "max_text_len"):
+        del cfg["unets"]["unet1"][k]
+    o = cascade_from_config(cfg)[0].stages[0].network_options
+    assert (o["dim_mults"], o["num_resnet_blocks"], o["layer_cross_attns"], o["max_text_len"]) == \
+        ([1, 2, 4, 8], 1, [True] * 4, 256)
+    del cfg["unets"]["unet1"]["cond_images_channels"]
+    with pytest.raises(WeightsError, match="cond_images_channels"):
+        cascade_from_config(cfg)
 
 
 def test_imagen_sample_parity(imagen_fix, converted):
@@ -273,6 +370,10 @@ def test_presets_match_published_configs(name):
     got, _ = cascade_from_config(cfg)
     want = get_preset(name)
     assert got.name == name
+    # the trained networks (issue 20): the configs' [False, False, True] gave EF cross-attention at every level
+    every, none = [True] * 3, [False] * 3
+    assert [list(s.network_options["layer_cross_attns"]) for s in got.stages] == \
+        {"1SCM": [every], "2SCM": [every] * 2, "4SCM": [every] * 3 + [none]}[name]
     for a, b in zip(got.stages, want.stages):
         da, db = a.__dict__.copy(), b.__dict__.copy()
         for d in (da, db):   # training-only choices of EchoGen's preset

@@ -3,7 +3,10 @@
 * EchoDiffusion cascades (Reynaud et al. 2023): `merged.pt` + `config.yaml` made by the authors' fork of
   imagen-pytorch 1.22.2. Each unet becomes a stage with network "imagen3d" (echogen/nets/imagen3d.py);
   the EMA weights are converted (the paper sampled with them). Every tensor of the chosen weights must
-  fill exactly one parameter: anything missing, extra or mis-shaped is an error naming it.
+  fill exactly one parameter: anything missing, extra or mis-shaped is an error naming it. The network is
+  the one the authors' scripts built from config.yaml: they read it with OmegaConf, and Unet3D then
+  repeats a YAML list per level, so `layer_cross_attns: [False, False, True]` means cross-attention at
+  EVERY level (authors_unet_kwargs); the resolved options go into the manifest.
 * EchoNet-Dynamic's EF regressor `r2plus1d_18_32_2_pretrained.pt` (echogen/nets/echonet_r2plus1d.py).
 
 Checkpoints are read with torch.load(weights_only=True): a file that needs arbitrary Python objects
@@ -42,6 +45,27 @@ MAPPED_UNET_OPTIONS = {"dim", "dim_mults", "num_resnet_blocks", "layer_cross_att
                        "memory_efficient", "max_text_len", "cond_images_channels", "attn_heads", "attn_dim_head",
                        "resnet_groups", "num_time_tokens", "learned_sinu_pos_emb_dim", "attn_pool_num_latents",
                        "init_cross_embed_kernel_sizes", "time_rel_pos_bias_depth", "final_conv_kernel_size"}
+# How the authors' code hands a YAML list to Unet3D. Every EchoDiffusion script builds the unets as
+# `Unet3D(**v, lowres_cond=i > 0)` with `v` from `OmegaConf.load(config.yaml)`, so a list arrives as an
+# omegaconf ListConfig: not a list or tuple, so the fork's `cast_tuple(value, num_levels)` repeats the WHOLE
+# value once per level instead of reading it per level. Checked option by option against the fork (branch
+# distillation) under omegaconf 2.2.3 (the authors' pin) and 2.4.0, bench/make_parity_fixtures.py
+# writes the outcomes into tests/fixtures/published/imagen_tiny.json ("list_probes"):
+#   the list's truth value, the same at every level (an empty list = False everywhere):
+LIST_AT_EVERY_LEVEL = {"layer_cross_attns", "layer_attns"}
+#   read element by element (the same as a plain list):
+LIST_ITERATED = {"dim_mults", "init_cross_embed_kernel_sizes", "cross_embed_downsample_kernel_sizes"}
+#   used only by layer self-attention (off in every convertible network): a list changes nothing
+LIST_UNUSED = {"layer_attns_depth", "ff_mult"}
+#   everything else (num_resnet_blocks, resnet_groups, temporal_strides, attn_heads, attn_dim_head, ...):
+#   the authors' Unet3D raises a TypeError for a list, so no checkpoint can have been trained with one.
+# Unet3D's own defaults (imagen-pytorch 1.22.2 / the fork) for the options that shape the network: an option
+# a config leaves out takes these, not Imagen3DOptions' (which describe the published networks)
+UNET3D_DEFAULTS = dict(dim_mults=[1, 2, 4, 8], num_resnet_blocks=1, layer_cross_attns=True, attend_at_middle=True,
+                       memory_efficient=False, max_text_len=256, cond_images_channels=0, attn_heads=8,
+                       attn_dim_head=64, resnet_groups=8, num_time_tokens=2, learned_sinu_pos_emb_dim=16,
+                       attn_pool_num_latents=32, init_cross_embed_kernel_sizes=[3, 7, 15], time_rel_pos_bias_depth=2,
+                       final_conv_kernel_size=3)
 STAGE_NAMES = {1: ["base"], 2: ["base", "spatiotemporal"], 4: ["base", "temporal1", "temporal2", "spatial"]}
 PAPER_NAMES = {(112,): "1SCM", (56, 112): "2SCM", (56, 56, 56, 112): "4SCM"}
 
@@ -114,10 +138,42 @@ def _per_unet(value, n: int, key: str) -> list:
     return v
 
 
+def authors_unet_kwargs(u: dict, index: int) -> tuple[dict, list[str]]:
+    """The Unet3D options of one `unets.unetN` section as the authors' scripts pass them (OmegaConf
+    lists; see LIST_AT_EVERY_LEVEL above): (options with every list resolved, notes on what changed)."""
+    out, notes = {}, []
+    if "dim" not in u:
+        raise WeightsError(f"config: unet{index + 1} has no dim (Unet3D requires it)")
+    u = {**UNET3D_DEFAULTS, **u}
+    levels = len(u["dim_mults"])
+    for k, v in u.items():
+        if not isinstance(v, (list, tuple)) or k in LIST_ITERATED:
+            out[k] = v
+        elif k == "layer_attns" and len(v):
+            raise WeightsError(f"config: unet{index + 1}.layer_attns={list(v)!r}: the authors' code (OmegaConf "
+                               f"ListConfig through Unet3D's cast_tuple) builds self-attention at EVERY level from "
+                               f"a non-empty list; EchoGen's imagen3d network has no layer self-attention")
+        elif k in LIST_AT_EVERY_LEVEL:
+            out[k] = [bool(v)] * levels
+            if list(v) != out[k]:
+                notes.append(f"unet{index + 1}.{k}: {list(v)} in the config; the authors' code (OmegaConf "
+                             f"ListConfig through Unet3D's cast_tuple) built {out[k]}, one truth value per level")
+        elif k in LIST_UNUSED:
+            out[k] = v
+        else:
+            raise WeightsError(f"config: unet{index + 1}.{k}={list(v)!r}: a list here cannot be built by the "
+                               f"authors' code (OmegaConf passes it to Unet3D as a ListConfig, which it cannot "
+                               f"use as {k}); give one value")
+    return out, notes
+
+
 def unet_options(u: dict, index: int, channels: int, text_embed_dim: int) -> dict:
+    """One `unets.unetN` section (already through authors_unet_kwargs) -> imagen3d network options."""
     from echogen.nets.imagen3d import Imagen3DOptions
     for k, v in u.items():
-        if k in FIXED_UNET_OPTIONS and v != FIXED_UNET_OPTIONS[k] and not (k == "temporal_strides" and v in ([1], (1,))):
+        if k == "layer_attns" and isinstance(v, list) and not any(v):
+            continue                                            # resolved to no self-attention at any level
+        if k in FIXED_UNET_OPTIONS and v != FIXED_UNET_OPTIONS[k]:
             raise WeightsError(f"config: unet{index + 1}.{k}={v!r} is not supported by EchoGen's imagen3d "
                                f"network (only {FIXED_UNET_OPTIONS[k]!r})")
         if k not in FIXED_UNET_OPTIONS and k not in IGNORED_UNET_OPTIONS and k not in MAPPED_UNET_OPTIONS:
@@ -126,6 +182,9 @@ def unet_options(u: dict, index: int, channels: int, text_embed_dim: int) -> dic
     opts.update(lowres_cond=index > 0, channels=channels, text_embed_dim=text_embed_dim)
     if not isinstance(opts.get("resnet_groups", 8), int):
         raise WeightsError(f"config: unet{index + 1}.resnet_groups must be one number")
+    if not opts.get("cond_images_channels"):
+        raise WeightsError(f"config: unet{index + 1}.cond_images_channels is 0 or absent: a network not conditioned "
+                           f"on a frame is not an EchoDiffusion network EchoGen can run")
     try:
         o = Imagen3DOptions.from_dict(opts)
     except (TypeError, ValueError) as e:
@@ -186,11 +245,15 @@ def cascade_from_config(cfg: dict, name: str | None = None) -> tuple[CascadeConf
     guidance = float((cfg.get("checkpoint") or {}).get("cond_scale", 5.0))
     lr = float((cfg.get("trainer") or {}).get("lr", 5e-4))
     stage_names = STAGE_NAMES.get(n, [f"stage{i + 1}" for i in range(n)])
-    opts = [unet_options(u, i, channels, text_dim) if isinstance(u, dict) else None for i, u in enumerate(unets)]
-    stages = []
+    opts = []
     for i, u in enumerate(unets):
         if not isinstance(u, dict):
             raise WeightsError(f"config: unet{i + 1} is not a mapping")
+        built, quirk = authors_unet_kwargs(u, i)
+        notes += quirk
+        opts.append(unet_options(built, i, channels, text_dim))
+    stages = []
+    for i, u in enumerate(unets):
         if total % tdf[i]:
             raise WeightsError(f"config: {total} frames do not divide by temporal_downsample_factor {tdf[i]}")
         stages.append(StageConfig(
@@ -273,7 +336,9 @@ def convert_imagen_checkpoint(checkpoint, config, out, fp16: bool = False, weigh
     prov = {"source": checkpoint.name, "sha256": sha256(checkpoint), "config": Path(config).name,
             "weights": weights, "imagen_pytorch_version": str(ckpt.get("version", "")),
             "training_steps": steps.tolist() if torch.is_tensor(steps) else steps,
-            "licence": LICENCE_NOTE, "notes": notes, "fp16": bool(fp16), **info}
+            "licence": LICENCE_NOTE, "notes": notes, "fp16": bool(fp16), **info,
+            # the architecture the authors' code built from config.yaml, per stage (what the weights fill)
+            "resolved_unet_options": {st.name: st.network_options for st in cascade.stages}}
     return update_manifest(out, preset=cascade.name, cascade=cascade.to_dict(), stages=files, provenance=prov)
 
 
