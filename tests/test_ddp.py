@@ -104,8 +104,8 @@ def _tensors(path):
 
 def _close(a, b, atol):
     assert a.keys() == b.keys()
-    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert worst < atol, worst
+    worst, key = max(((a[k].float() - b[k].float()).abs().max().item(), k) for k in a)
+    assert worst < atol, (worst, key)
 
 
 def _stage_args(phantom, preset, stage, out, steps, batch, **extra):
