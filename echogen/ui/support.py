@@ -166,14 +166,30 @@ def display_frames(video: np.ndarray, side: int = DISPLAY, stamp: str = "") -> n
 
 
 def lv_area_curve(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """Blood-pool area over time: the fraction of the sector (found on the conditioning frame) that is
-    dark in each frame. Chambers fill and empty with the heart cycle, so this traces the beat."""
-    from echogen.data.inputs import find_sector
-    h = video.shape[-1]
-    fr = cv2.resize((frame * 255).astype(np.uint8), (h, h), interpolation=cv2.INTER_AREA)
-    mask = find_sector(fr)
-    mask = mask.astype(bool) if mask is not None and mask.sum() > 0 else np.ones((h, h), bool)
-    return np.array([(f[mask] < 0.15).mean() for f in video])
+    """Blood-pool area over time (echogen.data.loops.dark_area_curve): the fraction of the sector (found on
+    the conditioning frame) that is dark in each frame."""
+    from echogen.data.loops import dark_area_curve
+    return dark_area_curve(video, frame)
+
+
+def loop_cuts(results, frame) -> dict:
+    """One heart cycle (end-diastole to end-diastole) per stage: found on the last stage's video and mapped
+    in time onto the others, so every stage shows the same beat. Returns ({stage name: (start, stop)}, the
+    last stage's LoopCut); the whole clip where no cycle is found."""
+    from echogen.data.loops import seamless_loop
+    last = results[-1]
+    cut = seamless_loop(last.video[0, 0].numpy(), last.fps, frame=frame)
+    cuts = {}
+    for r in results:
+        n = r.video.shape[2]
+        if not cut.complete:
+            cuts[r.name] = (0, n)
+            continue
+        k = r.fps / last.fps
+        a = min(n - 2, int(round(cut.start * k)))
+        b = max(a + 2, min(n, int(round(cut.stop * k))))
+        cuts[r.name] = (a, b)
+    return cuts, cut
 
 
 def plot_curves(curves: dict, title: str, path) -> Path:
@@ -222,20 +238,29 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                                                        guidance=guidance, seed=int(seed), callback=callback)
     stamp = "UNTRAINED" if engine.untrained else ""
     display, files, curves, stage_rows = {}, [], {}, []
+    cuts, cut = loop_cuts(res, frame)
     for r in res:
-        v = r.video[0, 0].numpy()                                        # (T, H, W)
+        full = r.video[0, 0].numpy()                                     # (T, H, W): the whole generated clip
+        a, b = cuts[r.name]
+        v = full[a:b]                                                    # one heart cycle: what is shown
         base = f"echogen_ef{ef:.0f}_seed{int(seed)}_{r.name}{_tag(engine)}"
         display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps)
         files += [write_video(out / f"{base}.mp4", v, r.fps), write_video(out / f"{base}.gif", v, r.fps)]
-        curves[f"{r.name} ({v.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(v)) / r.fps, lv_area_curve(v, frame))
+        curves[f"{r.name} ({full.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(full)) / r.fps,
+                                                                   lv_area_curve(full, frame))
         read = read_ef(engine, r.video[0], r.fps)
-        stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(v)),
-                           "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe, "note": r.note,
-                           "ef_read": None if read is None else round(read[0], 1)})
+        stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
+                           "loop": [int(a), int(b)], "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
+                           "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
+    last = res[-1]
+    files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",
+                             last.video[0, 0].numpy(), last.fps))
     final = read_ef(engine, res[-1].video[0], res[-1].fps)
     readout = {"requested_ef": float(ef), "read_ef": None, "difference": None, "per_clip_ef": [],
                "regressor": engine.regressor_note, "weights": engine.label, "untrained": engine.untrained,
-               "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows}
+               "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows,
+               "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
+                        "frames": int(res[-1].video.shape[2])}}
     if final is not None:
         readout.update(read_ef=round(final[0], 1), difference=round(final[0] - float(ef), 1),
                        per_clip_ef=[round(e, 1) for e in final[1]])
@@ -271,7 +296,8 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
             res = engine.cascade.sample(frame, float(ef), stages=list(stages), steps=steps, guidance=guidance,
                                         seed=int(seed), callback=cb)
         last = res[-1]
-        v = last.video[0, 0].numpy()
+        from echogen.data.loops import seamless_loop
+        v = seamless_loop(last.video[0, 0].numpy(), last.fps, frame=frame).video    # one heart cycle
         read = read_ef(engine, last.video[0], last.fps)
         if read is None:
             rows.append([float(ef), None, None])
@@ -282,7 +308,9 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
         videos.append(v)
         base = f"echogen_sweep_ef{ef:.0f}_seed{int(seed)}{_tag(engine)}"
         files += [write_video(out / f"{base}.mp4", v, last.fps), write_video(out / f"{base}.gif", v, last.fps)]
-    grid = grid_frames(videos, labels, stamp="UNTRAINED" if engine.untrained else "")
+    from echogen.data.loops import repeat_to
+    n = int(np.median([len(v) for v in videos]))       # each loop's cycle stretched to one length: the grid loops too
+    grid = grid_frames([repeat_to(v, n) for v in videos], labels, stamp="UNTRAINED" if engine.untrained else "")
     grid_mp4 = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.mp4", grid, res[-1].fps)
     grid_gif = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.gif", grid, res[-1].fps)
     return grid_mp4, rows, [grid_mp4, grid_gif] + files, grid_gif
