@@ -56,3 +56,13 @@ def test_repeat_to_keeps_order():
     loop = np.arange(10)[:, None, None] * np.ones((1, 2, 2))
     out = repeat_to(loop, 15)
     assert len(out) == 15 and out[0, 0, 0] == 0 and out[-1, 0, 0] == 9 and np.all(np.diff(out[:, 0, 0]) >= 0)
+
+
+def test_speckle_that_does_not_repeat_gets_a_crossfade_at_the_wrap():
+    v, radius = beating(seed=3, period_s=0.7)
+    v = v * 0.4 + 0.6 * (v > 0.3) * np.random.default_rng(4).random(v.shape).astype(np.float32)  # fresh speckle
+    v = (v + np.roll(v, 1, axis=0)) / 2                        # neighbouring frames share half their speckle
+    assert not seamless_loop(v, 25.0, area=radius, crossfade=0).complete
+    cut = seamless_loop(v, 25.0, area=radius)
+    assert cut.complete and cut.crossfade == 4 and "crossfade" in cut.method and wrap_ok(cut.video)
+    assert np.allclose(cut.video[-1], v[cut.start - 1]) and np.allclose(cut.video[:-4], v[cut.start:cut.stop - 4])

@@ -60,7 +60,7 @@ def wrap_ok(loop) -> bool:
 
 @dataclass
 class LoopCut:
-    video: np.ndarray              # the loop: frames [start, stop) of the clip
+    video: np.ndarray              # the loop: frames [start, stop) of the clip (crossfaded at the end if crossfade)
     start: int                     # first frame (end-diastole)
     stop: int                      # one past the last; frame `stop` (if any) is the next end-diastole
     fps: float
@@ -70,6 +70,7 @@ class LoopCut:
     area: np.ndarray | None = None              # the LV-area curve used
     wrap: float = 0.0                           # frame change at the wrap
     max_step: float = 0.0                       # largest in-loop frame change
+    crossfade: int = 0                          # frames blended into the ones before `start` (0: a plain cut)
 
     @property
     def frames(self) -> int:
@@ -77,7 +78,8 @@ class LoopCut:
 
     def to_dict(self) -> dict:
         return {"loop_start": int(self.start), "loop_stop": int(self.stop), "loop_frames": int(self.frames),
-                "loop_complete": bool(self.complete), "loop_method": self.method, "loop_ed": [int(x) for x in self.ed]}
+                "loop_complete": bool(self.complete), "loop_method": self.method, "loop_ed": [int(x) for x in self.ed],
+                "loop_crossfade": int(self.crossfade)}
 
 
 def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S) -> list[int]:
@@ -106,15 +108,35 @@ def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S) -> list[
     return [int(max(range(max(0, i - 1), min(n, i + 2)), key=lambda k: a[k])) for i in keep]
 
 
-def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shift: int = 2) -> LoopCut:
+def crossfaded(video, start: int, stop: int, k: int) -> np.ndarray:
+    """Frames [start, stop) whose last k frames are blended towards the k frames before `start` (the same
+    phase of the previous beat): weight m/k for the m-th of them, so the last frame IS frame start-1 and
+    the wrap is a natural step start-1 -> start. Only speckle is mixed; the anatomy is in the same phase."""
+    v = np.asarray(video)
+    out = _float(v[start:stop]).copy()
+    n = stop - start
+    for m in range(1, k + 1):
+        p = n - k + m - 1
+        w = m / k
+        out[p] = (1 - w) * out[p] + w * _float(v[start + p - n])
+    if v.dtype == np.uint8:
+        return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out.astype(v.dtype, copy=False)
+
+
+def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shift: int = 2,
+                  crossfade: int = 4) -> LoopCut:
     """One whole cycle ED -> ED of `video` (T, H, W) that repeats without a jump.
 
     area: an LV-area curve (T,) to use; else tracer(video, fps) -> (T,) when a tracer function is given
     (see echogen.teaching.gate.tracer_area); else dark_area_curve(video, frame).
     Between two consecutive end-diastoles i < j the loop is frames [i, j): frame j (the next ED) is where
     the loop starts again. The boundaries may move by up to max_shift frames around the ED found (an area
-    curve is coarse) to make the wrap no larger than the largest in-loop step. When no whole cycle is
-    found, the whole clip is returned with complete=False."""
+    curve is coarse) to make the wrap no larger than the largest in-loop step. Generated speckle is not
+    periodic even when the heart is (two frames a beat apart differ by more than neighbouring frames when
+    the LV barely moves, as at a low EF), so when no plain cut wraps cleanly the last `crossfade` frames
+    are blended into the frames before the start (see crossfaded; 0 turns this off). When no whole cycle
+    is found, the whole clip is returned with complete=False.""" 
     v = np.asarray(video)
     fv = _float(v)
     n = len(fv)
@@ -149,6 +171,18 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     if best is not None and not best[0][0]:
         _, i, j, wrap, mx = best
         return LoopCut(v[i:j], i, j, float(fps), True, f"ED to ED ({method})", eds, area, wrap, mx)
+    if crossfade > 0:                                     # closest to the EDs found first
+        cands = sorted(((abs(i - i0) + abs(j - j0), i, j) for i0, j0 in zip(eds, eds[1:])
+                        for i in range(max(crossfade, i0 - max_shift), min(n - 1, i0 + max_shift) + 1)
+                        for j in range(max(i + 1, j0 - max_shift), min(n, j0 + max_shift) + 1)
+                        if lo <= j - i <= hi and j - i > 2 * crossfade))
+        for _, i, j in cands:
+            loop = crossfaded(v, i, j, crossfade)
+            fl = _float(loop)
+            wrap, mx = frame_diff(fl[-1], fl[0]), float(frame_steps(fl).max())
+            if wrap <= mx + 1e-9:
+                return LoopCut(loop, i, j, float(fps), True, f"ED to ED, {crossfade}-frame crossfade ({method})",
+                               eds, area, wrap, mx, crossfade)
     wrap = frame_diff(fv[-1], fv[0]) if n > 1 else 0.0
     why = "fewer than two end-diastoles" if len(eds) < 2 else "no cycle wraps without a jump"
     return LoopCut(v, 0, n, float(fps), False, f"whole clip: {why} ({method})", eds, area, wrap,

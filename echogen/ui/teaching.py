@@ -19,7 +19,6 @@ or a file from which an answer could be read), and pickers carry bare names, nev
 Participants get feedback as the session's rules allow: the trainer's truth after each answer; nothing
 in a review (the organiser reports the study).
 """
-from __future__ import annotations
 
 import os
 import shutil
@@ -637,7 +636,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         return (gr.update(choices=all_pools, value=all_pools[-1] if all_pools else None),
                 gr.update(choices=state.review_names()), sessions_table(state), gr.update(choices=state.datasets()))
 
-    def o_pool(name, request: gr.Request):
+    def o_pool_details(name, request: gr.Request):
         org(request)
         try:
             return pool_table(state, name)
@@ -745,7 +744,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         o_timer.tick(o_tick, None, b_status, api_name=False, show_progress="hidden", queue=False)
         lists_out = [o_pool, o_set, o_sessions, b_data]
         o_refresh.click(o_lists, None, lists_out, api_name="organiser_lists")
-        o_pool_btn.click(o_pool, [o_pool], [o_pool_md, o_pool_tab], api_name="pool_details")
+        o_pool_btn.click(o_pool_details, [o_pool], [o_pool_md, o_pool_tab], api_name="pool_details")
         o_tr_btn.click(o_trainer, [o_pool], [o_tr_md, o_tr_tab, o_tr_plot, o_tr_csv], api_name="trainer_results")
         o_rv_btn.click(o_review, [o_set], [o_rv_md, o_rv_tab, o_rv_csv], api_name="review_summary")
         o_excl_btn.click(o_exclude, [o_sid, o_excl], o_sessions, api_name="session_exclude")
