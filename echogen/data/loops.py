@@ -189,6 +189,28 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
                    float(steps.max()) if len(steps) else 0.0)
 
 
+def stage_loops(results, frame=None, tracer=None) -> tuple[dict, LoopCut]:
+    """The loop of every stage of one cascade sample (echogen.diffusion.cascade StageResult list): the cycle
+    is found on the last stage and mapped in time onto the others (lower frame rates), so every stage
+    shows the same beat. Returns ({stage name: (T', H, W) loop}, the last stage's LoopCut); every frame of
+    each stage where no whole cycle is found."""
+    last = results[-1]
+    cut = seamless_loop(last.video[0, 0].detach().cpu().numpy(), last.fps, frame=frame, tracer=tracer)
+    out = {}
+    for r in results:
+        v = r.video[0, 0].detach().cpu().numpy()
+        if r is last:
+            out[r.name] = cut.video
+        elif not cut.complete:
+            out[r.name] = v
+        else:
+            k = r.fps / last.fps
+            a = min(len(v) - 2, int(round(cut.start * k)))
+            b = max(a + 2, min(len(v), int(round(cut.stop * k))))
+            out[r.name] = v[a:b]
+    return out, cut
+
+
 def repeat_to(loop, n: int) -> np.ndarray:
     """A loop resampled in time to n frames (nearest frame; playback speed changes, the wrap stays
     seamless): used to tile loops of different lengths into one grid video."""

@@ -172,26 +172,6 @@ def lv_area_curve(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
     return dark_area_curve(video, frame)
 
 
-def loop_cuts(results, frame) -> dict:
-    """One heart cycle (end-diastole to end-diastole) per stage: found on the last stage's video and mapped
-    in time onto the others, so every stage shows the same beat. Returns ({stage name: (start, stop)}, the
-    last stage's LoopCut); the whole clip where no cycle is found."""
-    from echogen.data.loops import seamless_loop
-    last = results[-1]
-    cut = seamless_loop(last.video[0, 0].numpy(), last.fps, frame=frame)
-    cuts = {}
-    for r in results:
-        n = r.video.shape[2]
-        if not cut.complete:
-            cuts[r.name] = (0, n)
-            continue
-        k = r.fps / last.fps
-        a = min(n - 2, int(round(cut.start * k)))
-        b = max(a + 2, min(n, int(round(cut.stop * k))))
-        cuts[r.name] = (a, b)
-    return cuts, cut
-
-
 def plot_curves(curves: dict, title: str, path) -> Path:
     """curves: label -> (times s, values). Writes a small PNG."""
     import matplotlib
@@ -238,11 +218,12 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                                                        guidance=guidance, seed=int(seed), callback=callback)
     stamp = "UNTRAINED" if engine.untrained else ""
     display, files, curves, stage_rows = {}, [], {}, []
-    cuts, cut = loop_cuts(res, frame)
+    from echogen.data.loops import stage_loops
+    loops, cut = stage_loops(res, frame)
     for r in res:
         full = r.video[0, 0].numpy()                                     # (T, H, W): the whole generated clip
-        a, b = cuts[r.name]
-        v = full[a:b]                                                    # one heart cycle: what is shown
+        v = loops[r.name]                                                # one heart cycle: what is shown
+        a, b = (cut.start, cut.stop) if cut.complete else (0, len(full))
         base = f"echogen_ef{ef:.0f}_seed{int(seed)}_{r.name}{_tag(engine)}"
         display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps)
         files += [write_video(out / f"{base}.mp4", v, r.fps), write_video(out / f"{base}.gif", v, r.fps)]
@@ -250,7 +231,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                                                                    lv_area_curve(full, frame))
         read = read_ef(engine, r.video[0], r.fps)
         stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
-                           "loop": [int(a), int(b)], "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
+                           "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))], "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
                            "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
     last = res[-1]
     files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",

@@ -510,7 +510,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         t_state = gr.State(None)
         with gr.Row():
             t_name = gr.Textbox(label="Your name (optional for practice)", elem_id="trainer-name")
-            t_pool = gr.Dropdown(pools0, value=pools0[0] if pools0 else None, label="Pool", elem_id="trainer-pool")
+            t_pool = gr.Dropdown(pools0, value=pools0[0] if pools0 else None, label="Pool", elem_id="trainer-pool",
+                                 allow_custom_value=True)
             t_n = gr.Number(value=10, precision=0, minimum=1, maximum=500, label="Cases", elem_id="trainer-n")
             t_scheme = gr.Dropdown(schemes, value=stats.DEFAULT_SCHEME, label="EF categories",
                                    info="esc2021: 2021 ESC HF guideline; ase2015: ASE/EACVI chamber quantification")
@@ -578,7 +579,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         r_state = gr.State(None)
         with gr.Row():
             r_name = gr.Textbox(label="Your name (required: answers are part of a study)", elem_id="review-name")
-            r_set = gr.Dropdown(sets0, value=sets0[0] if sets0 else None, label="Review set", elem_id="review-set")
+            r_set = gr.Dropdown(sets0, value=sets0[0] if sets0 else None, label="Review set", elem_id="review-set",
+                                allow_custom_value=True)
             r_go = gr.Button("Start review", variant="primary", elem_id="review-start")
         r_status = gr.Markdown(elem_id="review-status")
         with gr.Row(equal_height=False):
@@ -612,8 +614,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
                 request: gr.Request):
         org(request)
         try:
-            return start_build(state, "review" if kind.startswith("Blinded") else "pool", name, weights, frames,
-                               efs, per_frame, dataset or "", split, real_n, (steps or "").strip(), uploads, tolerance)
+            start_build(state, "review" if kind.startswith("Blinded") else "pool", name, weights, frames,
+                        efs, per_frame, dataset or "", split, real_n, (steps or "").strip(), uploads, tolerance)
         except (ValueError, KeyError, FileNotFoundError) as e:
             err(e)
 
@@ -684,7 +686,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
                 b_efs = gr.Textbox(value="20, 35, 50, 65, 80", label="EFs (%)", elem_id="build-efs")
                 b_per = gr.Number(value=1, precision=0, minimum=1, maximum=state.limits.per_frame,
                                   label="Repeats per frame and EF")
-                b_tol = gr.Number(value=state.tolerance, minimum=1, maximum=50, label="Quality gate: tolerance "
+                b_tol = gr.Number(value=state.tolerance, minimum=0.5, maximum=50, label="Quality gate: tolerance "
                                   "(EF points between the requested EF and the EF read from the loop)",
                                   elem_id="build-tolerance")
                 b_steps = gr.Textbox(value="", label="Sampler steps (blank: the preset's; or base=N,spatial=M)",
@@ -696,7 +698,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
             with gr.Row():
                 b_data = gr.Dropdown([], value=None, label="Real clips: a dataset inside the data root "
                                      "(EchoNet format)" if state.data_root else "Real clips: no --data-root given",
-                                     elem_id="build-dataset")
+                                     elem_id="build-dataset", allow_custom_value=True)
                 b_split = gr.Dropdown(["TEST", "VAL", "TRAIN", "ALL"], value="TEST", label="Split")
                 b_n = gr.Number(value=0, precision=0, minimum=0, label="Real clips (review: pairs)", elem_id="build-n")
             b_up = gr.File(label="Review set: or upload real clips / DICOMs (their EF is read by the regressor)",
@@ -708,7 +710,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         with gr.Accordion("2 · Pools, results and sessions", open=True):
             o_refresh = gr.Button("Refresh lists", size="sm", elem_id="org-refresh")
             with gr.Row():
-                o_pool = gr.Dropdown([], label="Trainer pool", elem_id="org-pool")
+                o_pool = gr.Dropdown([], label="Trainer pool", elem_id="org-pool", allow_custom_value=True)
                 o_pool_btn = gr.Button("Pool details", size="sm", elem_id="org-pool-btn")
                 o_tr_btn = gr.Button("Trainer results", size="sm", elem_id="org-trainer-btn")
             o_pool_md = gr.Markdown(elem_id="org-pool-md")
@@ -722,7 +724,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
                 o_tr_plot = gr.Plot(label="Bland-Altman (all included trainees)")
             o_tr_csv = gr.File(label="Trainer answers (CSV)", interactive=False, elem_id="org-trainer-csv")
             with gr.Row():
-                o_set = gr.Dropdown([], label="Review set", elem_id="org-set")
+                o_set = gr.Dropdown([], label="Review set", elem_id="org-set", allow_custom_value=True)
                 o_rv_btn = gr.Button("Review summary", size="sm", elem_id="review-summary-btn")
             o_rv_md = gr.Markdown(elem_id="review-summary")
             o_rv_tab = gr.Dataframe(headers=["rater", "answers", "correct", "accuracy", "p (binomial vs 50 %)",
