@@ -19,6 +19,7 @@ import numpy as np
 
 MIN_PERIOD_S = 0.33        # fastest heart rate considered: ~180 bpm
 MAX_PERIOD_S = 2.0         # slowest: 30 bpm
+MIN_FRAMES = 8             # a cycle shorter than this is not a displayable heart cycle (and not told from noise)
 
 
 def dark_area_curve(video, frame=None, threshold: float = 0.15) -> np.ndarray:
@@ -110,15 +111,19 @@ def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S) -> list[
 
 def crossfaded(video, start: int, stop: int, k: int) -> np.ndarray:
     """Frames [start, stop) whose last k frames are blended towards the k frames before `start` (the same
-    phase of the previous beat): weight m/k for the m-th of them, so the last frame IS frame start-1 and
-    the wrap is a natural step start-1 -> start. Only speckle is mixed; the anatomy is in the same phase."""
+    phase of the previous beat): weight m/k for the m-th of them, so the last frame is frame start-1 (averaged
+    with frame start) and the wrap is half a natural step start-1 -> start. Only speckle is mixed; the
+    anatomy is in the same phase."""
     v = np.asarray(video)
     out = _float(v[start:stop]).copy()
     n = stop - start
     for m in range(1, k + 1):
         p = n - k + m - 1
         w = m / k
-        out[p] = (1 - w) * out[p] + w * _float(v[start + p - n])
+        target = _float(v[start + p - n])
+        if m == k:                                 # the last frame: halfway from frame start-1 to frame start
+            target = 0.5 * (target + _float(v[start]))
+        out[p] = (1 - w) * out[p] + w * target
     if v.dtype == np.uint8:
         return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
     return out.astype(v.dtype, copy=False)
@@ -155,7 +160,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         raise ValueError(f"LV-area curve has {len(area)} values for {n} frames")
     eds = end_diastoles(area, fps)
     steps = frame_steps(fv)
-    lo, hi = max(3, int(MIN_PERIOD_S * fps)), int(MAX_PERIOD_S * fps) + 1
+    lo, hi = max(MIN_FRAMES, int(MIN_PERIOD_S * fps)), int(MAX_PERIOD_S * fps) + 1
     best = None                                           # (score, start, stop, wrap, max_step)
     for i0, j0 in zip(eds, eds[1:]):
         for i in range(max(0, i0 - max_shift), min(n - 1, i0 + max_shift) + 1):

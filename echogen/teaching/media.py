@@ -121,7 +121,7 @@ def write_clip(path: Path, video: np.ndarray, spec: VideoSpec) -> Path:
     if v.ndim != 3 or v.shape[1:] != (spec.size, spec.size) or not 2 <= len(v) <= spec.frames:
         raise ValueError(f"case video has shape {v.shape}, the spec says "
                          f"(2..{spec.frames}, {spec.size}, {spec.size})")
-    return write_video(path, v, spec.fps)
+    return write_video(path, v, spec.fps, loop=True)
 
 
 class BuildCancelled(RuntimeError):

@@ -225,8 +225,8 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
         v = loops[r.name]                                                # one heart cycle: what is shown
         a, b = (cut.start, cut.stop) if cut.complete else (0, len(full))
         base = f"echogen_ef{ef:.0f}_seed{int(seed)}_{r.name}{_tag(engine)}"
-        display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps)
-        files += [write_video(out / f"{base}.mp4", v, r.fps), write_video(out / f"{base}.gif", v, r.fps)]
+        display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps, loop=True)
+        files += [write_video(out / f"{base}.mp4", v, r.fps, loop=True), write_video(out / f"{base}.gif", v, r.fps)]
         curves[f"{r.name} ({full.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(full)) / r.fps,
                                                                    lv_area_curve(full, frame))
         read = read_ef(engine, r.video[0], r.fps)
@@ -292,6 +292,6 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
     from echogen.data.loops import repeat_to
     n = int(np.median([len(v) for v in videos]))       # each loop's cycle stretched to one length: the grid loops too
     grid = grid_frames([repeat_to(v, n) for v in videos], labels, stamp="UNTRAINED" if engine.untrained else "")
-    grid_mp4 = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.mp4", grid, res[-1].fps)
+    grid_mp4 = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.mp4", grid, res[-1].fps, loop=True)
     grid_gif = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.gif", grid, res[-1].fps)
     return grid_mp4, rows, [grid_mp4, grid_gif] + files, grid_gif

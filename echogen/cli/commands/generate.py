@@ -102,7 +102,7 @@ def main(args) -> int:
                      f"({cut.method})" if cut.complete else
                      f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
     video = loops[final.name]
-    write_video(out, video, final.fps)
+    write_video(out, video, final.fps, loop=not args.full_clip)
     if args.save_stages:
         for r in results[:-1]:
             write_video(out.with_name(f"{out.stem}.{r.name}{out.suffix}"), loops[r.name], r.fps)
