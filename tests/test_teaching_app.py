@@ -73,11 +73,11 @@ def test_blinded_review_and_organiser_summary(served):
     from gradio_client import Client
 
     c = Client(served["url"], verbose=False)
-    _, video, status = c.predict("cara", served["review"], api_name="/review_start")
+    video, status = c.predict("cara", served["review"], api_name="/review_start")
     assert "Clip 1 of 2" in status and video
     for label in ("real", "generated"):
         out = c.predict(label, "4", "looks fine", api_name="/review_answer")
-    assert out[2].startswith("Finished") and out[1] is None
+    assert out[1].startswith("Finished") and out[0] is None
     md, rows, csv_path = c.predict(served["review"], api_name="/review_summary")
     assert "2 answers" in md and any(r[0] == "cara" for r in rows["data"]) and "binomial" in md
     assert open(csv_path).read().count("\n") == 3

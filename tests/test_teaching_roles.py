@@ -190,14 +190,14 @@ def test_review_needs_a_name_feedback_is_the_organisers_and_sessions_can_be_excl
     bob = client(app, ("bob", "bob-pw"))
     with pytest.raises(AppError, match="enter your name"):
         bob.predict("", "study", api_name="/review_start")
-    _, video, status = bob.predict("Bob B", "study", api_name="/review_start")
+    video, status = bob.predict("Bob B", "study", api_name="/review_start")      # (the session state stays server-side)
     assert "Clip 1 of 2" in status and "study" not in str(video_path(video))
     with pytest.raises(AppError, match="confidence"):
         bob.predict("real", None, "", api_name="/review_answer")
-    out = bob.predict("real", "4", "", api_name="/review_answer")
-    assert "Clip 2 of 2" in out[2] and out[3] is None and out[4] is None          # answer and confidence reset
+    out = bob.predict("real", "4", "", api_name="/review_answer")                # video, status, label, confidence, comment
+    assert "Clip 2 of 2" in out[1] and out[2] is None and out[3] is None          # answer and confidence reset
     out = bob.predict("generated", "2", "", api_name="/review_answer")
-    assert out[2].startswith("Finished") and "correct" not in out[2]
+    assert out[1].startswith("Finished") and "correct" not in out[1]
     org = built["org"]
     md, rows, csv = org.predict("study", api_name="/review_summary")
     assert "1 raters (0 excluded), 2 answers" in md and any(r[0] == "Bob B" for r in rows["data"])
@@ -265,7 +265,12 @@ def test_browser_roles_fresh_lists_and_unanswered_case(app, built):
         src_url = part.locator("#trainer-video video").get_attribute("src") or ""
         assert "fresh" not in src_url and "pool" not in src_url
         # the organiser's tab: pool details with the rejected count
-        org.locator("#org-refresh").click()
+        org.get_by_role("tab", name="Organiser").click()
+        try:
+            org.locator("#org-refresh").click(timeout=20_000)
+        except Exception:
+            org.screenshot(path=str(app["tmp"] / "organiser.png"), full_page=True)
+            raise
         org.locator("#org-pool-btn").click()
         org.wait_for_function("() => document.querySelector('#org-pool-md')?.innerText.includes('rejected')")
         browser.close()
