@@ -668,10 +668,13 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
             err("No such session.")
         return sessions_table(state)
 
-    with gr.Tab("Organiser", id="teach-organiser", visible=False) as o_tab:
-        gr.Markdown("For the teacher only (this tab and everything behind it needs the organiser's login). "
-                    "Build pools and review sets ahead of a session, follow and cancel a build, report results, "
-                    "and exclude throwaway sessions. See docs/TEACHING.md.")
+    with gr.Tab("Organiser", id="teach-organiser"):
+        o_locked = gr.Markdown("For the organiser (teacher) only: log in with the organiser's credentials.",
+                               elem_id="org-locked")
+        o_tab = gr.Column(visible=False, elem_id="org-panel")   # shown to organisers only (on page load)
+    with o_tab:
+        gr.Markdown("Build pools and review sets ahead of a session, follow and cancel a build, report results, "
+                    "and exclude throwaway sessions. See docs/TEACHING.md §0.")
         with gr.Accordion("1 · Build a trainer pool or a blinded review set", open=True):
             with gr.Row():
                 b_kind = gr.Radio(["EF-trainer pool", "Blinded review set"], value="EF-trainer pool", label="Build",
@@ -753,11 +756,11 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
 
     def on_load(request: gr.Request):
         if not state.is_organiser(request):
-            return gr.Tab(visible=False), gr.Timer(active=False), *([gr.skip()] * len(lists_out))
-        return (gr.Tab(visible=True), gr.Timer(active=True), *o_lists(request))
+            return gr.skip(), gr.skip(), gr.Timer(active=False), *([gr.skip()] * len(lists_out))
+        return (gr.Column(visible=True), gr.Markdown(visible=False), gr.Timer(active=True), *o_lists(request))
 
     if demo is not None:
-        demo.load(on_load, None, [o_tab, o_timer] + lists_out, api_name=False, show_progress="hidden")
+        demo.load(on_load, None, [o_tab, o_locked, o_timer] + lists_out, api_name=False, show_progress="hidden")
 
 
 def build_teaching_demo(state: TeachingState):
