@@ -82,14 +82,13 @@ def built(app):
     can meet, and a review set from a dataset inside --data-root."""
     org = client(app, ORG)
     frame = ROOT / "assets" / "examples" / "phantom_test_ef50.png"
-    page = None
     out = {"org": org}
     # at 2/1/1 steps the demo loops read low (e.g. 23/26/40 for 35/50/65), so this pool's gate is wide; the
     # "tight" pool below (and tests/test_teaching_gate.py) shows the gate excluding cases
     out["ward"] = build(app, org, name="ward", frames=[frame], efs="35, 50, 65", tolerance=30)
     out["tight"] = build(app, org, name="tight", frames=[frame], efs="50", tolerance=0.5)
     out["study"] = build(app, org, kind="Blinded review set", name="study", dataset="echonet", real_n=1)
-    return out | {"page": page}
+    return out
 
 
 def test_pool_gate_loops_and_organiser_counts(app, built):
@@ -146,7 +145,6 @@ def test_participant_reaches_no_key_summary_or_pool_file(app, built):
                 assert h.get(url).status_code in (403, 404), url
     # the dataset picker offers names inside --data-root only; a path is refused without saying if it exists
     org = built["org"]
-    from gradio_client import handle_file  # noqa: F401
     for bad in ("/etc", "../outside", str(app["tmp"] / "outside")):
         with pytest.raises(AppError, match="choose one of the listed datasets"):
             org.predict("Blinded review set", "z", "demo", [], "50", 1, bad, "ALL", 1, STEPS, 7, [],

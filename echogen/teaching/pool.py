@@ -27,8 +27,9 @@ from echogen.data.loops import seamless_loop
 from echogen.ef import parse_efs
 from echogen.eval.reading import video_ef
 from echogen.teaching.gate import DEFAULT_TOLERANCE, default_readers, tracer_area, verify
-from echogen.teaching.media import (BuildCancelled, CaseFolder, MonotonicProgress, VideoSpec, fit_clip, frame_hash,
-                                    max_start, name_hash, random_id, save_png, write_clip, write_json)
+from echogen.teaching.media import (BuildCancelled, CaseFolder, MonotonicProgress,  # noqa: F401 (re-export)
+                                    VideoSpec, fit_clip, frame_hash, max_start, name_hash, random_id, save_png,
+                                    write_clip, write_json)
 
 POOL_FILE = "pool.json"
 POOL_VERSION = 2

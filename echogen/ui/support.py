@@ -231,7 +231,8 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                                                                    lv_area_curve(full, frame))
         read = read_ef(engine, r.video[0], r.fps)
         stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
-                           "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))], "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
+                           "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))],
+                           "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
                            "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
     last = res[-1]
     files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",
