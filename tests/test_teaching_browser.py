@@ -69,7 +69,7 @@ def test_teaching_tabs_in_chromium(tmp_path):
             page.goto(demo.local_url)
 
             # ---- EF trainer: five cases (the pool repeats: the status says so)
-            page.get_by_role("tab", name="EF trainer").click()
+            page.get_by_role("tab", name="EF trainer").first.click()
             page.locator("#trainer-name input, #trainer-name textarea").first.fill("Trainee A")
             n = page.locator("#trainer-n input[type=number]")
             n.fill("5")
@@ -92,7 +92,7 @@ def test_teaching_tabs_in_chromium(tmp_path):
                 page.screenshot(path=str(Path(shots) / "teaching_trainer.png"), full_page=True)
 
             # ---- Blinded review: every clip but the last
-            page.get_by_role("tab", name="Blinded review").click()
+            page.get_by_role("tab", name="Blinded review").first.click()
             page.locator("#review-name input, #review-name textarea").first.fill("Expert B")
             page.locator("#review-start").click()
             page.wait_for_function("() => document.querySelector('#review-status')?.innerText.includes('Clip 1 of')")
@@ -110,7 +110,7 @@ def test_teaching_tabs_in_chromium(tmp_path):
                                    f".includes('Clip {total} of {total}')")
             assert page.locator("#review-confidence input:checked").count() == 0       # not carried over
             # ---- Organiser tab: the review summary as a table
-            page.get_by_role("tab", name="Organiser").click()
+            page.get_by_role("tab", name="Organiser").first.click()
             page.locator("#org-refresh").click()
             page.locator("#org-set").click()
             page.get_by_role("option", name="study").click()

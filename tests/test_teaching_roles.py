@@ -221,18 +221,18 @@ def test_browser_roles_fresh_lists_and_unanswered_case(app, built):
         page.locator("input[type=text], input:not([type])").first.fill(who[0])
         page.locator("input[type=password]").fill(who[1])
         page.keyboard.press("Enter")
-        page.get_by_role("tab", name="EF trainer").wait_for()
+        page.get_by_role("tab", name="EF trainer").first.wait_for()
         return page
 
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         part = login(browser.new_context(viewport={"width": 1280, "height": 1000}), PART)
-        part.get_by_role("tab", name="Organiser").click()             # the tab is there, its tools are not
+        part.get_by_role("tab", name="Organiser").first.click()             # the tab is there, its tools are not
         part.locator("#org-locked").wait_for()
         assert not part.locator("#org-refresh").is_visible() and not part.locator("#build-btn").is_visible()
         # a pool built now (after the participant's page loaded) shows up in their picker by itself
         org = login(browser.new_context(viewport={"width": 1280, "height": 1000}), ORG)
-        org.get_by_role("tab", name="Organiser").click()
+        org.get_by_role("tab", name="Organiser").first.click()
         from echogen.teaching.pool import new_pool, load_pool
         from echogen.teaching.media import VideoSpec
         import shutil
@@ -242,7 +242,7 @@ def test_browser_roles_fresh_lists_and_unanswered_case(app, built):
             shutil.copy(src.path(c), fresh.dir / c["file"])
         fresh.cases, fresh.meta["status"] = [dict(c) for c in src.cases], "ready"
         fresh.save()
-        part.get_by_role("tab", name="EF trainer").click()
+        part.get_by_role("tab", name="EF trainer").first.click()
         part.locator("#trainer-pool").click()
         part.get_by_role("option", name="fresh").wait_for(timeout=15_000)
         part.get_by_role("option", name="fresh").click()
@@ -265,7 +265,7 @@ def test_browser_roles_fresh_lists_and_unanswered_case(app, built):
         src_url = part.locator("#trainer-video video").get_attribute("src") or ""
         assert "fresh" not in src_url and "pool" not in src_url
         # the organiser's tab: pool details with the rejected count
-        org.get_by_role("tab", name="Organiser").click()
+        org.get_by_role("tab", name="Organiser").first.click()
         try:
             org.locator("#org-refresh").click(timeout=20_000)
         except Exception:
