@@ -623,10 +623,14 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         org(request)
         return job_status(state)
 
-    def o_tick(request: gr.Request):
+    def o_tick(seen, request: gr.Request):
+        """The build line, and the organiser's pickers when pools or sets came or went (no refresh needed)."""
         if not state.is_organiser(request):
-            return gr.skip()
-        return job_status(state)
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        now = (tuple(state.pool_names(ready_only=False)), tuple(state.review_names()))
+        if now == seen:
+            return job_status(state), gr.skip(), gr.skip(), gr.skip()
+        return job_status(state), now, gr.update(choices=list(now[0])), gr.update(choices=list(now[1]))
 
     def o_cancel(request: gr.Request):
         org(request)
@@ -746,7 +750,9 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         o_check = gr.Button("status", visible=False)
         o_check.click(o_status, None, b_status, api_name="build_status", queue=False)
         o_timer = gr.Timer(1.0, active=False)
-        o_timer.tick(o_tick, None, b_status, api_name=False, show_progress="hidden", queue=False)
+        o_seen = gr.State(None)
+        o_timer.tick(o_tick, [o_seen], [b_status, o_seen, o_pool, o_set], api_name=False, show_progress="hidden",
+                     queue=False)
         lists_out = [o_pool, o_set, o_sessions, b_data]
         o_refresh.click(o_lists, None, lists_out, api_name="organiser_lists")
         o_pool_btn.click(o_pool_details, [o_pool], [o_pool_md, o_pool_tab], api_name="pool_details")
