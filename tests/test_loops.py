@@ -66,3 +66,30 @@ def test_speckle_that_does_not_repeat_gets_a_crossfade_at_the_wrap():
     cut = seamless_loop(v, 25.0, area=radius)
     assert cut.complete and cut.crossfade == 4 and "crossfade" in cut.method and wrap_ok(cut.video)
     assert np.allclose(cut.video[-1], (v[cut.start - 1] + v[cut.start]) / 2) and np.allclose(cut.video[:-4], v[cut.start:cut.stop - 4])
+
+
+def test_stage_loops_show_the_same_beat_at_every_frame_rate():
+    from types import SimpleNamespace
+
+    import torch
+
+    from echogen.data.loops import stage_loops
+    v, radius = beating(seed=5)
+    res = [SimpleNamespace(name="base", fps=12.5, video=torch.from_numpy(v[::2].copy())[None, None]),
+           SimpleNamespace(name="temporal", fps=25.0, video=torch.from_numpy(v)[None, None])]
+    loops, cut = stage_loops(res)
+    assert cut.complete and len(loops["temporal"]) == cut.frames
+    assert abs(len(loops["base"]) - cut.frames / 2) <= 1
+
+
+def test_generate_cli_writes_the_loop_unless_full_clip(tmp_path, capsys):
+    from echogen.cli.main import main
+    img = tmp_path / "f.npy"
+    np.save(img, np.full((112, 112), 0.4, np.float32))
+    base = ["generate", "--image", str(img), "--ef", "40", "--random-init", "--preset", "tiny", "--steps", "1"]
+    assert main(base + ["--out", str(tmp_path / "full.npy"), "--full-clip"]) == 0
+    assert "every generated frame (--full-clip)" in capsys.readouterr().out
+    assert np.load(tmp_path / "full.npy").shape[0] == 8
+    assert main(base + ["--out", str(tmp_path / "loop.npy")]) == 0
+    out = capsys.readouterr().out          # untrained noise holds no heart cycle: said, and every frame kept
+    assert "no whole heart cycle found" in out or "one heart cycle from end-diastole" in out
