@@ -114,6 +114,9 @@ def build_review_set(cascade, echonet_root=None, split: str = "TEST", n: int = 1
                          "(or none could be read)")
     rng = np.random.default_rng([seed, 23])
     prog = MonotonicProgress(progress, len(chosen) + 0.5)
+    from echogen.teaching.gate import tracer_area, tracer_reader
+    from echogen.teaching.pool import _is_dir
+    area_fn = tracer_area([r for r in [tracer_reader(cascade.source if _is_dir(cascade.source) else None)] if r])
     n_stages = len(cascade.config.stages)
     items, dropped = [], 0                                       # (video uint8/float, key record)
     for i, (row, clip, frame) in enumerate(chosen):              # frame: the real clip's first, 112x112
@@ -128,7 +131,8 @@ def build_review_set(cascade, echonet_root=None, split: str = "TEST", n: int = 1
         gen_out = cascade.sample(frame, [ef], seed=s, callback=cb, **(sample_kwargs or {}))[-1]
         gen = gen_out.video[0, 0].numpy()
         if loops:
-            rc, gc = seamless_loop(clip, spec.fps, frame=frame), seamless_loop(gen, spec.fps, frame=frame)
+            rc = seamless_loop(clip, spec.fps, frame=frame, tracer=area_fn)        # the LV tracer's area when the
+            gc = seamless_loop(gen, spec.fps, frame=frame, tracer=area_fn)         # bundle has one, else dark area
             if not (rc.complete and gc.complete):
                 dropped += 1
                 prog(i + 1, f"clip {i + 1}/{len(chosen)}: dropped (no whole heart cycle)")
