@@ -112,6 +112,7 @@ def test_teaching_tabs_in_chromium(tmp_path):
             # ---- Organiser tab: the review summary as a table
             page.get_by_role("tab", name="Organiser").first.click()
             page.locator("#org-refresh").click()
+            page.wait_for_function("() => document.querySelector('#org-sessions')?.innerText.includes('Expert B')")
             page.locator("#org-set").click()
             page.get_by_role("option", name="study").click()
             page.locator("#review-summary-btn").click()
