@@ -113,7 +113,7 @@ def test_teaching_tabs_in_chromium(tmp_path):
             page.get_by_role("tab", name="Organiser").first.click()
             page.locator("#org-refresh").click()
             page.wait_for_function("() => document.querySelector('#org-sessions')?.innerText.includes('Expert B')")
-            page.locator("#org-set").click()
+            page.locator("#org-set input").click()
             page.get_by_role("option", name="study").click()
             page.locator("#review-summary-btn").click()
             page.wait_for_function("() => document.querySelector('#review-summary')?.innerText.includes('binomial')")

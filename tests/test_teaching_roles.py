@@ -243,7 +243,7 @@ def test_browser_roles_fresh_lists_and_unanswered_case(app, built):
         fresh.cases, fresh.meta["status"] = [dict(c) for c in src.cases], "ready"
         fresh.save()
         part.get_by_role("tab", name="EF trainer").first.click()
-        part.locator("#trainer-pool").click()
+        part.locator("#trainer-pool input").click()
         part.get_by_role("option", name="fresh").wait_for(timeout=15_000)
         part.get_by_role("option", name="fresh").click()
         n = part.locator("#trainer-n input[type=number]")

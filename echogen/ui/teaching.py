@@ -675,75 +675,74 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
     with gr.Tab("Organiser", id="teach-organiser"):
         o_locked = gr.Markdown("For the organiser (teacher) only: log in with the organiser's credentials.",
                                elem_id="org-locked")
-        o_tab = gr.Column(visible=False, elem_id="org-panel")   # shown to organisers only (on page load)
-    with o_tab:
-        gr.Markdown("Build pools and review sets ahead of a session, follow and cancel a build, report results, "
-                    "and exclude throwaway sessions. See docs/TEACHING.md §0.")
-        with gr.Accordion("1 · Build a trainer pool or a blinded review set", open=True):
-            with gr.Row():
-                b_kind = gr.Radio(["EF-trainer pool", "Blinded review set"], value="EF-trainer pool", label="Build",
-                                  elem_id="build-kind")
-                b_name = gr.Textbox(label="Name", placeholder="e.g. ward-a-2026", elem_id="build-name")
-                b_weights = gr.Dropdown([Path(c).name for c in state.weight_choices],
-                                        value=Path(state.weight_choices[0]).name if state.weight_choices else None,
-                                        label="Weights bundle")
-            b_frames = gr.File(label="Trainer pool: source frames (images, DICOM, clips), one anatomy each",
-                               file_count="multiple", elem_id="build-frames")
-            with gr.Row():
-                b_efs = gr.Textbox(value="20, 35, 50, 65, 80", label="EFs (%)", elem_id="build-efs")
-                b_per = gr.Number(value=1, precision=0, minimum=1, maximum=state.limits.per_frame,
-                                  label="Repeats per frame and EF")
-                b_tol = gr.Number(value=state.tolerance, minimum=0.5, maximum=50, label="Quality gate: tolerance "
-                                  "(EF points between the requested EF and the EF read from the loop)",
-                                  elem_id="build-tolerance")
-                b_steps = gr.Textbox(value="", label="Sampler steps (blank: the preset's; or base=N,spatial=M)",
-                                     elem_id="build-steps")
-            gr.Markdown(f"Limits per build: {state.limits.frames} frames × {state.limits.efs} EFs × "
-                        f"{state.limits.per_frame} repeats, {state.limits.cases} cases, {state.limits.real} real clips; "
-                        f"one build at a time; the teaching folder may use {state.disk_budget_mb:g} MB.",
-                        elem_classes="eg-small")
-            with gr.Row():
-                b_data = gr.Dropdown([], value=None, label="Real clips: a dataset inside the data root "
-                                     "(EchoNet format)" if state.data_root else "Real clips: no --data-root given",
-                                     elem_id="build-dataset", allow_custom_value=True)
-                b_split = gr.Dropdown(["TEST", "VAL", "TRAIN", "ALL"], value="TEST", label="Split")
-                b_n = gr.Number(value=0, precision=0, minimum=0, label="Real clips (review: pairs)", elem_id="build-n")
-            b_up = gr.File(label="Review set: or upload real clips / DICOMs (their EF is read by the regressor)",
-                           file_count="multiple", elem_id="build-uploads")
-            with gr.Row():
-                b_go = gr.Button("Build", variant="primary", elem_id="build-btn")
-                b_cancel = gr.Button("Cancel the build", variant="stop", elem_id="build-cancel")
-            b_status = gr.Markdown(elem_id="build-status")
-        with gr.Accordion("2 · Pools, results and sessions", open=True):
-            o_refresh = gr.Button("Refresh lists", size="sm", elem_id="org-refresh")
-            with gr.Row():
-                o_pool = gr.Dropdown([], label="Trainer pool", elem_id="org-pool", allow_custom_value=True)
-                o_pool_btn = gr.Button("Pool details", size="sm", elem_id="org-pool-btn")
-                o_tr_btn = gr.Button("Trainer results", size="sm", elem_id="org-trainer-btn")
-            o_pool_md = gr.Markdown(elem_id="org-pool-md")
-            o_pool_tab = gr.Dataframe(headers=["kind", "requested EF", "true EF (verified)", "source",
-                                               "readings / reason", "frames"], interactive=False,
-                                      elem_id="org-pool-table")
-            o_tr_md = gr.Markdown(elem_id="org-trainer-md")
-            with gr.Row():
-                o_tr_tab = gr.Dataframe(headers=["measure", "value", "note"], interactive=False,
-                                        elem_id="org-trainer-table")
-                o_tr_plot = gr.Plot(label="Bland-Altman (all included trainees)")
-            o_tr_csv = gr.File(label="Trainer answers (CSV)", interactive=False, elem_id="org-trainer-csv")
-            with gr.Row():
-                o_set = gr.Dropdown([], label="Review set", elem_id="org-set", allow_custom_value=True)
-                o_rv_btn = gr.Button("Review summary", size="sm", elem_id="review-summary-btn")
-            o_rv_md = gr.Markdown(elem_id="review-summary")
-            o_rv_tab = gr.Dataframe(headers=["rater", "answers", "correct", "accuracy", "p (binomial vs 50 %)",
-                                             "mean confidence"], interactive=False, elem_id="review-summary-table")
-            o_rv_csv = gr.File(label="Review answers (CSV)", interactive=False, elem_id="review-csv")
-            o_sessions = gr.Dataframe(headers=["session", "kind", "pool / set", "name", "login", "started", "answers",
-                                               "skipped", "excluded"], interactive=False, label="Sessions",
-                                      elem_id="org-sessions")
-            with gr.Row():
-                o_sid = gr.Textbox(label="Session id", elem_id="org-sid")
-                o_excl = gr.Checkbox(value=True, label="exclude (untick to include again)")
-                o_excl_btn = gr.Button("Apply", size="sm", elem_id="org-exclude-btn")
+        with gr.Column(visible=False, elem_id="org-panel") as o_tab:    # shown to organisers only (on page load)
+            gr.Markdown("Build pools and review sets ahead of a session, follow and cancel a build, report results, "
+                        "and exclude throwaway sessions. See docs/TEACHING.md §0.")
+            with gr.Accordion("1 · Build a trainer pool or a blinded review set", open=True):
+                with gr.Row():
+                    b_kind = gr.Radio(["EF-trainer pool", "Blinded review set"], value="EF-trainer pool", label="Build",
+                                      elem_id="build-kind")
+                    b_name = gr.Textbox(label="Name", placeholder="e.g. ward-a-2026", elem_id="build-name")
+                    b_weights = gr.Dropdown([Path(c).name for c in state.weight_choices],
+                                            value=Path(state.weight_choices[0]).name if state.weight_choices else None,
+                                            label="Weights bundle")
+                b_frames = gr.File(label="Trainer pool: source frames (images, DICOM, clips), one anatomy each",
+                                   file_count="multiple", elem_id="build-frames")
+                with gr.Row():
+                    b_efs = gr.Textbox(value="20, 35, 50, 65, 80", label="EFs (%)", elem_id="build-efs")
+                    b_per = gr.Number(value=1, precision=0, minimum=1, maximum=state.limits.per_frame,
+                                      label="Repeats per frame and EF")
+                    b_tol = gr.Number(value=state.tolerance, minimum=0.5, maximum=50, label="Quality gate: tolerance "
+                                      "(EF points between the requested EF and the EF read from the loop)",
+                                      elem_id="build-tolerance")
+                    b_steps = gr.Textbox(value="", label="Sampler steps (blank: the preset's; or base=N,spatial=M)",
+                                         elem_id="build-steps")
+                gr.Markdown(f"Limits per build: {state.limits.frames} frames × {state.limits.efs} EFs × "
+                            f"{state.limits.per_frame} repeats, {state.limits.cases} cases, {state.limits.real} real clips; "
+                            f"one build at a time; the teaching folder may use {state.disk_budget_mb:g} MB.",
+                            elem_classes="eg-small")
+                with gr.Row():
+                    b_data = gr.Dropdown([], value=None, label="Real clips: a dataset inside the data root "
+                                         "(EchoNet format)" if state.data_root else "Real clips: no --data-root given",
+                                         elem_id="build-dataset", allow_custom_value=True)
+                    b_split = gr.Dropdown(["TEST", "VAL", "TRAIN", "ALL"], value="TEST", label="Split")
+                    b_n = gr.Number(value=0, precision=0, minimum=0, label="Real clips (review: pairs)", elem_id="build-n")
+                b_up = gr.File(label="Review set: or upload real clips / DICOMs (their EF is read by the regressor)",
+                               file_count="multiple", elem_id="build-uploads")
+                with gr.Row():
+                    b_go = gr.Button("Build", variant="primary", elem_id="build-btn")
+                    b_cancel = gr.Button("Cancel the build", variant="stop", elem_id="build-cancel")
+                b_status = gr.Markdown(elem_id="build-status")
+            with gr.Accordion("2 · Pools, results and sessions", open=True):
+                o_refresh = gr.Button("Refresh lists", size="sm", elem_id="org-refresh")
+                with gr.Row():
+                    o_pool = gr.Dropdown([], label="Trainer pool", elem_id="org-pool", allow_custom_value=True)
+                    o_pool_btn = gr.Button("Pool details", size="sm", elem_id="org-pool-btn")
+                    o_tr_btn = gr.Button("Trainer results", size="sm", elem_id="org-trainer-btn")
+                o_pool_md = gr.Markdown(elem_id="org-pool-md")
+                o_pool_tab = gr.Dataframe(headers=["kind", "requested EF", "true EF (verified)", "source",
+                                                   "readings / reason", "frames"], interactive=False,
+                                          elem_id="org-pool-table")
+                o_tr_md = gr.Markdown(elem_id="org-trainer-md")
+                with gr.Row():
+                    o_tr_tab = gr.Dataframe(headers=["measure", "value", "note"], interactive=False,
+                                            elem_id="org-trainer-table")
+                    o_tr_plot = gr.Plot(label="Bland-Altman (all included trainees)")
+                o_tr_csv = gr.File(label="Trainer answers (CSV)", interactive=False, elem_id="org-trainer-csv")
+                with gr.Row():
+                    o_set = gr.Dropdown([], label="Review set", elem_id="org-set", allow_custom_value=True)
+                    o_rv_btn = gr.Button("Review summary", size="sm", elem_id="review-summary-btn")
+                o_rv_md = gr.Markdown(elem_id="review-summary")
+                o_rv_tab = gr.Dataframe(headers=["rater", "answers", "correct", "accuracy", "p (binomial vs 50 %)",
+                                                 "mean confidence"], interactive=False, elem_id="review-summary-table")
+                o_rv_csv = gr.File(label="Review answers (CSV)", interactive=False, elem_id="review-csv")
+                o_sessions = gr.Dataframe(headers=["session", "kind", "pool / set", "name", "login", "started", "answers",
+                                                   "skipped", "excluded"], interactive=False, label="Sessions",
+                                          elem_id="org-sessions")
+                with gr.Row():
+                    o_sid = gr.Textbox(label="Session id", elem_id="org-sid")
+                    o_excl = gr.Checkbox(value=True, label="exclude (untick to include again)")
+                    o_excl_btn = gr.Button("Apply", size="sm", elem_id="org-exclude-btn")
         b_go.click(o_build, [b_kind, b_name, b_weights, b_frames, b_efs, b_per, b_data, b_split, b_n, b_steps, b_tol,
                              b_up], None, api_name="build_start").then(o_status, None, b_status, api_name=False)
         b_cancel.click(o_cancel, None, b_status, api_name="build_cancel", queue=False)
