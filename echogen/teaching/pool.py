@@ -163,6 +163,8 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
     One cascade call per (frame, repeat) generates every EF in one batch; `seed` and `batch_index`
     are stored so a case can be regenerated."""
     efs = parse_efs(list(efs), what="pool EFs")
+    if (Path(out_dir) / POOL_FILE).exists():
+        raise FileExistsError(f"{Path(out_dir).name} already holds a pool ({POOL_FILE}); choose a new folder")
     if per_frame < 1:
         raise ValueError(f"per_frame must be >= 1, got {per_frame}")
     if not frames:
@@ -210,7 +212,8 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
                 if guard:
                     guard()
                 rec = {"requested": ef, "seed": s, "batch_index": b, "source_hash": fhash}
-                verdict = verify(vids[b], out.fps, ef, readers, tolerance) if readers else None
+                verdict = verify(vids[b], out.fps, ef, readers,
+                                 float("inf") if tolerance is None else tolerance) if readers else None
                 if tolerance is not None and not verdict.ok:
                     pool.meta["rejected"].append({**rec, "kind": "gate", "reason": verdict.reason,
                                                   "readings": verdict.readings})
