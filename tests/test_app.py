@@ -156,7 +156,8 @@ def test_generation_without_regressor_never_makes_up_an_ef(tmp_path):
     assert "no EF regressor in this bundle" in readout_html(g.readout)
     assert [s["sampled"] for s in g.readout["stages"]] == [True, False, True]      # spatial switched off
     assert calls[0] == ("base", 1, 2) and calls[-1] == ("temporal", 1, 1)
-    assert len(g.files) == 6 and all(Path(f).stat().st_size > 0 for f in g.files)
+    assert len(g.files) == 7 and all(Path(f).stat().st_size > 0 for f in g.files)     # loops + the full clip
+    assert g.files[-1].name.endswith("temporal_fullclip.mp4") and decode(g.files[-1]).shape[0] == 8
     assert decode(g.display["temporal"]).shape == (8, S.DISPLAY, S.DISPLAY)
 
 
@@ -212,7 +213,8 @@ def test_generate_endpoint(client, served):
     assert "EF read from the loop" in html and Path(plot).is_file()
     names = sorted(Path(f).name for f in files)
     stages = ("base", "spatial", "temporal")
-    assert names == sorted(f"echogen_ef45_seed7_{s}.{e}" for s in stages for e in ("mp4", "gif"))
+    assert names == sorted([f"echogen_ef45_seed7_{s}.{e}" for s in stages for e in ("mp4", "gif")]
+                           + ["echogen_ef45_seed7_temporal_fullclip.mp4"])
     final = next(f for f in files if f.endswith("temporal.mp4"))
     assert decode(final).shape == (8, 16, 16)                                 # native resolution download
     # same seed -> same loop; a clip input with a frame picked also works

@@ -63,6 +63,14 @@ def test_app_in_chromium(tmp_path):
                 num.fill(str(n))
                 num.press("Enter")
             page.locator("#generate-btn").click()
+            # one progress indicator during a generation (not one per output component, #21)
+            most = 0
+            for _ in range(40):
+                most = max(most, page.locator(".progress-text, .eta-bar").count())
+                if page.eval_on_selector("#video-2", "e => !!e.querySelector('video')?.currentSrc"):
+                    break
+                page.wait_for_timeout(150)
+            assert most <= 2, most           # (a status block has one text and one bar at most)
 
             # the final stage's loop gets a source and plays (autoplay + loop)
             last = "#video-2 video"

@@ -1,5 +1,6 @@
 """The teaching tabs served by Gradio and driven through their API with gradio_client: two raters at
-once, 20 trainer answers each, all 40 stored; a blinded review end to end with the organiser summary."""
+once, 20 trainer answers each, all 40 stored; a blinded review end to end with the organiser summary.
+(Roles, the quality gate and loops on the real app: tests/test_teaching_roles.py.)"""
 import socket
 import threading
 
@@ -21,21 +22,21 @@ def served(tmp_path_factory):
     from echogen.teaching.review import build_review_set
 
     tmp = tmp_path_factory.mktemp("teach")
-    state = TeachingState(tmp / "results")
-    casc = Cascade.random("tiny", seed=0)
+    state = TeachingState(tmp / "results", local_organiser=True)       # no login: the local user organises
+    casc = Cascade.random("tiny", seed=0)                              # noise: no gate, no loops to find
     build_pool(casc, None, [np.full((112, 112), 0.4, np.float32)], [30, 45, 60], out_dir=state.pools_root / "p1",
-               sample_kwargs={"steps": STEPS})
+               sample_kwargs={"steps": STEPS}, tolerance=None, loops=False)
     write_phantom(tmp / "echonet", 2, seed=4)
     rdir = state.reviews_root / "r1"
     build_review_set(casc, tmp / "echonet", "ALL", 1, rdir, key_path=state.key_path(rdir),
-                     sample_kwargs={"steps": STEPS})
+                     sample_kwargs={"steps": STEPS}, loops=False)
     demo = build_teaching_demo(state)
     demo.queue(default_concurrency_limit=1)
     with socket.socket() as sock:                         # a free port: other apps may hold 7860
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=port)
-    yield {"url": demo.local_url, "state": state, "pool": str(state.pools_root / "p1"), "review": str(rdir)}
+    yield {"url": demo.local_url, "state": state, "pool": "p1", "review": "r1"}
     demo.close()
 
 
@@ -75,11 +76,11 @@ def test_blinded_review_and_organiser_summary(served):
     video, status = c.predict("cara", served["review"], api_name="/review_start")
     assert "Clip 1 of 2" in status and video
     for label in ("real", "generated"):
-        video, status = c.predict(label, 4, "looks fine", api_name="/review_answer")
-    assert status.startswith("Finished") and video is None
-    md, csv_path = c.predict(served["review"], api_name="/review_summary")
-    assert "2 answers" in md and "cara" in md and "binomial" in md
+        out = c.predict(label, "4", "looks fine", api_name="/review_answer")
+    assert out[1].startswith("Finished") and out[0] is None
+    md, rows, csv_path = c.predict(served["review"], api_name="/review_summary")
+    assert "2 answers" in md and any(r[0] == "cara" for r in rows["data"]) and "binomial" in md
     assert open(csv_path).read().count("\n") == 3
     # the key is never among the files served to browsers
-    key = served["state"].key_path(served["review"])
+    key = served["state"].key_path(served["state"].reviews_root / served["review"])
     assert key.is_file() and not any(str(key).startswith(p) for p in served["state"].served_paths())

@@ -13,8 +13,12 @@ def test_pool_cli_random_init(tmp_path, capsys):
     fdir = tmp_path / "frames"
     fdir.mkdir()
     np.save(fdir / "a.npy", np.random.default_rng(0).random((112, 112)).astype(np.float32))
+    # untrained weights have no EF reader: the gate refuses them unless it is turned off
+    assert main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,60",
+                 "--steps", "1", "--out", str(tmp_path / "gated")]) == 2
+    assert "quality gate needs an EF reader" in capsys.readouterr().err
     rc = main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,60",
-               "--steps", "1", "--out", str(tmp_path / "pool")])
+               "--steps", "1", "--no-gate", "--full-clips", "--out", str(tmp_path / "pool")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "2 generated + 0 real" in out and "no EF regressor" in out

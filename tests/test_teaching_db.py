@@ -83,7 +83,19 @@ def test_session_helpers_store_truth_from_pool_and_key(tmp_path):
     assert len(cases) == 5 and set(cases[:3]) == {"c0", "c1", "c2"}
     fb = sessions.record_trainer_answer(db, sid, 0, pool, "c1", answer_ef=55, answer_category="preserved")
     assert fb == {"true_ef": 45, "error": 10.0, "regressor_ef": None, "true_category": "mildly reduced",
-                  "category_correct": False, "kind": "generated"}
+                  "category_correct": False, "kind": "generated", "ef_source": None, "requested_ef": None,
+                  "readings": {}}
+    # an answer needs an EF or a category; a skip is recorded apart, never as an answer
+    import pytest
+    with pytest.raises(ValueError, match="give an EF"):
+        sessions.record_trainer_answer(db, sid, 1, pool, cases[1])
+    with pytest.raises(ValueError, match="category must be one of"):
+        sessions.record_trainer_answer(db, sid, 1, pool, cases[1], answer_category="normal")
+    sessions.skip_trainer_case(db, sid, 1, cases[1])
+    assert db.session(sid)["meta"]["skipped"] == [{"position": 1, "case_id": cases[1]}]
+    with pytest.raises(ValueError, match="already answered"):
+        sessions.skip_trainer_case(db, sid, 0, cases[0])
+    assert "repeat each of them up to 2 times" in sessions.repeat_note(3, 5) and sessions.repeat_note(3, 3) == ""
     row = db.answers(session=sid)[0]
     assert (row["truth_ef"], row["truth_category"], row["answer_ef"]) == (45, "mildly reduced", 55)
     rs = ReviewSet(Path(tmp_path), {"id": "r1", "spec": {}}, [{"id": "a"}, {"id": "b"}],
@@ -93,3 +105,9 @@ def test_session_helpers_store_truth_from_pool_and_key(tmp_path):
     for pos, cid in enumerate(order):
         sessions.record_review_answer(db, rid, pos, rs, cid, "real", confidence=3)
     assert {(r["case_id"], r["truth_label"]) for r in db.answers(session=rid)} == {("a", "real"), ("b", "generated")}
+    # a study has no anonymous rows; the organiser can exclude a session from every summary
+    with pytest.raises(ValueError, match="enter your name"):
+        sessions.start_review(db, rs, rater="  ")
+    assert len(sessions.included_answers(db, kind="review")) == 2
+    sessions.exclude_session(db, rid, True, "test run")
+    assert sessions.included_answers(db, kind="review") == [] and len(db.answers(kind="review")) == 2

@@ -56,7 +56,7 @@ def test_pool_records_complete_and_anonymous(bundle, echonet, tmp_path):
     seen = []
     pool = build_pool(cascade, reg, frames, [30, 60], per_frame=1, out_dir=tmp_path / "pool", seed=3,
                       progress=lambda f, m: seen.append(f), sample_kwargs={"steps": STEPS},
-                      real_clips={"root": echonet, "split": "ALL", "n": 2})
+                      real_clips={"root": echonet, "split": "ALL", "n": 2}, tolerance=None, loops=False)
     assert seen and seen[-1] == pytest.approx(1.0) and all(0 <= f <= 1 for f in seen)
     loaded = load_pool(tmp_path / "pool")
     assert loaded.cases == pool.cases and loaded.id == pool.id
@@ -86,7 +86,7 @@ def test_pool_records_complete_and_anonymous(bundle, echonet, tmp_path):
     assert all(p == probes[0] for p in probes)
     assert probes[0]["codec"] == "h264" and probes[0]["w"] == 16 and probes[0]["frames"] == 8
     # adding real clips to an existing pool (by path) appends
-    add_real_clips(tmp_path / "pool", echonet, "ALL", 1, seed=9)
+    add_real_clips(tmp_path / "pool", echonet, "ALL", 1, seed=9, loops=False)
     assert len(load_pool(tmp_path / "pool").cases) == 7
     with pytest.raises(FileExistsError):
         build_pool(cascade, None, frames, [30], out_dir=tmp_path / "pool")
@@ -94,14 +94,14 @@ def test_pool_records_complete_and_anonymous(bundle, echonet, tmp_path):
 
 def test_pool_without_regressor_stores_none(bundle, tmp_path):
     pool = build_pool(Cascade.load(bundle), None, [np.full((112, 112), 0.5, np.float32)], [45], out_dir=tmp_path / "p",
-                      sample_kwargs={"steps": STEPS})
+                      sample_kwargs={"steps": STEPS}, tolerance=None, loops=False)
     assert [c["ef_regressor"] for c in pool.cases] == [None]
     assert json.loads((tmp_path / "p" / "pool.json").read_text())["regressor"] is False
 
 
 def test_review_set_indistinguishable(bundle, echonet, tmp_path):
     rs = build_review_set(Cascade.load(bundle), echonet, "ALL", 2, out_dir=tmp_path / "rev", seed=1,
-                          sample_kwargs={"steps": STEPS})
+                          sample_kwargs={"steps": STEPS}, loops=False)
     assert len(rs.cases) == 4
     public = json.loads((tmp_path / "rev" / "review.json").read_text())
     assert "truth" not in json.dumps(public["cases"]) and "real" not in json.dumps(public["cases"])
@@ -120,3 +120,25 @@ def test_review_set_indistinguishable(bundle, echonet, tmp_path):
     mtimes = [loaded.path(c).stat().st_mtime_ns for c in loaded.cases]
     assert mtimes == sorted(mtimes)                                                # written in shown order
     assert load_review_set(tmp_path / "rev", key_path=tmp_path / "none.json").key is None
+
+
+def test_review_set_from_uploaded_clips(bundle, echonet, tmp_path, monkeypatch):
+    """A teacher with only clips (no EchoNet folder): the uploads' EF is the regressor's reading; the
+    upload's file name is never stored."""
+    import shutil
+
+    import echogen.teaching.pool as P
+    monkeypatch.setattr(P, "_regressor_reading", lambda reg, video, fps: 42.0)
+    up = tmp_path / "uploads"
+    up.mkdir()
+    for i, f in enumerate(sorted((echonet / "Videos").glob("*.avi"))[:2]):
+        shutil.copy(f, up / f"Smith_Jane_{i}.avi")
+    rs = build_review_set(Cascade.load(bundle), uploads=sorted(up.iterdir()), regressor=object(), n=2,
+                          out_dir=tmp_path / "rev", key_path=tmp_path / "rev.key.json", sample_kwargs={"steps": STEPS},
+                          loops=False)
+    assert len(rs.cases) == 4 and {r["ef"] for r in rs.key.values()} == {42.0}
+    assert {r["ef_source"] for r in rs.key.values()} == {"regressor"}
+    assert "Smith" not in (tmp_path / "rev.key.json").read_text()
+    with pytest.raises(ValueError, match="no known EF"):
+        build_review_set(Cascade.load(bundle), uploads=sorted(up.iterdir()), regressor=None, n=1,
+                         out_dir=tmp_path / "rev2", key_path=tmp_path / "rev2.key.json")

@@ -28,8 +28,12 @@ def _rgb(v: np.ndarray) -> np.ndarray:
     return np.repeat(v[..., None], 3, axis=-1) if v.ndim == 3 else v
 
 
-def write_video(path, video, fps: float) -> Path:
-    """Write a video by file extension (.mp4, .gif, .avi, .npy)."""
+def write_video(path, video, fps: float, loop: bool = False) -> Path:
+    """Write a video by file extension (.mp4, .gif, .avi, .npy).
+
+    loop=True (an .mp4 that is played as a loop, e.g. a seamless loop from echogen.data.loops): every frame
+    is a key frame. With predicted frames the encoder smooths speckle from frame to frame but not across
+    the wrap (the first frame is coded on its own), so the wrap would show a jump the loop does not have."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     v = np.asarray(video)
@@ -40,7 +44,7 @@ def write_video(path, video, fps: float) -> Path:
         f = v.astype(np.float32) / 255.0 if v.dtype == np.uint8 else v.astype(np.float32)
         np.save(path, f)
     elif ext == ".mp4":
-        _write_mp4(path, _rgb(to_uint8(v)), fps)
+        _write_mp4(path, _rgb(to_uint8(v)), fps, intra=loop)
     elif ext == ".gif":
         _write_gif(path, to_uint8(v), fps)
     elif ext == ".avi":
@@ -63,7 +67,7 @@ def write_video(path, video, fps: float) -> Path:
 MP4_OPTIONS = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
 
 
-def _write_mp4(path: Path, v: np.ndarray, fps: float) -> None:
+def _write_mp4(path: Path, v: np.ndarray, fps: float, intra: bool = False) -> None:
     import av
     from fractions import Fraction
 
@@ -75,7 +79,10 @@ def _write_mp4(path: Path, v: np.ndarray, fps: float) -> None:
     with av.open(str(path), mode="w", options={"movflags": "faststart"}) as c:
         s = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         s.width, s.height, s.pix_fmt = pw, ph, "yuv420p"
-        s.options = dict(MP4_OPTIONS)
+        opts = dict(MP4_OPTIONS)
+        if intra:   # every frame a key frame: a loop's wrap decodes as cleanly as its inside (seamless loops)
+            opts["x264-params"] += ":keyint=1:min-keyint=1:scenecut=0"
+        s.options = opts
         for frame in v:
             for pkt in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 c.mux(pkt)

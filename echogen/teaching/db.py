@@ -136,6 +136,17 @@ class ResultsDB:
         with self._connect() as con:
             return [_session_dict(r) for r in con.execute(q + " ORDER BY started", args)]
 
+    def update_meta(self, sid: str, **changes) -> dict:
+        """Merge `changes` into a session's meta JSON in one write transaction (e.g. excluded=True by the
+        organiser; skipped positions of a trainer session). Returns the new meta."""
+        with self._connect() as con, self._write(con):
+            r = con.execute("SELECT meta FROM sessions WHERE id = ?", (sid,)).fetchone()
+            if r is None:
+                raise KeyError(f"no session '{sid}'")
+            meta = json.loads(r["meta"] or "{}") | changes
+            con.execute("UPDATE sessions SET meta = ? WHERE id = ?", (json.dumps(meta), sid))
+        return meta
+
     # ---- answers -----------------------------------------------------------------------------
     def add_answer(self, session: str, position: int, case_id: str, *, truth_ef=None, truth_category=None,
                    truth_label=None, answer_ef=None, answer_category=None, answer_label=None,

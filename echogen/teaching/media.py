@@ -112,14 +112,67 @@ def max_start(n_frames: int, native_fps: float, spec: VideoSpec) -> int:
 
 
 def write_clip(path: Path, video: np.ndarray, spec: VideoSpec) -> Path:
-    """Write one case video (T, S, S) through the common writer after checking it meets the spec."""
+    """Write one case video (T, S, S) through the common writer after checking it meets the spec: the
+    spec's size and frame rate, at most spec.frames frames (a seamless loop is one heart cycle of the
+    generated clip, so its length follows the heart rate)."""
     from echogen.data.video_io import write_video
 
     v = np.asarray(video)
-    if v.shape != (spec.frames, spec.size, spec.size):
+    if v.ndim != 3 or v.shape[1:] != (spec.size, spec.size) or not 2 <= len(v) <= spec.frames:
         raise ValueError(f"case video has shape {v.shape}, the spec says "
-                         f"({spec.frames}, {spec.size}, {spec.size})")
-    return write_video(path, v, spec.fps)
+                         f"(2..{spec.frames}, {spec.size}, {spec.size})")
+    return write_video(path, v, spec.fps, loop=True)
+
+
+class BuildCancelled(RuntimeError):
+    """Raised (by a build's guard) to stop building a pool or review set."""
+
+
+class MonotonicProgress:
+    """progress(fraction, message) that never goes backwards: call it with units done out of `total`;
+    phases (generation, real clips, writing) map onto one 0..1 scale."""
+
+    def __init__(self, progress, total: float):
+        self.progress, self.total, self.last = progress, max(float(total), 1e-9), 0.0
+
+    def __call__(self, units: float, message: str = "") -> None:
+        if self.progress is None:
+            return
+        self.last = max(self.last, min(1.0, float(units) / self.total))
+        self.progress(self.last, message)
+
+    def finish(self, message: str = "done") -> None:
+        if self.progress is not None:
+            self.last = 1.0
+            self.progress(1.0, message)
+
+
+def prepare_clip(frames: np.ndarray, size: int = 112, regions=None) -> np.ndarray:
+    """A clip (T, H, W[, 3]) uint8 -> float32 (T, size, size) in [0, 1], every frame cropped and masked
+    like the generator's input with ONE sector found on the clip's brightest projection (a per-frame
+    crop would jitter)."""
+    import cv2
+
+    from echogen.data.inputs import _prepare, find_sector
+
+    f = np.asarray(frames)
+    if f.ndim == 4:
+        f = f[..., :3].mean(-1).astype(np.uint8) if f.shape[-1] >= 3 else f[..., 0]
+    _, info = _prepare(f.max(0), size, regions, "clip")
+    x0, y0, x1, y1 = info["crop"]
+    mask = find_sector(f.max(0))
+    h, w = f.shape[1:]
+    mask = np.ones((h, w), np.uint8) if mask is None else mask
+    side = x1 - x0
+    out = []
+    for fr in f:
+        g = (fr * mask).astype(np.uint8)
+        canvas = np.zeros((side, side), np.uint8)
+        cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, w), max(y0, 0), min(y1, h)
+        canvas[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = g[cy0:cy1, cx0:cx1]
+        interp = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
+        out.append(cv2.resize(canvas, (size, size), interpolation=interp))
+    return np.stack(out).astype(np.float32) / 255.0
 
 
 def write_json(path: Path, obj) -> None:

@@ -43,37 +43,110 @@ def default_key_path(review_dir) -> Path:
     return d.with_name(d.name + ".key.json")
 
 
-def build_review_set(cascade, echonet_root, split: str = "TEST", n: int = 10, out_dir="review",
-                     seed: int = 0, key_path=None, progress=None, sample_kwargs: dict | None = None) -> ReviewSet:
-    """n real clips of an EchoNet-format split + n factual generations -> a blinded review set of 2n."""
+def real_from_uploads(paths, spec: VideoSpec, regressor, seed: int = 0) -> list[tuple]:
+    """Clips or multi-frame DICOMs uploaded by the organiser -> [(record, uint8 clip fitted to spec,
+    its first frame float32 (112, 112))] like select_real. An upload has no measured EF, so the EF the
+    factual generation is asked for is what the bundle's regressor reads from the clip (ef_source
+    "regressor"); without a regressor uploads cannot be used. Files too short or unreadable are skipped
+    (their names are never stored: only a hash of the pixels)."""
+    from echogen.data.inputs import InputError, load_frames
+    from echogen.data.video_io import VideoError
+    from echogen.teaching.media import fit_clip, max_start, prepare_clip
+    from echogen.teaching.pool import _regressor_reading
+
+    if regressor is None:
+        raise ValueError("uploaded clips have no known EF; the weights' EF regressor reads it, and these weights "
+                         "have none")
+    rng = np.random.default_rng([seed, 19])
+    out = []
+    for p in paths:
+        try:
+            frames, info = load_frames(p)
+        except (InputError, VideoError, ValueError, OSError):
+            continue
+        fps = float(info.get("fps") or 0) or spec.fps
+        if len(frames) < 2:
+            continue
+        last = max_start(len(frames), fps, spec)
+        if last < 0:
+            continue
+        clip = (prepare_clip(frames, 112, info.get("regions")) * 255 + 0.5).astype(np.uint8)
+        start = int(rng.integers(last + 1))
+        fitted = fit_clip(clip, fps, spec, start=start)
+        if fitted is None:
+            continue
+        ef = _regressor_reading(regressor, fitted / 255.0, spec.fps)
+        if ef is None or not 5 <= ef <= 95:
+            continue
+        first = clip[start].astype(np.float32) / 255.0
+        out.append(({"EF": ef, "ef_source": "regressor", "FileName": frame_hash(clip[start]), "Split": "upload"},
+                    fitted, first))
+    return out
+
+
+def build_review_set(cascade, echonet_root=None, split: str = "TEST", n: int = 10, out_dir="review",
+                     seed: int = 0, key_path=None, progress=None, sample_kwargs: dict | None = None,
+                     uploads=None, regressor=None, loops: bool = True, guard=None) -> ReviewSet:
+    """n real clips + n factual generations -> a blinded review set of up to 2n.
+
+    Real clips come from an EchoNet-format dataset (echonet_root, split) or from uploaded clips / DICOMs
+    (uploads: paths; their EF is read by `regressor`). With loops=True every clip, real or generated, is
+    cut to one heart cycle end-diastole to end-diastole (echogen.data.loops), so both kinds loop the same
+    way; a pair where either has no whole cycle is dropped (counted in meta "dropped")."""
+    from echogen.data.loops import seamless_loop
+    from echogen.teaching.media import MonotonicProgress
+
     out = Path(out_dir)
     if (out / REVIEW_FILE).exists():
-        raise FileExistsError(f"{out} already holds a review set; choose a new folder")
+        raise FileExistsError(f"{out.name} already holds a review set; choose a new folder")
     key_path = Path(key_path) if key_path else default_key_path(out)
     if key_path.resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"the key ({key_path}) must be kept outside the review folder ({out})")
+        raise ValueError("the key must be kept outside the review folder")
     spec = VideoSpec.of_cascade(cascade)
-    chosen = select_real(echonet_root, split, n, spec, seed)
+    if uploads:
+        chosen = real_from_uploads(uploads, spec, regressor, seed)[:n]
+    elif echonet_root is not None:
+        chosen = select_real(echonet_root, split, n, spec, seed)
+    else:
+        raise ValueError("a review set needs real clips: a dataset folder or uploaded clips")
     if not chosen:
-        raise ValueError(f"{echonet_root}: no clip in {split} is long enough for {spec.frames} frames at {spec.fps:g} fps")
+        raise ValueError(f"no usable real clip: none is long enough for {spec.frames} frames at {spec.fps:g} fps "
+                         "(or none could be read)")
     rng = np.random.default_rng([seed, 23])
-    items = []                                                   # (video uint8/float, key record)
+    prog = MonotonicProgress(progress, len(chosen) + 0.5)
+    from echogen.teaching.gate import tracer_area, tracer_reader
+    from echogen.teaching.pool import _is_dir
+    area_fn = tracer_area([r for r in [tracer_reader(cascade.source if _is_dir(cascade.source) else None)] if r])
+    n_stages = len(cascade.config.stages)
+    items, dropped = [], 0                                       # (video uint8/float, key record)
     for i, (row, clip, frame) in enumerate(chosen):              # frame: the real clip's first, 112x112
         ef = float(row["EF"])
         s = int(rng.integers(2**31 - 1))
-        cb = None
-        if progress:
-            def cb(stage, step, n_steps, _i=i):
-                progress((_i + step / n_steps / len(cascade.config.stages)) / len(chosen),
-                         f"clip {_i + 1}/{len(chosen)}: {stage} {step}/{n_steps}")
-        gen = cascade.sample(frame, [ef], seed=s, callback=cb, **(sample_kwargs or {}))[-1].video[0, 0].numpy()
+
+        def cb(stage, step, n_steps, _i=i):
+            if guard:
+                guard()
+            k = cascade.config.stage_names.index(stage)
+            prog(_i + (k + step / n_steps) / n_stages, f"clip {_i + 1}/{len(chosen)}: {stage} {step}/{n_steps}")
+        gen_out = cascade.sample(frame, [ef], seed=s, callback=cb, **(sample_kwargs or {}))[-1]
+        gen = gen_out.video[0, 0].numpy()
+        if loops:
+            rc = seamless_loop(clip, spec.fps, frame=frame, tracer=area_fn)        # the LV tracer's area when the
+            gc = seamless_loop(gen, spec.fps, frame=frame, tracer=area_fn)         # bundle has one, else dark area
+            if not (rc.complete and gc.complete):
+                dropped += 1
+                prog(i + 1, f"clip {i + 1}/{len(chosen)}: dropped (no whole heart cycle)")
+                continue
+            clip, gen = rc.video, gc.video
         pair = random_id(4)
-        src = {"pair": pair, "ef": round(ef, 2), "source_hash": frame_hash(frame),
-               "source_name_hash": name_hash(row["FileName"]), "split": row["Split"]}
+        src = {"pair": pair, "ef": round(ef, 2), "ef_source": row.get("ef_source", "FileList"),
+               "source_hash": frame_hash(frame), "source_name_hash": name_hash(str(row["FileName"])),
+               "split": row["Split"]}
         items.append((clip, {"truth": "real", **src}))
         items.append((gen, {"truth": "generated", "seed": s, **src}))
-        if progress:
-            progress((i + 1) / len(chosen), f"clip {i + 1}/{len(chosen)} generated")
+        prog(i + 1, f"clip {i + 1}/{len(chosen)} generated")
+    if not items:
+        raise ValueError(f"no pair kept: {dropped} dropped (no whole heart cycle in the real or generated clip)")
     order = rng.permutation(len(items))
     (out / "clips").mkdir(parents=True, exist_ok=True)
     cases, key = [], {}
@@ -84,11 +157,13 @@ def build_review_set(cascade, echonet_root, split: str = "TEST", n: int = 10, ou
         cases.append({"id": cid, "file": name, "position": pos})
         key[cid] = rec
     meta = {"id": random_id(6), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "spec": spec.to_dict(), "n_real": len(chosen), "n_generated": len(chosen)}
-    write_json(out / REVIEW_FILE, {**meta, "cases": cases})
+            "spec": spec.to_dict(), "n_real": len(items) // 2, "n_generated": len(items) // 2, "dropped": dropped,
+            "loops": "end-diastole to end-diastole" if loops else "whole clip"}
     key_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(key_path, {"review_id": meta["id"], "preset": cascade.config.name,
                           "weights": Path(str(cascade.source)).name, "seed": int(seed), "cases": key})
+    write_json(out / REVIEW_FILE, {**meta, "cases": cases})      # last: a set is listed only once complete
+    prog.finish(f"{len(cases)} clips ({dropped} pairs dropped)")
     return ReviewSet(out, meta, cases, key)
 
 
@@ -97,7 +172,7 @@ def load_review_set(review_dir, key_path=None, need_key: bool = False) -> Review
     d = Path(review_dir)
     p = d / REVIEW_FILE
     if not p.is_file():
-        raise FileNotFoundError(f"{d}: not a review set (no {REVIEW_FILE})")
+        raise FileNotFoundError(f"{d.name}: not a review set (no {REVIEW_FILE})")
     data = json.loads(p.read_text())
     cases = data.pop("cases")
     kp = Path(key_path) if key_path else default_key_path(d)
@@ -105,8 +180,8 @@ def load_review_set(review_dir, key_path=None, need_key: bool = False) -> Review
     if kp.is_file():
         k = json.loads(kp.read_text())
         if k.get("review_id") != data["id"]:
-            raise ValueError(f"{kp} is the key of review set {k.get('review_id')}, not {data['id']}")
+            raise ValueError(f"the key found for review set {d.name} belongs to another set")
         key = k["cases"]
     elif need_key:
-        raise FileNotFoundError(f"{kp}: the review set's key is missing")
+        raise FileNotFoundError(f"review set {d.name}: its key is missing")
     return ReviewSet(d, data, cases, key)

@@ -113,3 +113,41 @@ def format_review(s: dict, title: str = "Blinded review") -> str:
             k += f", Cohen's kappa {_f(ag['cohen_kappa'], '.3f')}"
         lines.append(f"  agreement of {ag['raters']} raters on {ag['cases']} common cases: {k}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ tables for the app
+def trainer_rows(s: dict) -> tuple[list[str], list[list]]:
+    """(headers, rows) of a trainer summary: one row per measure, then one per true category."""
+    rows = [["answers", s["n"], ""]]
+    if s.get("n_ef"):
+        ba = s["bland_altman"]
+        rows += [["EF: mean absolute error (%)", round(s["mae"], 1), f"n={ba['n']}"],
+                 ["EF: bias, you - truth (%)", round(s["bias"], 1),
+                  "over-calls" if s["bias"] > 0 else "under-calls" if s["bias"] < 0 else ""],
+                 ["EF: 95 % limits of agreement (%)", f"{ba['loa_low']:+.1f} to {ba['loa_high']:+.1f}", ""]]
+    if s.get("n_category"):
+        rows.append(["category: correct", f"{s['category_overall']:.0%}", f"n={s['n_category']}"])
+        for name, v in s["category_accuracy"].items():
+            if v["n"]:
+                rows.append([f"  true {name}", f"{v['correct']}/{v['n']}", f"{v['accuracy']:.0%}"])
+    return ["measure", "value", "note"], rows
+
+
+def review_rows(s: dict) -> tuple[list[str], list[list]]:
+    """(headers, rows): one row per rater, then all raters, then the confusion counts and agreement."""
+    head = ["rater", "answers", "correct", "accuracy", "p (binomial vs 50 %)", "mean confidence"]
+    if not s.get("n"):
+        return head, []
+    rows = [[r, v["n"], v["correct"], f"{v['accuracy']:.0%}", f"{v['p_value']:.3g}", _f(v["mean_confidence"])]
+            for r, v in s["raters"].items()]
+    rows.append(["all raters", s["n"], s["correct"], f"{s['accuracy']:.1%}", f"{s['p_value']:.4g}", ""])
+    (rr, rg), (gr, gg) = s["confusion"]["counts"]
+    rows += [["real clips answered real / generated", rr + rg, rr, f"{rg} called generated", "", ""],
+             ["generated clips answered generated / real", gr + gg, gg, f"{gr} called real", "", ""]]
+    ag = s.get("agreement")
+    if ag:
+        k = f"Fleiss {_f(ag.get('fleiss_kappa'), '.3f')}"
+        if "cohen_kappa" in ag:
+            k += f", Cohen {_f(ag['cohen_kappa'], '.3f')}"
+        rows.append([f"agreement ({ag['raters']} raters)", ag["cases"], "", k, "", ""])
+    return head, rows

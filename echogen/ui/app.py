@@ -185,7 +185,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                     with gr.Column(scale=5, elem_classes="eg-card"):
                         gr.Markdown("### 2 · Target")
                         ef = gr.Slider(10, 90, value=55, step=1, label="Ejection fraction (EF, %)", elem_id="ef-slider",
-                                       info="Normal ≥ 50 %, mildly reduced 41–49 %, reduced ≤ 40 %")
+                                       info="2021 ESC: preserved ≥ 50 %, mildly reduced 41–49 %, reduced ≤ 40 %")
                         toggles = gr.CheckboxGroup(label="Cascade stages after the base (off = plain upsampling)",
                                                    choices=stage_choices(first),
                                                    value=[s.name for s in first.stages[1:]],
@@ -229,7 +229,11 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                               label="EF readout")
                             plot = gr.Image(label="Blood-pool area over time", show_label=False, height=240,
                                             interactive=False, buttons=[], elem_id="curve")
-                        with gr.Accordion("Downloads (MP4 + GIF per stage) and details", open=False):
+                        gr.Markdown("Each loop is one heart cycle, end-diastole to end-diastole, so it repeats "
+                                    "without a jump; the whole generated clip is among the downloads.",
+                                    elem_classes="eg-small")
+                        with gr.Accordion("Downloads (loop MP4 + GIF per stage, the full clip) and details",
+                                          open=False):
                             files = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                             elem_id="downloads")
                             details = gr.JSON(label="Readout (as returned by the API)")
@@ -254,10 +258,12 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         weights.change(lambda w: slot_updates(engines.get(w)), [weights], [toggles, wmd, banner] + slots,
                        api_name=False)
         dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
+        # one progress bar (on the readout), not one per output component
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
-                 videos + captions + [readout, plot, files, details], api_name="generate")
+                 videos + captions + [readout, plot, files, details], api_name="generate",
+                 show_progress_on=[readout])
         go_sweep.click(sweep, [file_in, frame_pick, efs, toggles, weights, seed] + slots,
-                       [grid, table, sweep_files], api_name="sweep")
+                       [grid, table, sweep_files], api_name="sweep", show_progress_on=[grid])
     return demo
 
 
@@ -268,7 +274,20 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--weights", default=None, help="weights bundle folder (default: bundles under assets/weights)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
-    p.add_argument("--auth", default=None, help="user:pass required to open the app")
+    p.add_argument("--auth", action="append", default=None,
+                   help="participant login user:pass (repeat, or comma-separate, for several); required to open the app")
+    p.add_argument("--organiser", action="append", default=None,
+                   help="organiser (teacher) login user:pass: builds pools and review sets, sees summaries, exports "
+                        "and keys (repeatable). Without any login on 127.0.0.1 the local user is the organiser")
+    p.add_argument("--data-root", default=None,
+                   help="folder of EchoNet-format datasets the organiser may draw real clips from (nothing outside it)")
+    p.add_argument("--pool-limits", default=None,
+                   help="bounds per build, e.g. frames=10,efs=8,per_frame=3,cases=120,real=40 (these are the defaults)")
+    p.add_argument("--teaching-disk-mb", type=float, default=5000.0,
+                   help="the teaching folder (--results) may not grow past this (default 5000 MB)")
+    p.add_argument("--gate-tolerance", type=float, default=7.0,
+                   help="pool quality gate: EF points allowed between the requested EF and the EF read from a "
+                        "generated loop (default 7)")
     p.add_argument("--random-init", action="store_true",
                    help="offer the demo preset with random weights (UNTRAINED noise, for testing the app)")
     p.add_argument("--results", default="results",
@@ -298,12 +317,20 @@ def main(argv=None) -> int:
     if not choices:
         print("error: " + S.no_weights_message(S.DEFAULT_WEIGHTS), file=sys.stderr)
         return 2
-    auth = None
-    if args.auth:
-        if ":" not in args.auth:
-            print("error: --auth must be user:pass", file=sys.stderr)
-            return 2
-        auth = tuple(args.auth.split(":", 1))
+    from echogen.ui.teaching import make_auth, parse_credentials
+    try:
+        participants = parse_credentials(args.auth, "--auth")
+        organisers = parse_credentials(args.organiser, "--organiser")
+        auth = make_auth(participants, organisers) if participants or organisers else None
+        from echogen.teaching.pool import PoolLimits
+        limits = PoolLimits.parse(args.pool_limits)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.data_root and not Path(args.data_root).is_dir():
+        print("error: --data-root: not a folder", file=sys.stderr)
+        return 2
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
     engines = S.Engines(device, args.precision, args.compile)
     try:
         engines.get(choices[0])
@@ -315,7 +342,13 @@ def main(argv=None) -> int:
     teaching = None
     if not args.no_teaching:
         from echogen.ui.teaching import TeachingState
-        teaching = TeachingState(Path(args.results), engines, choices)
+        teaching = TeachingState(Path(args.results), engines, choices, organisers=set(organisers),
+                                 local_organiser=auth is None and loopback and not args.share,
+                                 data_root=args.data_root, limits=limits, disk_budget_mb=args.teaching_disk_mb,
+                                 tolerance=args.gate_tolerance)
+        if auth is None and not teaching.local_organiser:
+            print("note: no --organiser login: the teaching tabs' organiser tools are off (serving beyond this "
+                  "machine without a login)", flush=True)
     demo = build_app(engines, choices, out_root, teaching)
     from echogen.ui.layout import CSS, THEME
     conc = args.concurrency or (2 if device.type == "cuda" else 1)

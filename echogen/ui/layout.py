@@ -22,7 +22,7 @@ CSS = """
 .eg-tile .v {font-size: 1.8rem; font-weight: 700; font-variant-numeric: tabular-nums;}
 .eg-tile.good .v {color: #0f766e;} .eg-tile.warn .v {color: #b45309;} .eg-tile.bad .v {color: #b91c1c;}
 .eg-foot {flex-basis: 100%; font-size: .8rem; opacity: .75;}
-.eg-caption {text-align: center; font-size: .85rem; margin-top: -.3rem;}
+.eg-caption {text-align: center; font-size: .85rem; margin-top: .3rem;}
 """
 
 
@@ -35,12 +35,10 @@ def input_error_types() -> tuple:
 
 
 def ef_class(ef: float) -> str:
-    """Clinical band of an EF (ASE/EACVI 2015 style)."""
-    if ef >= 50:
-        return "normal"
-    if ef > 40:
-        return "mildly reduced"
-    return "reduced"
+    """Category of an EF in the 2021 ESC heart-failure guideline's words, as the EF trainer uses them
+    (echogen.teaching.stats, scheme esc2021): reduced <= 40, mildly reduced < 50, preserved."""
+    from echogen.teaching.stats import categorise, parse_categories
+    return categorise(float(ef), parse_categories("esc2021"))
 
 
 def _tile(key: str, value: str, cls: str = "") -> str:

@@ -166,14 +166,10 @@ def display_frames(video: np.ndarray, side: int = DISPLAY, stamp: str = "") -> n
 
 
 def lv_area_curve(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """Blood-pool area over time: the fraction of the sector (found on the conditioning frame) that is
-    dark in each frame. Chambers fill and empty with the heart cycle, so this traces the beat."""
-    from echogen.data.inputs import find_sector
-    h = video.shape[-1]
-    fr = cv2.resize((frame * 255).astype(np.uint8), (h, h), interpolation=cv2.INTER_AREA)
-    mask = find_sector(fr)
-    mask = mask.astype(bool) if mask is not None and mask.sum() > 0 else np.ones((h, h), bool)
-    return np.array([(f[mask] < 0.15).mean() for f in video])
+    """Blood-pool area over time (echogen.data.loops.dark_area_curve): the fraction of the sector (found on
+    the conditioning frame) that is dark in each frame."""
+    from echogen.data.loops import dark_area_curve
+    return dark_area_curve(video, frame)
 
 
 def plot_curves(curves: dict, title: str, path) -> Path:
@@ -222,20 +218,31 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                                                        guidance=guidance, seed=int(seed), callback=callback)
     stamp = "UNTRAINED" if engine.untrained else ""
     display, files, curves, stage_rows = {}, [], {}, []
+    from echogen.data.loops import stage_loops
+    loops, cut = stage_loops(res, frame)
     for r in res:
-        v = r.video[0, 0].numpy()                                        # (T, H, W)
+        full = r.video[0, 0].numpy()                                     # (T, H, W): the whole generated clip
+        v = loops[r.name]                                                # one heart cycle: what is shown
+        a, b = (cut.start, cut.stop) if cut.complete else (0, len(full))
         base = f"echogen_ef{ef:.0f}_seed{int(seed)}_{r.name}{_tag(engine)}"
-        display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps)
-        files += [write_video(out / f"{base}.mp4", v, r.fps), write_video(out / f"{base}.gif", v, r.fps)]
-        curves[f"{r.name} ({v.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(v)) / r.fps, lv_area_curve(v, frame))
+        display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps, loop=True)
+        files += [write_video(out / f"{base}.mp4", v, r.fps, loop=True), write_video(out / f"{base}.gif", v, r.fps)]
+        curves[f"{r.name} ({full.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(full)) / r.fps,
+                                                                   lv_area_curve(full, frame))
         read = read_ef(engine, r.video[0], r.fps)
-        stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(v)),
-                           "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe, "note": r.note,
-                           "ef_read": None if read is None else round(read[0], 1)})
+        stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
+                           "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))],
+                           "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
+                           "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
+    last = res[-1]
+    files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",
+                             last.video[0, 0].numpy(), last.fps))
     final = read_ef(engine, res[-1].video[0], res[-1].fps)
     readout = {"requested_ef": float(ef), "read_ef": None, "difference": None, "per_clip_ef": [],
                "regressor": engine.regressor_note, "weights": engine.label, "untrained": engine.untrained,
-               "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows}
+               "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows,
+               "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
+                        "frames": int(res[-1].video.shape[2])}}
     if final is not None:
         readout.update(read_ef=round(final[0], 1), difference=round(final[0] - float(ef), 1),
                        per_clip_ef=[round(e, 1) for e in final[1]])
@@ -271,7 +278,8 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
             res = engine.cascade.sample(frame, float(ef), stages=list(stages), steps=steps, guidance=guidance,
                                         seed=int(seed), callback=cb)
         last = res[-1]
-        v = last.video[0, 0].numpy()
+        from echogen.data.loops import seamless_loop
+        v = seamless_loop(last.video[0, 0].numpy(), last.fps, frame=frame).video    # one heart cycle
         read = read_ef(engine, last.video[0], last.fps)
         if read is None:
             rows.append([float(ef), None, None])
@@ -282,7 +290,9 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
         videos.append(v)
         base = f"echogen_sweep_ef{ef:.0f}_seed{int(seed)}{_tag(engine)}"
         files += [write_video(out / f"{base}.mp4", v, last.fps), write_video(out / f"{base}.gif", v, last.fps)]
-    grid = grid_frames(videos, labels, stamp="UNTRAINED" if engine.untrained else "")
-    grid_mp4 = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.mp4", grid, res[-1].fps)
+    from echogen.data.loops import repeat_to
+    n = int(np.median([len(v) for v in videos]))       # each loop's cycle stretched to one length: the grid loops too
+    grid = grid_frames([repeat_to(v, n) for v in videos], labels, stamp="UNTRAINED" if engine.untrained else "")
+    grid_mp4 = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.mp4", grid, res[-1].fps, loop=True)
     grid_gif = write_video(out / f"echogen_sweep_grid_seed{int(seed)}{_tag(engine)}.gif", grid, res[-1].fps)
     return grid_mp4, rows, [grid_mp4, grid_gif] + files, grid_gif

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-stages", action="store_true", help="also write every stage's output beside OUT")
     p.add_argument("--no-check", action="store_true",
                    help="skip the apical-4-chamber input check (echogen.eval.readout) that warns about unsuitable inputs")
+    p.add_argument("--full-clip", action="store_true",
+                   help="write every generated frame; by default OUT is a seamless loop: one heart cycle from "
+                        "end-diastole to end-diastole (echogen.data.loops), so it repeats without a jump")
     add_speed_arguments(p)
 
 
@@ -99,15 +102,25 @@ def main(args) -> int:
         b.close()
     final = results[-1]
     video = final.video[0, 0].numpy()                     # (T, H, W) in [0, 1]
-    write_video(out, video, final.fps)
+    loops = {r.name: r.video[0, 0].numpy() for r in results}
+    loop_note = "every generated frame (--full-clip)"
+    if not args.full_clip:
+        from echogen.data.loops import stage_loops
+        loops, cut = stage_loops(results, frame)
+        loop_note = (f"one heart cycle from end-diastole, frames {cut.start}-{cut.stop - 1} of {len(video)} "
+                     f"({cut.method})" if cut.complete else
+                     f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
+    video = loops[final.name]
+    write_video(out, video, final.fps, loop=not args.full_clip)
     if args.save_stages:
         for r in results[:-1]:
-            write_video(out.with_name(f"{out.stem}.{r.name}{out.suffix}"), r.video[0, 0].numpy(), r.fps)
+            write_video(out.with_name(f"{out.stem}.{r.name}{out.suffix}"), loops[r.name], r.fps)
     for r in results:
         t, h, w = r.video.shape[2:]
         print(f"  {r.name:>10}: {t} x {h}x{w} @ {r.fps:g} fps, {r.seconds:.1f} s"
               f"{', ' + r.note if r.note else ''}")
-    t, h, w = final.video.shape[2:]
+    t, h, w = video.shape
+    print(f"wrote {out}: {loop_note}")
     print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
           f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}")
     return 0

@@ -28,6 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "real clip plus a generation from its own frame at its own EF")
     p.add_argument("--key", default=None, help="--review: where to write the key (default OUT.key.json, "
                    "beside OUT; never inside it)")
+    p.add_argument("--real-clips", nargs="+", default=[], help="--review: real clips / DICOMs (files or folders) "
+                   "instead of --real; their EF is what the bundle's regressor reads")
+    p.add_argument("--tolerance", type=float, default=7.0, help="quality gate: a generated case is kept only if "
+                   "every EF reader of the bundle (regressor; LV tracer when present) reads its loop within this "
+                   "many EF points of the requested EF (default 7); the case's EF is then the verified reading")
+    p.add_argument("--no-gate", action="store_true", help="keep every case at its requested EF, unverified (for "
+                   "weights without an EF reader, e.g. --random-init tests)")
+    p.add_argument("--full-clips", action="store_true", help="keep whole generated clips instead of one heart "
+                   "cycle from end-diastole to end-diastole (loops then jump when they repeat)")
     p.add_argument("--out", required=True, help="new output folder")
     p.add_argument("--steps", default=None, help="sampler steps: N for every stage, or base=N,spatial=M")
     p.add_argument("--seed", type=int, default=0)
@@ -71,8 +80,8 @@ def main(args) -> int:
         raise UserError(f"--real-n must be >= 0, got {args.real_n}")
     if args.real and not (Path(args.real) / "FileList.csv").is_file():
         raise UserError(f"--real {args.real}: no FileList.csv there (not an EchoNet-format dataset)")
-    if args.review and not (args.real and args.real_n > 0):
-        raise UserError("--review needs --real DATA and --real-n N > 0")
+    if args.review and not ((args.real and args.real_n > 0) or args.real_clips):
+        raise UserError("--review needs --real DATA and --real-n N > 0, or --real-clips FILES")
     if not args.review and not args.frames:
         raise UserError("give --frames (files or folders) to generate from")
     device = pick_device(args.device)
@@ -89,8 +98,14 @@ def main(args) -> int:
         if args.review:
             from echogen.teaching.review import build_review_set
 
-            rs = build_review_set(cascade, args.real, args.real_split, args.real_n, out, seed=args.seed,
-                                  key_path=args.key, progress=progress, sample_kwargs=kw)
+            uploads = expand_frames(args.real_clips) if args.real_clips else None
+            regressor = None
+            if uploads:
+                from echogen.nets.regressor import load_regressor
+                regressor = load_regressor(Path(args.weights) if args.weights else Path(cascade.source), device)
+            rs = build_review_set(cascade, args.real, args.real_split, args.real_n or len(uploads or []), out,
+                                  seed=args.seed, key_path=args.key, progress=progress, sample_kwargs=kw,
+                                  uploads=uploads, regressor=regressor, loops=not args.full_clips)
             bar.close()
             from echogen.teaching.review import default_key_path
             print(f"review set {rs.id}: {len(rs.cases)} clips ({rs.meta['n_real']} real, {rs.meta['n_generated']} "
@@ -108,10 +123,16 @@ def main(args) -> int:
             regressor = None
         real = {"root": args.real, "split": args.real_split, "n": args.real_n} if args.real and args.real_n else None
         pool = build_pool(cascade, regressor, frames, efs, per_frame=args.per_frame, out_dir=out, seed=args.seed,
-                          progress=progress, real_clips=real, sample_kwargs=kw)
+                          progress=progress, real_clips=real, sample_kwargs=kw, loops=not args.full_clips,
+                          tolerance=None if args.no_gate else args.tolerance)
     finally:
         bar.close()
     n_real = sum(c["kind"] == "real" for c in pool.cases)
+    from echogen.teaching.pool import rejected_summary
+    r = rejected_summary(pool)
+    if not args.no_gate:
+        print(f"quality gate (±{args.tolerance:g} EF points, {', '.join(pool.meta['readers'])}): {r['rejected']} of "
+              f"{r['generated']} generated loops rejected {r['reasons'] or ''}")
     print(f"pool {pool.id}: {len(pool.cases) - n_real} generated + {n_real} real cases "
           f"({pool.spec.frames} frames, {pool.spec.size}x{pool.spec.size}, {pool.spec.fps:g} fps) in {out}")
     return 0

@@ -1,0 +1,95 @@
+"""Seamless loops (echogen.data.loops): one whole heart cycle, end-diastole to end-diastole, that repeats
+without a jump."""
+import numpy as np
+
+from echogen.data.loops import dark_area_curve, end_diastoles, frame_steps, repeat_to, seamless_loop, wrap_ok
+
+
+def beating(n=32, fps=25.0, period_s=0.7, size=48, seed=0):
+    """A dark disc (the LV) in a bright sector whose radius follows the heart cycle; largest at t=0.2 s."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    t = np.arange(n) / fps
+    radius = 10 + 4 * np.cos(2 * np.pi * (t - 0.2) / period_s)
+    v = np.full((n, size, size), 0.6, np.float32)
+    for k, r in enumerate(radius):
+        v[k][(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r * r] = 0.05
+    v += rng.normal(0, 0.01, v.shape).astype(np.float32)
+    return np.clip(v, 0, 1), radius
+
+
+def test_loop_is_one_cycle_from_end_diastole_and_wraps_without_a_jump():
+    v, radius = beating()
+    assert not wrap_ok(v)                                    # 1.28 s is not a whole beat: the raw clip jumps
+    cut = seamless_loop(v, 25.0)
+    assert cut.complete and cut.method.startswith("ED to ED")
+    assert abs(cut.frames - 0.7 * 25) <= 2                  # one heart cycle
+    assert radius[cut.start] >= np.sort(radius)[-3]          # starts at end-diastole (largest LV)
+    assert wrap_ok(cut.video)
+    assert cut.wrap <= frame_steps(cut.video).max()
+    assert np.array_equal(cut.video, v[cut.start:cut.stop])
+
+
+def test_uint8_and_the_dark_area_curve_agree_with_the_disc():
+    v, radius = beating(seed=1)
+    u8 = (v * 255).astype(np.uint8)
+    area = dark_area_curve(u8)
+    assert np.corrcoef(area, radius)[0, 1] > 0.95
+    eds = end_diastoles(area, 25.0)
+    assert len(eds) >= 2 and all(radius[i] >= radius.max() - 1.0 for i in eds)
+    assert seamless_loop(u8, 25.0).complete
+
+
+def test_no_cycle_gives_the_whole_clip_flagged():
+    still = np.full((12, 16, 16), 0.3, np.float32)             # no motion: no end-diastole to find
+    cut = seamless_loop(still, 4.0)
+    assert not cut.complete and cut.frames == 12 and cut.method.startswith("whole clip")
+
+
+def test_tracer_area_is_used_when_given():
+    v, radius = beating(seed=2)
+    cut = seamless_loop(v, 25.0, tracer=lambda video, fps: radius ** 2)
+    assert cut.complete and "LV tracer" in cut.method
+
+
+def test_repeat_to_keeps_order():
+    loop = np.arange(10)[:, None, None] * np.ones((1, 2, 2))
+    out = repeat_to(loop, 15)
+    assert len(out) == 15 and out[0, 0, 0] == 0 and out[-1, 0, 0] == 9 and np.all(np.diff(out[:, 0, 0]) >= 0)
+
+
+def test_speckle_that_does_not_repeat_gets_a_crossfade_at_the_wrap():
+    v, radius = beating(seed=3, period_s=0.7)
+    v = v * 0.4 + 0.6 * (v > 0.3) * np.random.default_rng(4).random(v.shape).astype(np.float32)  # fresh speckle
+    v = (v + np.roll(v, 1, axis=0)) / 2                        # neighbouring frames share half their speckle
+    assert not seamless_loop(v, 25.0, area=radius, crossfade=0).complete
+    cut = seamless_loop(v, 25.0, area=radius)
+    assert cut.complete and cut.crossfade == 4 and "crossfade" in cut.method and wrap_ok(cut.video)
+    assert np.allclose(cut.video[-1], (v[cut.start - 1] + v[cut.start]) / 2) and np.allclose(cut.video[:-4], v[cut.start:cut.stop - 4])
+
+
+def test_stage_loops_show_the_same_beat_at_every_frame_rate():
+    from types import SimpleNamespace
+
+    import torch
+
+    from echogen.data.loops import stage_loops
+    v, radius = beating(seed=5)
+    res = [SimpleNamespace(name="base", fps=12.5, video=torch.from_numpy(v[::2].copy())[None, None]),
+           SimpleNamespace(name="temporal", fps=25.0, video=torch.from_numpy(v)[None, None])]
+    loops, cut = stage_loops(res)
+    assert cut.complete and len(loops["temporal"]) == cut.frames
+    assert abs(len(loops["base"]) - cut.frames / 2) <= 1
+
+
+def test_generate_cli_writes_the_loop_unless_full_clip(tmp_path, capsys):
+    from echogen.cli.main import main
+    img = tmp_path / "f.npy"
+    np.save(img, np.full((112, 112), 0.4, np.float32))
+    base = ["generate", "--image", str(img), "--ef", "40", "--random-init", "--preset", "tiny", "--steps", "1"]
+    assert main(base + ["--out", str(tmp_path / "full.npy"), "--full-clip"]) == 0
+    assert "every generated frame (--full-clip)" in capsys.readouterr().out
+    assert np.load(tmp_path / "full.npy").shape[0] == 8
+    assert main(base + ["--out", str(tmp_path / "loop.npy")]) == 0
+    out = capsys.readouterr().out          # untrained noise holds no heart cycle: said, and every frame kept
+    assert "no whole heart cycle found" in out or "one heart cycle from end-diastole" in out
