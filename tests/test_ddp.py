@@ -148,8 +148,12 @@ def test_two_ranks_equal_one_process_resume_and_export(phantom, imagen_preset, s
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for s in a:
         assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (s, a[s], b[s])
-    _close(_tensors(one / "ckpt/model.safetensors"), _tensors(two / "ckpt/model.safetensors"), 1e-4)
-    _close(_tensors(one / f"{stage}.safetensors"), _tensors(bundle / f"{stage}.safetensors"), 1e-4)
+    # Weights: the losses above agree to 1e-4, but Adam divides by sqrt(v): for a parameter whose gradient is
+    # ~0 (e.g. the perceiver's latent norms) float rounding in the gradient all-reduce flips the update's
+    # sign, up to ~lr per step. Measured worst case 1e-3 after 6 steps (imagen3d spatiotemporal); a
+    # different batch or a missed gradient would be off by orders of magnitude more.
+    _close(_tensors(one / "ckpt/model.safetensors"), _tensors(two / "ckpt/model.safetensors"), 5e-3)
+    _close(_tensors(one / f"{stage}.safetensors"), _tensors(bundle / f"{stage}.safetensors"), 5e-3)
     assert json.loads((two / "ckpt/state.json").read_text()) == {"step": STEPS, "seen": STEPS * 4}
     assert (two / "samples/step0000004.gif").is_file()
     assert json.loads((bundle / "manifest.json").read_text())["stages"][stage] == f"{stage}.safetensors"
