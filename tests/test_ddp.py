@@ -108,6 +108,18 @@ def _close(a, b, atol):
     assert worst < atol, (worst, key)
 
 
+def _same_training(a, b):
+    """Weights of two runs that saw the same data: all but a sliver of elements within 1e-4. Adam divides by
+    sqrt(v), so for a parameter whose gradient is ~0 (e.g. the perceiver's latent norms) float rounding in
+    the gradient all-reduce can flip an update's sign: up to ~lr per step for those few elements (measured
+    once: 1e-3 on imagen3d spatiotemporal after 6 steps). A different batch, a missed gradient or a
+    different dropout moves most elements apart."""
+    assert a.keys() == b.keys()
+    n = sum(v.numel() for v in a.values())
+    off = sum(int(((a[k].float() - b[k].float()).abs() > 1e-4).sum()) for k in a)
+    assert off <= 0.005 * n, f"{off} of {n} weights differ by more than 1e-4"
+
+
 def _stage_args(phantom, preset, stage, out, steps, batch, **extra):
     args = ["--data", phantom, "--preset", preset, "--stage", stage, "--out", out, "--steps", steps,
             "--batch", batch, "--log-every", 1, "--sample-every", 0, "--threads", 1, "--ckpt-every", steps]
@@ -148,12 +160,8 @@ def test_two_ranks_equal_one_process_resume_and_export(phantom, imagen_preset, s
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for s in a:
         assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (s, a[s], b[s])
-    # Weights: the losses above agree to 1e-4, but Adam divides by sqrt(v): for a parameter whose gradient is
-    # ~0 (e.g. the perceiver's latent norms) float rounding in the gradient all-reduce flips the update's
-    # sign, up to ~lr per step. Measured worst case 1e-3 after 6 steps (imagen3d spatiotemporal); a
-    # different batch or a missed gradient would be off by orders of magnitude more.
-    _close(_tensors(one / "ckpt/model.safetensors"), _tensors(two / "ckpt/model.safetensors"), 5e-3)
-    _close(_tensors(one / f"{stage}.safetensors"), _tensors(bundle / f"{stage}.safetensors"), 5e-3)
+    _same_training(_tensors(one / "ckpt/model.safetensors"), _tensors(two / "ckpt/model.safetensors"))
+    _same_training(_tensors(one / f"{stage}.safetensors"), _tensors(bundle / f"{stage}.safetensors"))
     assert json.loads((two / "ckpt/state.json").read_text()) == {"step": STEPS, "seen": STEPS * 4}
     assert (two / "samples/step0000004.gif").is_file()
     assert json.loads((bundle / "manifest.json").read_text())["stages"][stage] == f"{stage}.safetensors"
