@@ -214,13 +214,14 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
 
 def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
     """EF from per-frame volumes with ED / ES found on the area curve: one EF per beat, the median
-    reported. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
+    reported. Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a
+    broken tracing) are dropped; with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
     vol = np.asarray(volumes, dtype=np.float64)
     beats = beats_from_curve(area, fps)
     rows = []
     for ed, es in beats:
         edv, esv = _peak_value(vol, ed, fps, max), _peak_value(vol, es, fps, min)
-        if edv > 0:
+        if edv > 0 and 0.0 <= 100.0 * (edv - esv) / edv < 100.0:      # ESV > EDV: a broken tracing, not a beat
             rows.append((int(ed), int(es), 100.0 * (edv - esv) / edv))
     if not rows:
         return {"ef": math.nan, "edv": math.nan, "esv": math.nan, "ed": -1, "es": -1, "beats": []}
