@@ -100,14 +100,18 @@ def disks_from_mask(mask: np.ndarray, n_disks: int = N_DISKS, step: float = 0.25
     u = evecs[:, 1]
     if u[1] < 0:                      # point from the apex (top) to the base (bottom)
         u = -u
-    # refine: base midpoint = middle of the last pixel rows along u, apex = blob pixel farthest from it
-    for _ in range(2):
+    # refine (a few rounds): apex = the top tip along u; base midpoint = the middle of the basal cross-section
+    # (the last 8 % along u), so a flat, tilted base gives its middle, not a corner
+    for _ in range(4):
         s = (pts - c) @ u
-        base = pts[s >= s.max() - 1.5].mean(0)
-        d = np.hypot(*(pts - base).T)
-        apex = pts[int(np.argmax(d))]
+        vv = (pts - c) @ np.array([-u[1], u[0]])
+        apex = pts[s <= s.min() + 1.0].mean(0)
+        span = s.max() - s.min()
+        band = s >= s.max() - max(1.0, 0.08 * span)
+        mid_v = 0.5 * (vv[band].min() + vv[band].max())
+        base = c + s[band].mean() * u + mid_v * np.array([-u[1], u[0]])
         u_new = (base - apex) / max(np.hypot(*(base - apex)), 1e-9)
-        if np.allclose(u_new, u, atol=1e-6):
+        if np.allclose(u_new, u, atol=1e-4):
             break
         u = u_new
     v = np.array([-u[1], u[0]])
