@@ -110,3 +110,9 @@ def test_sector_mask_blacks_out_the_corners():
     y = augment_video(x, torch.Generator().manual_seed(0), only(p_sector=1, sector_angle=(30.0, 30.0)))
     assert float(y[:, 2, 0].max()) == 0.0 and float(y[:, 2, -1].max()) == 0.0   # top corners outside the fan
     assert float(y[:, 40, 32].min()) > 0.7                                # centre inside it
+
+
+def test_channels_of_a_clip_share_one_draw():
+    x = _clip()[None, None].repeat(2, 2, 1, 1, 1)                          # (B=2, C=2, T, H, W), equal channels
+    y = augment_clips(x, torch.Generator().manual_seed(4))
+    assert torch.equal(y[:, 0], y[:, 1]) and not torch.equal(y[0], y[1])

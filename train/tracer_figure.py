@@ -63,8 +63,8 @@ def main():
         for ed, es, _ in res["beats"]:
             ax.axvline(t[ed], color="tab:red", lw=0.8)
             ax.axvline(t[es], color="tab:blue", lw=0.8)
-        ef = "failed: " + res["failed"] if res["failed"] else f"EF {res['ef']:.1f} % by tracing"
-        ax.set_title(f"{title}: {ef} (confidence {res['confidence']:.2f})", fontsize=9)
+        ef = "failed: " + res["failed"] if res["failed"] else f"EF {res['ef']:.1f} % (tracing)"
+        ax.set_title(f"{title}\n{ef}, confidence {res['confidence']:.2f}", fontsize=8)
         ax.set_xlabel("s (red ED, blue ES)")
         ax.set_ylabel("10^3 px^3")
     meta = getattr(model, "meta", {})

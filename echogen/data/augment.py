@@ -330,10 +330,10 @@ def augment_clips(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig | None
     out_m = None if mb is None else torch.empty(mb.shape, dtype=torch.float32)
     out_f = None if fb is None else torch.empty(fb.shape, dtype=torch.float32)
     for i in range(b):
+        state = g.get_state()
         for ch in range(c):
-            state = g.get_state() if ch == 0 else state      # noqa: F821  every channel: the same draw
             if ch:
-                g.set_state(state)
+                g.set_state(state)                          # every channel of a clip: the same draw
             r = augment_video(xb[i, ch].cpu(), g, cfg, mask=None if mb is None else mb[i, ch].cpu(),
                               extra=None if fb is None else fb[i, ch][None].cpu(), fps=fps, temporal=temporal)
             if mb is None and fb is None:

@@ -100,14 +100,18 @@ def disks_from_mask(mask: np.ndarray, n_disks: int = N_DISKS, step: float = 0.25
     u = evecs[:, 1]
     if u[1] < 0:                      # point from the apex (top) to the base (bottom)
         u = -u
-    # refine: base midpoint = middle of the last pixel rows along u, apex = blob pixel farthest from it
-    for _ in range(2):
+    # refine (a few rounds): apex = the top tip along u; base midpoint = the middle of the basal cross-section
+    # (the last 8 % along u), so a flat, tilted base gives its middle, not a corner
+    for _ in range(4):
         s = (pts - c) @ u
-        base = pts[s >= s.max() - 1.5].mean(0)
-        d = np.hypot(*(pts - base).T)
-        apex = pts[int(np.argmax(d))]
+        vv = (pts - c) @ np.array([-u[1], u[0]])
+        apex = pts[s <= s.min() + 1.0].mean(0)
+        span = s.max() - s.min()
+        band = s >= s.max() - max(1.0, 0.08 * span)
+        mid_v = 0.5 * (vv[band].min() + vv[band].max())
+        base = c + s[band].mean() * u + mid_v * np.array([-u[1], u[0]])
         u_new = (base - apex) / max(np.hypot(*(base - apex)), 1e-9)
-        if np.allclose(u_new, u, atol=1e-6):
+        if np.allclose(u_new, u, atol=1e-4):
             break
         u = u_new
     v = np.array([-u[1], u[0]])
@@ -214,13 +218,14 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
 
 def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
     """EF from per-frame volumes with ED / ES found on the area curve: one EF per beat, the median
-    reported. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
+    reported. Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a
+    broken tracing) are dropped; with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
     vol = np.asarray(volumes, dtype=np.float64)
     beats = beats_from_curve(area, fps)
     rows = []
     for ed, es in beats:
         edv, esv = _peak_value(vol, ed, fps, max), _peak_value(vol, es, fps, min)
-        if edv > 0:
+        if edv > 0 and 0.0 <= 100.0 * (edv - esv) / edv < 100.0:      # ESV > EDV: a broken tracing, not a beat
             rows.append((int(ed), int(es), 100.0 * (edv - esv) / edv))
     if not rows:
         return {"ef": math.nan, "edv": math.nan, "esv": math.nan, "ed": -1, "es": -1, "beats": []}

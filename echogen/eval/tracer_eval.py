@@ -126,7 +126,8 @@ def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade |
             vr = {fr: (disks_from_mask(mk) or {"volume": 0.0})["volume"] for fr, _, mk in items}
             (fa, _, _), (fb, _, _) = items
             ed, es = (fa, fb) if vr[fa] >= vr[fb] else (fb, fa)
-            rec["ef_pred_masks_labelled_frames"] = 100 * (vp[ed] - vp[es]) / max(vp[ed], 1e-9)
+            ef_p = 100 * (vp[ed] - vp[es]) / max(vp[ed], 1e-9)
+            rec["ef_pred_masks_labelled_frames"] = ef_p if -100 <= ef_p <= 100 else float("nan")  # NaN: broken masks
             rec["ef_reference_masks"] = 100 * (vr[ed] - vr[es]) / max(vr[ed], 1e-9)
         if regressor is not None:
             from echogen.nets.regressor import predict_ef
