@@ -27,6 +27,7 @@ from tqdm import tqdm
 from echogen import distributed
 from echogen.config import CascadeConfig, get_preset
 from echogen.data.batches import GlobalBatches, SeededItems
+from echogen.data.augment import augment_clips, get_augment_preset
 from echogen.data.echonet import EchoNetDataset
 from echogen.data.resample import lowres_from_target, resize_frames
 from echogen.data.video_io import write_video
@@ -59,6 +60,10 @@ p.add_argument("--ckpt-every", type=int, default=500)
 p.add_argument("--sample-every", type=int, default=2000)
 p.add_argument("--log-every", type=int, default=50)
 p.add_argument("--bundle", default=None, help="also export the EMA weights into this weights bundle")
+p.add_argument("--augment", default="wide", choices=["wide", "mild", "off"],
+               help="domain randomisation of each target clip and its conditioning frame, one draw per sample "
+               "(echogen.data.augment: appearance and geometry; no frame-rate or length changes, which would "
+               "teach a stage stuttering motion)")
 p.add_argument("--init-from", default=None, help="a weights bundle: a fresh run starts from its weights for this "
                "stage (fine-tuning, e.g. on new data); ignored when the run resumes from its own checkpoint")
 p.add_argument("--commit-moments", default=None, choices=["bf16", "fp16"], help="store Adam's moments in this "
@@ -87,6 +92,7 @@ if args.ddp == "static" and dist.enabled and stage.p_ignore_time > 0:
     raise SystemExit(f"error: --ddp static needs the same parameters in every step; stage {stage.name} skips its "
                      f"temporal layers in {stage.p_ignore_time:.0%} of the steps (use find_unused)")
 batch = args.batch or stage.batch_size
+aug_cfg = None if args.augment == "off" else get_augment_preset(args.augment)
 lr = args.lr or stage.lr
 run = Path(args.out)
 _mine = run / "ckpt" / "state.json"   # before anything is written: does another rank see a newer checkpoint?
@@ -194,6 +200,11 @@ while state["step"] < args.steps:
             group["lr"] = args.anneal_lr
         ema.half_life = args.anneal_ema_half_life or args.ema_half_life
         log(f"step {state['step']}: annealed to lr {args.anneal_lr}, EMA half-life {ema.half_life:g} samples")
+    if aug_cfg is not None:  # each clip with its own generator (from its seed): rank-invariant
+        pairs = [augment_clips(b["video"][i:i + 1], torch.Generator().manual_seed(mix_seed(int(s), 0xA06)), aug_cfg,
+                               frames=b["frame"][i:i + 1], fps=stage.fps, temporal=False)
+                 for i, s in enumerate(b["seed"])]
+        b = {**b, "video": torch.cat([v for v, _ in pairs]), "frame": torch.cat([f for _, f in pairs])}
     model.train()
     # batch-level draws (image/video decision, augmentation level, crop): the same on every rank
     loss = stage_loss(ddp, cascade, stage, b, step_generator(args.seed, state["step"]), dist.device)
