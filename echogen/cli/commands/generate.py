@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from echogen.cli.main import UserError, add_speed_arguments, apply_speed
+from echogen.cli.main import UserError, add_input_limit_arguments, add_speed_arguments, apply_input_limits, apply_speed
 from echogen.diffusion.stage import parse_per_stage
 from echogen.ef import check_ef
 
@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", default=None, help="comma-separated stages to run (others are upsampled)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--save-stages", action="store_true", help="also write every stage's output beside OUT")
+    add_input_limit_arguments(p)
     add_speed_arguments(p)
 
 
@@ -55,6 +56,9 @@ def main(args) -> int:
     if out.suffix.lower() not in (".mp4", ".gif", ".npy"):
         raise UserError(f"--out must end in .mp4, .gif or .npy (got '{out.name}')")
     check_ef(args.ef, "--ef")
+    from echogen.diffusion.cascade import check_seed
+    check_seed(args.seed, "--seed")
+    apply_input_limits(args)
     frame, info = prepare_frame(args.image, frame=args.frame, size=112)
     device = pick_device(args.device)
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
