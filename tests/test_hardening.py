@@ -263,3 +263,138 @@ def test_db_corrupted_while_running_keeps_the_answers(tmp_path):
     assert _answer(db, sid, 2) is True
     rows = db.answers(session=sid)                                       # in the new database: 1 and 2
     assert [r["position"] for r in rows] == [1, 2] and rows[0]["rater"] == "bob" and not db.unsaved
+
+
+# ------------------------------------------------------------------------- server helpers (no gradio)
+def test_scrub_removes_upload_names_and_server_paths():
+    from echogen.ui.guard import scrub
+    up = "/tmp/echogen-app-x/uploads/ab12/DOE_JANE_19500101.dcm"
+    msg = scrub("DOE_JANE_19500101.dcm: frame 3 out of range\nTraceback...", up)
+    assert msg == "the upload: frame 3 out of range"
+    assert scrub("no trained weights at /srv/echogen/assets/weights/demo (x)") == \
+        "no trained weights at demo (x)"
+    assert scrub(f"{up}: file not found", up) == "the upload: file not found"
+
+
+def test_check_request_in_project_words():
+    from echogen.ui.guard import check_request
+    assert check_request(2, 45, 7, [12, 3.0, 8, 1.0]) == (2, 45.0, 7, [12, 3.0, 8, 1.0])
+    for args, words in (((0, 45, 2 ** 64, []), "seed must be a whole number from 0 to 4294967295"),
+                        ((0, 45, -1, []), "seed must be"), ((0, 45, 1.5, []), "seed must be"),
+                        ((0, 45, 0, [10 ** 6, 1.0]), "steps must be a whole number from 1 to 50"),
+                        ((0, 45, 0, [2, float("nan")]), "guidance must be a number from 0 to 10"),
+                        ((-1, 45, 0, []), "frame must be"), ((0, 200, 0, []), "EF must be between")):
+        with pytest.raises(ValueError, match=words):
+            check_request(*args)
+
+
+def test_cascade_seed_overflow_is_a_project_error():
+    from echogen.diffusion.cascade import Cascade
+    with pytest.raises(ValueError, match="seed must be a whole number from 0 to 4294967295"):
+        Cascade.random("tiny").sample(np.zeros((112, 112), np.float32), 40, seed=2 ** 64, steps={"base": 1})
+
+
+def test_login_throttle_backs_off_per_ip_and_per_user():
+    from echogen.ui.guard import LoginThrottle
+    now = [0.0]
+    t = LoginThrottle(free=3, base=1.0, cap=8.0, clock=lambda: now[0])
+    for _ in range(3):
+        assert t.retry_after("1.1.1.1", "ann") == 0
+        t.record("1.1.1.1", "ann", False)
+    assert t.retry_after("1.1.1.1", "ann") == 1.0          # 4th try: wait 1 s
+    assert t.retry_after("2.2.2.2", "ann") == 1.0          # the user is throttled from another IP too
+    assert t.retry_after("1.1.1.1", "bob") == 1.0          # and the IP for another user
+    assert t.retry_after("2.2.2.2", "bob") == 0
+    for _ in range(5):
+        now[0] += 100
+        t.record("1.1.1.1", "ann", False)
+    assert t.retry_after("1.1.1.1", "ann") == 8.0          # doubling, capped
+    t.record("1.1.1.1", "ann", True)
+    assert t.retry_after("1.1.1.1", "ann") == 0
+
+
+def test_budget_stops_a_request():
+    import time as _t
+    from echogen.ui.guard import Budget, BudgetExceeded
+    calls = []
+    cb = Budget(0.05).wrap(lambda *a: calls.append(a))
+    cb("base", 1, 10)
+    _t.sleep(0.06)
+    with pytest.raises(BudgetExceeded, match="time budget of 0.05 s"):
+        cb("base", 2, 10)
+    assert len(calls) == 2
+    Budget(None).wrap(None)("base", 1, 1)
+
+
+def test_prune_by_age_and_size(tmp_path):
+    import os
+    from echogen.ui.guard import prune
+    for i in range(5):
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        (d / "v.mp4").write_bytes(b"x" * 400_000)
+        os.utime(d, (1000 + i, 1000 + i))
+    assert prune(tmp_path, max_age_s=3, now=1005) == 2                # r0, r1 older than 3 s
+    assert prune(tmp_path, max_mb=0.8) == 1                           # oldest first until <= 0.8 MB
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r3", "r4"]
+
+
+def test_uploads_deleted_after_use_but_not_while_a_page_uses_them(tmp_path):
+    from echogen.ui.guard import Uploads
+    root = tmp_path / "uploads"
+    ex = tmp_path / "example.png"
+    ex.write_bytes(b"bundled example")
+
+    def put(name, data=b"patient pixels"):
+        d = root / name.split(".")[0]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(data)
+        return str(d / name)
+    u = Uploads(root, [ex])
+    api = put("DOE_JANE.dcm")
+    assert u.done("api-session", api) and not Path(api).exists() and not Path(api).parent.exists()
+    page = put("ROE_RICHARD.dcm")
+    u.keep("browser", page)
+    assert not u.done("browser", page) and Path(page).exists()       # the page may generate again
+    assert u.release("browser") == 1 and not Path(page).exists()     # page closed
+    copy = put("example.png", b"bundled example")
+    assert not u.done("x", copy) and Path(copy).exists()             # a bundled example stays
+    outside = tmp_path / "mine.png"
+    outside.write_bytes(b"x")
+    assert not u.done("x", str(outside)) and outside.exists()        # never outside the upload cache
+    old = put("LEFT_BEHIND.dcm")
+    assert u.sweep(3600) == 0 and u.sweep(-1) == 1 and not Path(old).exists()
+
+
+def test_run_dirs_are_private_and_removed(tmp_path, monkeypatch):
+    import os
+    from echogen.ui.guard import RunDirs
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    run = RunDirs()
+    assert run.root.parent == tmp_path and (os.stat(run.root).st_mode & 0o777) == 0o700
+    closed = []
+    run.on_close(lambda: closed.append(1))
+    (run.results / "r").mkdir()
+    run.close()
+    run.close()
+    assert not run.root.exists() and closed == [1]
+
+
+def test_trim_memory_returns_freed_heap_to_the_os():
+    import subprocess
+    import sys
+    code = ("import ctypes, numpy as np\n"
+            "from echogen.device import rss_mb, trim_memory, tune_cpu_malloc\n"
+            "tune_cpu_malloc()\n"
+            "a = [np.ones(1 << 20) for _ in range(100)]\n"                 # 100 x 8 MB from the heap
+            "a[-1][:] = 2\n"
+            "del a\n"
+            "before = rss_mb()[0]\n"
+            "trim_memory()\n"
+            "print(before, rss_mb()[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    before, after = map(float, out.stdout.split())
+    assert before - after > 300, (before, after)              # hundreds of MB kept by the tuned malloc, given back

@@ -35,7 +35,8 @@ def served(tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=port)
-    yield {"url": demo.local_url, "state": state, "pool": str(state.pools_root / "p1"), "review": str(rdir)}
+    # browsers and API clients name pools and review sets relative to the results folder (no server paths)
+    yield {"url": demo.local_url, "state": state, "pool": "pools/p1", "review": "reviews/r1"}
     demo.close()
 
 

@@ -37,6 +37,7 @@ class TeachingState:
     engines: object = None                 # echogen.ui.support.Engines (for building pools)
     weight_choices: list = field(default_factory=list)
     jobs: dict = field(default_factory=dict)
+    export_root: Path | None = None        # CSV downloads (the app: its private temp folder, pruned and removed)
 
     def __post_init__(self):
         self.results_dir = Path(self.results_dir)
@@ -55,6 +56,20 @@ class TeachingState:
     def served_paths(self) -> list[str]:
         """Folders the browser may fetch files from (the keys folder is deliberately not one)."""
         return [str(self.pools_root), str(self.reviews_root)]
+
+    # browsers see folders relative to the results folder and bundles by name: no absolute server path
+    def under(self, value) -> Path:
+        """A pool/review-set folder sent by a browser (relative to the results folder) -> its path."""
+        p = (self.results_dir / str(value or "")).resolve()
+        if self.results_dir.resolve() not in p.parents:
+            raise ValueError(f"'{Path(str(value or '')).name}' is not a pool or review set of this server")
+        return p
+
+    def bundle(self, label) -> str:
+        for c in self.weight_choices:
+            if label in (c, Path(c).name):
+                return c
+        raise ValueError(f"unknown weights bundle '{Path(str(label)).name}'")
 
 
 class _LockedCascade:
@@ -139,9 +154,10 @@ def job_status(state: TeachingState, jid) -> str:
     return f"Building… {j['fraction']:.0%} — {j['message']}"
 
 
-def _csv(rows, prefix: str) -> str:
+def _csv(rows, prefix: str, root=None) -> str:
+    """A CSV download in a fresh private folder under `root` (the app prunes and removes them)."""
     from echogen.teaching.db import ANSWER_COLUMNS
-    path = Path(tempfile.mkdtemp(prefix="echogen-csv-")) / f"{prefix}.csv"
+    path = Path(tempfile.mkdtemp(prefix="echogen-csv-", dir=root)) / f"{prefix}.csv"
     return str(stats.write_csv(path, rows, ANSWER_COLUMNS))
 
 
@@ -154,7 +170,7 @@ def trainer_summary(state: TeachingState, sid: str):
     ef_rows = [r for r in rows if r["answer_ef"] is not None]
     if len(ef_rows) >= 2:
         fig = stats.plot_bland_altman([r["truth_ef"] for r in ef_rows], [r["answer_ef"] for r in ef_rows])
-    return "```\n" + format_trainer(summ, "Your session") + "\n```", fig, _csv(rows, f"trainer-{sid}")
+    return "```\n" + format_trainer(summ, "Your session") + "\n```", fig, _csv(rows, f"trainer-{sid}", state.export_root)
 
 
 def review_summary(state: TeachingState, review_dir: str):
@@ -162,12 +178,19 @@ def review_summary(state: TeachingState, review_dir: str):
     ss = state.db.sessions(kind="review", source=rs.id)
     rows = state.db.answers(kind="review", source=rs.id)
     return "```\n" + format_review(summarise_review(rows, ss), f"Review set {Path(review_dir).name}") + "\n```", \
-        _csv(rows, f"review-{Path(review_dir).name}")
+        _csv(rows, f"review-{Path(review_dir).name}", state.export_root)
 
 
 # --------------------------------------------------------------------------------------------- UI
-def _choices(paths) -> list[tuple[str, str]]:
-    return [(Path(p).name, str(p)) for p in paths]
+def _choices(paths, root=None) -> list[tuple[str, str]]:
+    """(label, value): values relative to `root` (or bare names), never absolute server paths."""
+    out = []
+    for p in paths:
+        try:
+            out.append((Path(p).name, str(Path(p).resolve().relative_to(Path(root).resolve())) if root else Path(p).name))
+        except ValueError:
+            out.append((Path(p).name, Path(p).name))
+    return out
 
 
 def _now_ms() -> int:
@@ -182,17 +205,20 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
     schemes = list(stats.SCHEMES)
 
     def err(e):
-        raise gr.Error(str(e).splitlines()[0], duration=10) from None
+        raise gr.Error(str(e).splitlines()[0], duration=10, print_exception=False) from None
 
     # ---- Build pool --------------------------------------------------------------------------
     def on_build(kind, name, weights, frames, efs, per_frame, real, split, real_n, steps):
         try:
-            return start_build(state, "review" if kind.startswith("Blinded") else "pool", name, weights, frames,
+            return start_build(state, "review" if kind.startswith("Blinded") else "pool", name,
+                               state.bundle(weights), frames,
                                efs, per_frame, (real or "").strip(), split, real_n, (steps or "").strip())
         except (ValueError, KeyError, FileNotFoundError) as e:
             err(e)
 
     with gr.Tab("Build pool", id="teach-build"):
+        if state.db.notice:                    # e.g. a corrupt database was moved aside: loudly
+            gr.Markdown(f"⚠️ {state.db.notice}", elem_id="results-notice")
         gr.Markdown("Make cases ahead of a session (runs in the background; the app keeps serving). "
                     "A **trainer pool** holds generated loops at the EFs below (plus real clips with a known EF "
                     "if a dataset is given); a **blinded review set** pairs real clips with generations from "
@@ -200,7 +226,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         with gr.Row():
             b_kind = gr.Radio(["EF-trainer pool", "Blinded review set"], value="EF-trainer pool", label="Build")
             b_name = gr.Textbox(label="Name", placeholder="e.g. ward-a-2026", elem_id="build-name")
-            b_weights = gr.Dropdown(choices=_choices(state.weight_choices), value=(state.weight_choices or [None])[0],
+            b_weights = gr.Dropdown(choices=_choices(state.weight_choices),
+                                    value=(_choices(state.weight_choices) or [(None, None)])[0][1],
                                     label="Weights bundle")
         b_frames = gr.File(label="Source frames (images, DICOM, clips): one anatomy each", file_count="multiple",
                            elem_id="build-frames")
@@ -235,7 +262,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
 
     def t_start(name, pool_dir, n, scheme, st):
         try:
-            pool = load_pool(pool_dir)
+            pool = load_pool(state.under(pool_dir))
             sid, cases = T.start_trainer(state.db, pool, int(n or 10), rater=name or "", categories=scheme)
         except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
             err(e)
@@ -260,6 +287,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         lines.append("regressor reads " + (f"{fb['regressor_ef']:.1f} %" if fb["regressor_ef"] is not None
                                            else "— (no regressor)"))
         lines.append("a real clip" if fb["kind"] == "real" else "a generated loop")
+        if state.db.unsaved:                  # kept and retried, never dropped: say so
+            gr.Warning(state.db.unsaved_message())
         return st, " · ".join(lines)
 
     def t_next(st):
@@ -273,7 +302,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         with gr.Row():
             t_name = gr.Textbox(label="Your name (optional)", elem_id="trainer-name")
             pools = T.find_pools(state.pools_root)
-            t_pool = gr.Dropdown(_choices(pools), value=str(pools[0]) if pools else None, label="Pool",
+            t_pool = gr.Dropdown(_choices(pools, state.results_dir),
+                                 value=_choices(pools, state.results_dir)[0][1] if pools else None, label="Pool",
                                  elem_id="trainer-pool")
             t_n = gr.Number(value=10, precision=0, minimum=1, label="Cases", elem_id="trainer-n")
             t_scheme = gr.Dropdown(schemes, value=stats.DEFAULT_SCHEME, label="EF categories",
@@ -297,7 +327,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
             t_plot = gr.Plot(label="Bland-Altman", elem_id="trainer-plot")
             t_csv = gr.File(label="Your answers (CSV)", interactive=False, elem_id="trainer-csv")
         shown = [t_state, t_video, t_status, t_fb, t_sum, t_plot, t_csv]
-        t_refresh.click(lambda: gr.update(choices=_choices(T.find_pools(state.pools_root))), None, t_pool,
+        t_refresh.click(lambda: gr.update(choices=_choices(T.find_pools(state.pools_root), state.results_dir)), None,
+                        t_pool,
                         api_name=False)
         t_go.click(t_start, [t_name, t_pool, t_n, t_scheme, t_state], shown + [t_cat], api_name="trainer_start",
                    concurrency_limit=concurrency_limit, concurrency_id="teaching")
@@ -317,6 +348,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
 
     def r_start(name, review_dir, st):
         try:
+            review_dir = state.under(review_dir)
             rs = load_review_set(review_dir, key_path=state.key_path(review_dir), need_key=True)
             sid, order = T.start_review(state.db, rs, rater=name or "")
         except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
@@ -331,12 +363,14 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         T.record_review_answer(state.db, st["sid"], st["pos"], st["set"], st["cases"][st["pos"]], label,
                                confidence=int(confidence), comment=comment or "",
                                response_ms=_now_ms() - st.get("shown", _now_ms()))
+        if state.db.unsaved:
+            gr.Warning(state.db.unsaved_message())
         st["pos"] += 1
         return r_show(st)
 
     def r_summary(review_dir):
         try:
-            return review_summary(state, review_dir)
+            return review_summary(state, state.under(review_dir))
         except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
             err(e)
 
@@ -345,7 +379,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         sets = T.find_review_sets(state.reviews_root)
         with gr.Row():
             r_name = gr.Textbox(label="Your name (optional)", elem_id="review-name")
-            r_set = gr.Dropdown(_choices(sets), value=str(sets[0]) if sets else None, label="Review set",
+            r_set = gr.Dropdown(_choices(sets, state.results_dir),
+                                value=_choices(sets, state.results_dir)[0][1] if sets else None, label="Review set",
                                 elem_id="review-set")
             r_go = gr.Button("Start review", variant="primary", elem_id="review-start")
         r_status = gr.Markdown(elem_id="review-status")
