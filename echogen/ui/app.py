@@ -469,6 +469,8 @@ def main(argv=None) -> int:
     atexit.register(run.close)
     os.environ["GRADIO_TEMP_DIR"] = str(run.uploads)
     G.install_signal_handlers()
+    if os.environ.get("ECHOGEN_TRACEBACKS") != "1":      # gradio prints a traceback per refused request
+        sys.stderr = G.QuietTracebacks(sys.stderr, private=[run.root])
     try:
         return _serve(args, device, choices, auth, engines, limits, run)
     except KeyboardInterrupt:
@@ -487,9 +489,8 @@ def _serve(args, device, choices, auth, engines, limits, run) -> int:
         try:
             teaching = TeachingState(Path(args.results), engines, choices, export_root=run.exports)
         except (OSError, sqlite3.Error, ResultsDBError) as e:
-            teaching_off = G.scrub(e if isinstance(e, ResultsDBError) else
-                                   f"the results folder '{Path(args.results).name}' cannot be used "
-                                   f"({type(e).__name__}: {e})")
+            why = e if isinstance(e, ResultsDBError) else getattr(e, "strerror", None) or type(e).__name__
+            teaching_off = G.scrub(f"the results folder '{Path(args.results).name}' cannot be used ({why})")
             log(f"teaching tabs off: {teaching_off} (results folder: {args.results})")
         if teaching is not None and teaching.db.notice:
             log(f"WARNING: {teaching.db.notice}")

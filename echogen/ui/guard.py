@@ -43,6 +43,49 @@ def scrub(msg, *uploads) -> str:
     return _ABS_PATH.sub(lambda m: m.group(1) or "(folder)", text)
 
 
+class QuietTracebacks:
+    """A stderr wrapper for the server: a Python traceback (gradio prints one for every refused request)
+    becomes one line with its exception message scrubbed: anything under `private` (the upload cache)
+    is 'the upload', other absolute paths are cut to their last part. ECHOGEN_TRACEBACKS=1 shows them whole."""
+
+    def __init__(self, stream, private=()):
+        self.stream, self._buf, self._in_tb = stream, "", False
+        self._private = [re.compile(re.escape(str(Path(p))) + r"[^\s'\"]*") for p in private]
+
+    def _clean(self, line: str) -> str:
+        for rx in self._private:
+            line = rx.sub("the upload", line)
+        return scrub(line)
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if line.startswith("Traceback (most recent call last)"):
+            self._in_tb = True
+            return
+        if self._in_tb:
+            if not line.strip() or line[:1].isspace() or line.startswith(("During handling", "The above exception")):
+                return
+            self._in_tb = False
+            self.stream.write(f"EchoGen: error (traceback hidden): {self._clean(line)}\n")
+            return
+        self.stream.write(self._clean(line) + "\n") if "/" in line else self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        if self._buf and not self._in_tb:
+            self.stream.write(self._buf)
+            self._buf = ""
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 # --------------------------------------------------------------------------------------- validation
 STEPS_MAX = 50           # the app's sliders; an API client cannot ask for more
 GUIDANCE_MAX = 10.0
