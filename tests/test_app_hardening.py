@@ -91,6 +91,27 @@ def test_seed_out_of_range_is_project_worded(plain, client):
     assert "Overflow" not in plain["log"].read_text()
 
 
+def test_queue_tells_a_waiting_user_its_position(plain):
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import Status
+    slow = [50, 1.0] + STEPS[2:]                                     # the tiny bundle's longest request
+    c1, c2 = Client(plain["url"], verbose=False), Client(plain["url"], verbose=False)
+    args = lambda c: (handle_file(str(plain["png"])), 0, 45, ["spatial", "temporal"], "bundle", 1, *slow)  # noqa: E731
+    j1 = c1.submit(*args(c1), api_name="/generate")
+    time.sleep(0.5)
+    j2 = c2.submit(*args(c2), api_name="/generate")
+    seen = []
+    t0 = time.time()
+    while not j2.done() and time.time() - t0 < 120:
+        st = j2.status()
+        if st.code == Status.IN_QUEUE:
+            seen.append((st.rank, st.queue_size))
+        time.sleep(0.1)
+    j1.result(timeout=120)
+    j2.result(timeout=120)
+    assert seen and seen[0][0] is not None and seen[0][0] >= 0 and seen[0][1] >= 1   # position in the queue
+
+
 def test_sigterm_removes_every_temporary_folder(plain, client):
     _gen(client, plain["png"])                                       # results exist now
     runs = list((plain["tmp"] / "tmp").glob("echogen-app-*"))
@@ -106,14 +127,19 @@ def test_unusable_results_folder_keeps_generate_and_says_why(tmp_path):
     make_bundle(tmp_path / "bundle")
     files = make_inputs(tmp_path)
     (tmp_path / "blocker").write_text("a file where the results folder should be")
-    proc, url, log = start_app(["--weights", str(tmp_path / "bundle"), "--results", str(tmp_path / "blocker" / "r")],
-                               tmp_path / "app.log")
+    proc, url, log = start_app(["--weights", str(tmp_path / "bundle"), "--results", str(tmp_path / "blocker" / "r"),
+                                "--max-file-mb", "0.5"], tmp_path / "app.log")
     try:
         assert "teaching tabs off" in log and "Traceback" not in log
         cfg = httpx.get(url + "config", timeout=30).text
         assert "Teaching tabs are off" in cfg and "cannot be used (Not a directory)" in cfg and str(tmp_path) not in cfg
-        out = _gen(Client(url, verbose=False), files["png"])
+        c = Client(url, verbose=False)
+        out = _gen(c, files["png"])
         assert out[-1]["requested_ef"] == 45
+        big = tmp_path / "big.png"                                   # over --max-file-mb: stopped at the upload
+        big.write_bytes(b"\x89PNG" + b"\0" * 700_000)
+        with pytest.raises(Exception, match="maximum allowed size|too large|413"):
+            _gen(c, big)
     finally:
         stop_app(proc)
 
