@@ -138,8 +138,10 @@ def test_unusable_results_folder_keeps_generate_and_says_why(tmp_path):
         assert out[-1]["requested_ef"] == 45
         big = tmp_path / "big.png"                                   # over --max-file-mb: stopped at the upload
         big.write_bytes(b"\x89PNG" + b"\0" * 700_000)
-        with pytest.raises(Exception, match="maximum allowed size|too large|413"):
+        with pytest.raises(Exception, match="exceeds the maximum file size"):     # the client checks first
             _gen(c, big)
+        r = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", big.read_bytes())}, timeout=30)
+        assert r.status_code == 413                                             # and the server refuses it
     finally:
         stop_app(proc)
 

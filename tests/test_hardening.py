@@ -317,7 +317,9 @@ def test_uploads_deleted_after_use_but_not_while_a_page_uses_them(tmp_path):
         return str(d / name)
     u = Uploads(root, [ex])
     api = put("DOE_JANE.dcm")
-    assert u.done("api-session", api) and not Path(api).exists() and not Path(api).parent.exists()
+    u.expect([api, api])                                             # two API users sent the same file
+    assert not u.done("user-1", api) and Path(api).exists()          # the second one's request still waits
+    assert u.done("user-2", api) and not Path(api).exists() and not Path(api).parent.exists()
     page = put("ROE_RICHARD.dcm")
     u.keep("browser", page)
     assert not u.done("browser", page) and Path(page).exists()       # the page may generate again

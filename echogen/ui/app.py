@@ -147,6 +147,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             return gr.update(visible=False, value=0), None, "", gr.update()
         if serving.uploads is not None:       # kept while this page is open, deleted when it closes
             serving.uploads.keep(session(request), path)
+            serving.uploads.done(session(request), path)      # its upload has been used (and is kept)
         try:
             frames, info = S.read_input(path)
             frame, pinfo = S.conditioning_frame(path, 0)
@@ -507,10 +508,11 @@ def _serve(args, device, choices, auth, engines, limits, run) -> int:
     from echogen.ui.layout import CSS, THEME
     conc = args.concurrency or (2 if device.type == "cuda" else 1)
     demo.queue(default_concurrency_limit=conc, max_size=64)
-    app_kwargs = {}
+    from starlette.middleware import Middleware
+    middleware = [Middleware(G.TrackUploads, uploads=uploads)]
     if auth:
-        from starlette.middleware import Middleware
-        app_kwargs["middleware"] = [Middleware(G.ThrottleLogins, throttle=G.LoginThrottle())]
+        middleware.append(Middleware(G.ThrottleLogins, throttle=G.LoginThrottle()))
+    app_kwargs = {"middleware": middleware}
     ssl = {}
     if args.ssl_certfile:
         ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile, "ssl_verify": False,

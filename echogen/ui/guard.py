@@ -226,16 +226,22 @@ class ThrottleLogins:
 
 # ------------------------------------------------------------------------------------------- uploads
 class Uploads:
-    """Uploaded files live under `root` (gradio's upload cache, private to this run). A browser's upload
-    is kept while its page is open (it may generate again from it) and deleted when the page closes;
-    anything else (an API call's upload) is deleted as soon as the request is done. Bundled example
-    files that gradio copied into the cache are never deleted."""
+    """Uploaded files live under `root` (gradio's upload cache, private to this run). Gradio stores equal
+    content at one path, so every upload is counted (`expect`, from TrackUploads) until a request has used
+    it (`done`). A file is deleted when no upload of it is still waiting for its request and no open page
+    keeps it: an API call's upload as soon as its request is done; a browser's upload (`keep`) when its
+    page closes (`release`). Bundled example files that gradio copied into the cache are never deleted."""
 
     def __init__(self, root, keep_files=()):
         self.root = Path(root).resolve()
         self._sessions: dict[str, set[str]] = {}
+        self._pending: dict[str, int] = {}
         self._lock = threading.Lock()
         self._examples = {(Path(p).name, Path(p).stat().st_size): _sha(p) for p in keep_files if Path(p).is_file()}
+
+    @staticmethod
+    def _key(path) -> str:
+        return str(Path(str(path)).resolve())
 
     def _ours(self, path) -> Path | None:
         try:
@@ -252,24 +258,40 @@ class Uploads:
             return None
         return p
 
+    def expect(self, paths) -> None:
+        """Files just uploaded: each will be used by one request (or swept after the TTL)."""
+        with self._lock:
+            for p in paths:
+                k = self._key(p)
+                self._pending[k] = self._pending.get(k, 0) + 1
+
     def keep(self, session: str | None, path) -> None:
         if session and path:
             with self._lock:
-                self._sessions.setdefault(session, set()).add(str(Path(str(path)).resolve()))
+                self._sessions.setdefault(session, set()).add(self._key(path))
+
+    def _busy(self, k: str) -> bool:
+        return self._pending.get(k, 0) > 0 or any(k in s for s in self._sessions.values())
 
     def done(self, session: str | None, path) -> bool:
-        """After a request: delete its upload unless the browser session that uploaded it still uses it."""
+        """After a request: delete its upload unless another upload of it still waits or a page keeps it."""
         if not path:
             return False
+        k = self._key(path)
         with self._lock:
-            kept = any(str(Path(str(path)).resolve()) in s for s in self._sessions.values())
-        return False if kept else self._delete(path)
+            if self._pending.get(k, 0) > 0:
+                self._pending[k] -= 1
+                if not self._pending[k]:
+                    del self._pending[k]
+            if self._busy(k):
+                return False
+            return self._delete(path)
 
     def release(self, session: str | None) -> int:
-        """The page was closed: delete what it uploaded."""
+        """The page was closed: delete what it uploaded (unless still in use elsewhere)."""
         with self._lock:
             paths = self._sessions.pop(session, set()) if session else set()
-        return sum(self._delete(p) for p in paths)
+            return sum(self._delete(p) for p in paths if not self._busy(p))
 
     def sweep(self, max_age_s: float, now: float | None = None) -> int:
         """Delete every file under root older than max_age_s that no open page keeps (uploads of requests
@@ -281,6 +303,8 @@ class Uploads:
         for f in list(self.root.rglob("*")):
             try:
                 if f.is_file() and str(f.resolve()) not in kept and now - f.stat().st_mtime > max_age_s:
+                    with self._lock:
+                        self._pending.pop(str(f.resolve()), None)
                     n += self._delete(f)
             except OSError:
                 continue
@@ -298,6 +322,36 @@ class Uploads:
             return True
         except OSError:
             return False
+
+
+class TrackUploads:
+    """ASGI middleware: reads the list of stored paths that gradio's POST .../upload answers with and tells
+    `Uploads.expect` (so equal files uploaded by two users are not deleted under the second one)."""
+
+    def __init__(self, app, uploads: Uploads):
+        self.app, self.uploads = app, uploads
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or \
+                not scope.get("path", "").rstrip("/").endswith("/upload"):
+            return await self.app(scope, receive, send)
+        chunks, status = [], [0]
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            elif message["type"] == "http.response.body" and status[0] == 200 and sum(map(len, chunks)) < 1 << 20:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    try:
+                        paths = json.loads(b"".join(chunks))
+                        if isinstance(paths, list):
+                            self.uploads.expect([p for p in paths if isinstance(p, str)])
+                    except ValueError:
+                        pass
+            await send(message)
+
+        await self.app(scope, receive, watch)
 
 
 def _sha(path) -> str:
