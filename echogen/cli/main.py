@@ -48,12 +48,18 @@ def add_input_limit_arguments(p) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="frames read from one input at most (default 600)")
 
 
+def input_limits(args):
+    """The input limits from the add_input_limit_arguments flags (and the environment)."""
+    from echogen.data.inputs import Limits
+    return Limits.from_env(max_file_mb=getattr(args, "max_file_mb", None),
+                           max_megapixels=getattr(args, "max_megapixels", None),
+                           max_frames=getattr(args, "max_frames", None))
+
+
 def apply_input_limits(args):
-    """Set the process-wide input limits from the add_input_limit_arguments flags (and the environment)."""
-    from echogen.data.inputs import Limits, set_limits
-    return set_limits(Limits.from_env(max_file_mb=getattr(args, "max_file_mb", None),
-                                      max_megapixels=getattr(args, "max_megapixels", None),
-                                      max_frames=getattr(args, "max_frames", None)))
+    """input_limits(args), set process-wide (the app: every input it reads)."""
+    from echogen.data.inputs import set_limits
+    return set_limits(input_limits(args))
 
 
 def apply_speed(cascade, args):

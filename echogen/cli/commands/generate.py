@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from echogen.cli.main import UserError, add_input_limit_arguments, add_speed_arguments, apply_input_limits, apply_speed
+from echogen.cli.main import UserError, add_input_limit_arguments, add_speed_arguments, input_limits, apply_speed
 from echogen.diffusion.stage import parse_per_stage
 from echogen.ef import check_ef
 
@@ -58,8 +58,7 @@ def main(args) -> int:
     check_ef(args.ef, "--ef")
     from echogen.diffusion.cascade import check_seed
     check_seed(args.seed, "--seed")
-    apply_input_limits(args)
-    frame, info = prepare_frame(args.image, frame=args.frame, size=112)
+    frame, info = prepare_frame(args.image, frame=args.frame, size=112, limits=input_limits(args))
     device = pick_device(args.device)
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
     names = cascade.config.stage_names

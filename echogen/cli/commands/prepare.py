@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echogen.cli.main import UserError, add_input_limit_arguments, apply_input_limits
+from echogen.cli.main import UserError, add_input_limit_arguments, input_limits
 
 
 def add_arguments(p) -> None:
@@ -26,8 +26,7 @@ def main(args) -> int:
         raise UserError(f"--out {out.name}: use .png (or .npy for the float array)")
     if args.size < 16:
         raise UserError(f"--size must be at least 16, got {args.size}")
-    apply_input_limits(args)
-    frame, info = prepare_frame(args.image, frame=args.frame, size=args.size)
+    frame, info = prepare_frame(args.image, frame=args.frame, size=args.size, limits=input_limits(args))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         np.save(out, frame)
