@@ -222,7 +222,8 @@ def test_generate_endpoint(client, served):
     assert decode(final).shape == (8, 16, 16)                                 # native resolution download
     # same seed -> same loop; a clip input with a frame picked also works
     again = _generate(client, served, served["png"], ef=45)
-    gif = lambda out: next(f for f in out[-2] if f.endswith("temporal.gif"))     # noqa: E731 (lossless)
+    # the lossless GIF: the display MP4s bytes vary by a few grey levels between runs (x264, seen at afc38b9 too)
+    gif = lambda out: next(f for f in out[-2] if f.endswith("temporal.gif"))     # noqa: E731
     assert np.array_equal(np.stack(read_gif(gif(again))), np.stack(read_gif(gif(out))))
     clip = _generate(client, served, served["avi"], ef=60, frame=5, toggles=["temporal"])
     assert [s["sampled"] for s in clip[-1]["stages"]] == [True, False, True]
