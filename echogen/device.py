@@ -73,6 +73,29 @@ def tune_cpu_malloc() -> bool:
     return _MALLOC_TUNED
 
 
+def trim_memory() -> bool:
+    """Hand freed heap memory back to the OS now (glibc malloc_trim(0): the heap's top and every free
+    page inside it). tune_cpu_malloc keeps freed memory for reuse within a request; a server calls this
+    after each request so a big one does not leave the process at its peak. False where not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def rss_mb(pid: int | str = "self") -> tuple[float, float]:
+    """(resident MB now, peak resident MB) of a process from /proc (Linux); (nan, nan) elsewhere."""
+    try:
+        text = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return float("nan"), float("nan")
+    kb = {k: float(v.split()[0]) for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)
+          if k in ("VmRSS", "VmHWM")}
+    return kb.get("VmRSS", float("nan")) / 1024, kb.get("VmHWM", float("nan")) / 1024
+
+
 def malloc_tuned() -> bool:
     """Whether tune_cpu_malloc has changed glibc's settings in this process."""
     return bool(_MALLOC_TUNED)

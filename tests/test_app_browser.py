@@ -44,8 +44,9 @@ def test_app_in_chromium(tmp_path):
             # a bad upload: a clear warning, and the page keeps working
             page.locator("#input-file input[type=file]").set_input_files(str(files["garbage"]))
             page.wait_for_function(
-                "() => (document.querySelector('#input-info')?.innerText || '').includes('garbage.png')")
-            assert "⚠" in page.locator("#input-info").inner_text()
+                "() => (document.querySelector('#input-info')?.innerText || '').includes('not an image')")
+            info = page.locator("#input-info").inner_text()
+            assert "⚠" in info and "the upload" in info and "garbage" not in info     # never the file's name
             page.locator("#input-file button[aria-label='Clear'], #input-file button[title='Clear']").first.click()
 
             # upload the example frame: the 112x112 conditioning frame appears

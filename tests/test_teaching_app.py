@@ -84,3 +84,38 @@ def test_blinded_review_and_organiser_summary(served):
     # the key is never among the files served to browsers
     key = served["state"].key_path(served["state"].reviews_root / served["review"])
     assert key.is_file() and not any(str(key).startswith(p) for p in served["state"].served_paths())
+
+
+def test_a_failed_write_keeps_the_answer_and_next_does_not_skip(served):
+    """Write access lost while a trainee answers (issue 22): the answer is kept (the trainee gets the
+    feedback and a warning), Next moves on, and the answer is written once the database is writable."""
+    import sqlite3
+    from contextlib import contextmanager
+
+    from gradio_client import Client
+
+    db = served["state"].db
+
+    @contextmanager
+    def read_only():
+        con = sqlite3.connect(f"file:{db.path}?mode=ro", uri=True, isolation_level=None, timeout=1)
+        con.row_factory = sqlite3.Row
+        try:
+            yield con
+        finally:
+            con.close()
+
+    c = Client(served["url"], verbose=False)
+    c.predict("dora", served["pool"], 3, "esc2021", api_name="/trainer_start")
+    sid = next(s["id"] for s in db.sessions(kind="trainer") if s["rater"] == "dora")
+    db._connect = read_only                                       # the results folder became read-only
+    try:
+        feedback = c.predict(50, "preserved", api_name="/trainer_answer")
+        assert "True EF" in feedback                              # the trainee still gets the feedback
+        assert len(db.unsaved) == 1 and "read-only" in db.unsaved_message()
+        out = c.predict(api_name="/trainer_next")
+        assert "Case 2 of 3" in str(out)                          # Next does not skip a case
+    finally:
+        del db._connect                                           # write access is back
+    c.predict(40, "reduced", api_name="/trainer_answer")
+    assert [r["position"] for r in db.answers(session=sid)] == [0, 1] and not db.unsaved

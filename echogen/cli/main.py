@@ -39,6 +39,29 @@ def add_speed_arguments(p) -> None:
                         "the first sample pays the compilation (minutes); worth it for many samples on a GPU")
 
 
+def add_input_limit_arguments(p) -> None:
+    """--max-file-mb / --max-megapixels / --max-frames: what one input may cost (echogen.data.inputs.Limits;
+    defaults from ECHOGEN_MAX_* or the library's)."""
+    p.add_argument("--max-file-mb", type=float, default=None, help="largest input file in MB (default 256)")
+    p.add_argument("--max-megapixels", type=float, default=None,
+                   help="largest input frame in megapixels, checked before decoding (default 8.3: a 4K screen)")
+    p.add_argument("--max-frames", type=int, default=None, help="frames read from one input at most (default 600)")
+
+
+def input_limits(args):
+    """The input limits from the add_input_limit_arguments flags (and the environment)."""
+    from echogen.data.inputs import Limits
+    return Limits.from_env(max_file_mb=getattr(args, "max_file_mb", None),
+                           max_megapixels=getattr(args, "max_megapixels", None),
+                           max_frames=getattr(args, "max_frames", None))
+
+
+def apply_input_limits(args):
+    """input_limits(args), set process-wide (the app: every input it reads)."""
+    from echogen.data.inputs import set_limits
+    return set_limits(input_limits(args))
+
+
 def apply_speed(cascade, args):
     """Cascade.set_speed from the add_speed_arguments flags."""
     return cascade.set_speed(args.precision, args.compile)

@@ -10,6 +10,8 @@ reaches `info`; header values are never printed or written.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,11 +26,91 @@ class InputError(RuntimeError):
     """The input cannot be used; the message names the file and the problem in one line."""
 
 
-def _check_size(name: str, h: int, w: int) -> None:
+@dataclass(frozen=True)
+class Limits:
+    """What one input may cost, checked before its pixels are decoded (the app and the CLI).
+
+    A frame's size comes from the header (image size, DICOM Rows x Columns, the video stream), so an
+    over-large frame is refused before it is decoded; frames past `max_frames` are never read; every
+    frame is shrunk to at most `work_side` px a side as it is decoded, before any analysis.
+    Environment: ECHOGEN_MAX_FILE_MB, ECHOGEN_MAX_MEGAPIXELS, ECHOGEN_MAX_FRAMES, ECHOGEN_WORK_SIDE."""
+    max_file_mb: float = 256.0       # file size
+    max_megapixels: float = 8.3      # pixels of one frame (a 4K screen, 3840 x 2160, is 8.3 Mpx)
+    max_frames: int = 600            # frames read from one input (a clip's later frames are not read)
+    work_side: int = 1024            # frames are shrunk to this side before the sector is searched
+
+    def __post_init__(self):
+        for k in ("max_file_mb", "max_megapixels", "max_frames", "work_side"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and v > 0 and v == v):
+                raise ValueError(f"input limit {k} must be a positive number, got {v!r}")
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1e6)
+
+    @staticmethod
+    def from_env(env=None, **overrides) -> "Limits":
+        env = os.environ if env is None else env
+        kw = {}
+        for key, name, cast in (("ECHOGEN_MAX_FILE_MB", "max_file_mb", float),
+                                ("ECHOGEN_MAX_MEGAPIXELS", "max_megapixels", float),
+                                ("ECHOGEN_MAX_FRAMES", "max_frames", int), ("ECHOGEN_WORK_SIDE", "work_side", int)):
+            if env.get(key):
+                try:
+                    kw[name] = cast(env[key])
+                except ValueError:
+                    raise ValueError(f"{key}={env[key]!r}: not a number") from None
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return Limits(**kw)
+
+
+_LIMITS: Limits | None = None
+
+
+def get_limits() -> Limits:
+    """The process-wide limits (from the environment until set_limits is called)."""
+    global _LIMITS
+    if _LIMITS is None:
+        _LIMITS = Limits.from_env()
+    return _LIMITS
+
+
+def set_limits(limits: Limits) -> Limits:
+    global _LIMITS
+    _LIMITS = limits
+    return limits
+
+
+def _check_size(name: str, h: int, w: int, limits: Limits | None = None) -> None:
+    lim = limits or get_limits()
     if min(h, w) < MIN_SIDE:
         raise InputError(f"{name}: image is too small ({w}x{h} px; need at least {MIN_SIDE} px a side)")
     if max(h, w) > MAX_SIDE:
         raise InputError(f"{name}: image is too large ({w}x{h} px; at most {MAX_SIDE} px a side)")
+    if int(h) * int(w) > lim.max_pixels:
+        raise InputError(f"{name}: image is too large ({w}x{h} px = {h * w / 1e6:.1f} Mpx a frame; "
+                         f"at most {lim.max_megapixels:g} Mpx)")
+
+
+def _check_file(name: str, path: Path, limits: Limits) -> None:
+    mb = path.stat().st_size / 2 ** 20
+    if mb > limits.max_file_mb:
+        raise InputError(f"{name}: file is too large ({mb:.0f} MB; at most {limits.max_file_mb:g} MB)")
+
+
+def _shrink(frame: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
+    """Area-downscale so the longer side is at most `side` (never upscales); returns (frame, scale)."""
+    h, w = frame.shape[:2]
+    if not side or max(h, w) <= side:
+        return frame, 1.0
+    s = side / max(h, w)
+    size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+    return cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_AREA), s
+
+
+def _wanted(i: int, index) -> bool:
+    return index is None or i == index
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
@@ -70,9 +152,16 @@ def _regions(ds) -> list[dict]:
     return out
 
 
-def _load_dicom(path: Path) -> tuple[np.ndarray, dict]:
+def _scale_regions(regions: list[dict], s: float) -> list[dict]:
+    if s == 1.0:
+        return regions
+    return [{**r, **{k: int(round(r[k] * s)) for k in ("x0", "y0", "x1", "y1")}} for r in regions]
+
+
+def _load_dicom(path: Path, limits: Limits, index=None, shrink=None) -> tuple[list, dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import pixel_array
 
     name = path.name
     try:
@@ -84,63 +173,82 @@ def _load_dicom(path: Path) -> tuple[np.ndarray, dict]:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise InputError(f"{name}: DICOM file holds no image (no pixel data; e.g. a report or plan)")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    _check_size(name, rows, cols)
+    _check_size(name, rows, cols, limits)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
-        arr = ds.pixel_array
-    except (RuntimeError, NotImplementedError) as e:
-        msg = str(e)
-        plugins = [p for p in ("pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pylibjpeg", "gdcm")
-                   if p in msg]
-        tsn = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown")
-        need = f"; install {' or '.join(plugins)}" if plugins else ""
-        raise InputError(f"{name}: cannot decode {tsn} pixel data{need}") from None
-    except Exception as e:
-        raise InputError(f"{name}: DICOM pixel data is truncated or corrupt ({type(e).__name__})") from None
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        n_total = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        n_total = 1
+    n_read = min(n_total, limits.max_frames)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    if n_frames == 1:
-        arr = arr[None]
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
+    tsn = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown")
+    voi_note, scale, frames = None, 1.0, []
+    for k in ([index] if index is not None and 0 <= index < n_read else [] if index is not None else range(n_read)):
+        try:   # one frame at a time: a long clip is never decoded whole
+            arr = pixel_array(ds, index=k)
+        except (RuntimeError, NotImplementedError) as e:
+            msg = str(e)
+            plugins = [p for p in ("pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "pylibjpeg", "gdcm")
+                       if p in msg]
+            need = f"; install {' or '.join(plugins)}" if plugins else ""
+            raise InputError(f"{name}: cannot decode {tsn} pixel data{need}") from None
+        except Exception as e:
+            raise InputError(f"{name}: DICOM pixel data is truncated or corrupt ({type(e).__name__})") from None
+        fspp = spp
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
 
-        arr = apply_color_lut(arr, ds)
-        spp = 3
-    voi_note = None
-    if photometric in ("MONOCHROME1", "MONOCHROME2") and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        from pydicom.pixels import apply_voi_lut
+            arr = apply_color_lut(arr, ds)
+            fspp = 3
+        if photometric in ("MONOCHROME1", "MONOCHROME2") and ("WindowCenter" in ds or "VOILUTSequence" in ds):
+            from pydicom.pixels import apply_voi_lut
 
-        try:
-            arr = apply_voi_lut(arr, ds)
-        except (ValueError, TypeError, KeyError, IndexError) as e:  # a malformed window: use raw values, say so
-            voi_note = f"VOI LUT/window not applied ({type(e).__name__}); raw pixel values min-max scaled"
-    arr = _to_uint8(np.asarray(arr)) if arr.dtype != np.uint8 or spp == 1 else arr
-    if photometric == "PALETTE COLOR" and np.asarray(arr).max() > 255:
-        arr = _to_uint8(arr)
-    if photometric == "MONOCHROME1":
-        arr = 255 - arr  # MONOCHROME1: low values are white
-    if spp == 3 and arr.ndim == 3:
-        arr = arr[None]
+            try:
+                arr = apply_voi_lut(arr, ds)
+            except (ValueError, TypeError, KeyError, IndexError) as e:  # a malformed window: raw values, say so
+                voi_note = f"VOI LUT/window not applied ({type(e).__name__}); raw pixel values min-max scaled"
+        arr = np.asarray(arr)
+        arr = _to_uint8(arr) if arr.dtype != np.uint8 or fspp == 1 else arr
+        if photometric == "MONOCHROME1":
+            arr = 255 - arr  # MONOCHROME1: low values are white
+        arr, scale = _shrink(arr, shrink)
+        frames.append(np.ascontiguousarray(arr))
     fps = 0.0
-    for key in ("RecommendedDisplayFrameRate", "CineRate"):
-        if ds.get(key):
-            fps = float(ds.get(key))
-            break
-    if not fps and ds.get("FrameTime"):
-        fps = 1000.0 / float(ds.FrameTime)
-    info = {"kind": "dicom", "n_frames": int(arr.shape[0]), "photometric": photometric,
-            "transfer_syntax": getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown"),
-            "regions": _regions(ds), "size": [int(arr.shape[2]), int(arr.shape[1])]}
+    try:
+        for key in ("RecommendedDisplayFrameRate", "CineRate"):
+            if ds.get(key):
+                fps = float(ds.get(key))
+                break
+        if not fps and ds.get("FrameTime"):
+            fps = 1000.0 / float(ds.FrameTime)
+    except (TypeError, ValueError, ZeroDivisionError):
+        fps = 0.0
+    info = {"kind": "dicom", "n_frames": n_read, "photometric": photometric, "transfer_syntax": tsn,
+            "regions": _scale_regions(_regions(ds), scale), "size": [cols, rows]}
+    if n_total > n_read:
+        info["truncated"] = f"only the first {n_read} of {n_total} frames were read (limit)"
     if fps:
         info["fps"] = fps
     if voi_note:
         info["note"] = voi_note
-    return np.ascontiguousarray(arr), info
+    return frames, info
 
 
 # ------------------------------------------------------------------------------- images, clips, arrays
-def _load_image(path: Path) -> tuple[np.ndarray, dict]:
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+def _page_array(page) -> np.ndarray:
+    mode = page.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _to_uint8(np.asarray(page))
+    if mode == "RGBA" or mode == "LA" or (mode == "P" and "transparency" in page.info):
+        rgba = np.asarray(page.convert("RGBA")).astype(np.float32)
+        return (rgba[..., :3] * (rgba[..., 3:] / 255.0) + 0.5).astype(np.uint8)  # over black
+    if mode in ("L", "1"):
+        return np.asarray(page.convert("L"))
+    return np.asarray(page.convert("RGB"))
+
+
+def _load_image(path: Path, limits: Limits, index=None, shrink=None) -> tuple[list, dict]:
+    from PIL import Image, UnidentifiedImageError
 
     name = path.name
     try:
@@ -151,64 +259,102 @@ def _load_image(path: Path) -> tuple[np.ndarray, dict]:
         raise InputError(f"{name}: image is too large (more than {MAX_SIDE} px a side)") from None
     except OSError as e:
         raise InputError(f"{name}: unreadable image ({e})") from None
-    _check_size(name, im.height, im.width)
-    frames = []
+    with im:
+        _check_size(name, im.height, im.width, limits)   # from the header: nothing decoded yet
+        try:
+            n_total = int(getattr(im, "n_frames", 1) or 1)  # GIF/APNG/TIFF: counted without decoding
+        except (OSError, ValueError, EOFError) as e:
+            raise InputError(f"{name}: image data is truncated or corrupt ({e})") from None
+        n_read = min(n_total, limits.max_frames)
+        frames, first_shape = [], None
+        try:
+            for k in ([index] if index is not None and 0 <= index < n_read else [] if index is not None
+                      else range(n_read)):
+                im.seek(k)
+                _check_size(name, im.height, im.width, limits)
+                a = _page_array(im)
+                if first_shape is None:
+                    first_shape = a.shape
+                elif a.shape != first_shape:
+                    continue  # pages of another size (or colour) are not frames of the same clip
+                frames.append(_shrink(a, shrink)[0])
+        except (OSError, ValueError, EOFError) as e:
+            raise InputError(f"{name}: image data is truncated or corrupt ({e})") from None
+        info = {"kind": "image", "n_frames": n_read if index is not None else len(frames), "format": im.format,
+                "mode": im.mode, "size": [im.width, im.height]}
+        if n_total > n_read:
+            info["truncated"] = f"only the first {n_read} of {n_total} frames were read (limit)"
+        if n_total > 1 and im.info.get("duration"):
+            info["fps"] = 1000.0 / float(im.info["duration"])
+    return frames, info
+
+
+def _load_video(path: Path, limits: Limits, index=None, shrink=None) -> tuple[list, dict]:
+    name = path.name
+    cap = cv2.VideoCapture(str(path))
     try:
-        for page in ImageSequence.Iterator(im):
-            mode = page.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                a = _to_uint8(np.asarray(page))
-            elif mode == "RGBA" or mode == "LA" or (mode == "P" and "transparency" in page.info):
-                rgba = np.asarray(page.convert("RGBA")).astype(np.float32)
-                a = (rgba[..., :3] * (rgba[..., 3:] / 255.0) + 0.5).astype(np.uint8)  # over black
-            elif mode in ("L", "1"):
-                a = np.asarray(page.convert("L"))
-            else:
-                a = np.asarray(page.convert("RGB"))
-            frames.append(a)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{name}: image data is truncated or corrupt ({e})") from None
-    if len({f.ndim for f in frames}) > 1:  # pages in grey and in colour (e.g. GIF palettes): all RGB
-        frames = [np.repeat(f[..., None], 3, -1) if f.ndim == 2 else f for f in frames]
-    frames = [f for f in frames if f.shape == frames[0].shape]  # pages of another size are not frames
-    info = {"kind": "image", "n_frames": len(frames), "format": im.format, "mode": im.mode,
-            "size": [im.width, im.height]}
-    if len(frames) > 1 and im.info.get("duration"):
-        info["fps"] = 1000.0 / float(im.info["duration"])
-    return np.stack(frames), info
+        if not cap.isOpened():
+            raise InputError(f"{name}: not a readable video (OpenCV could not open it)")
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w and h:
+            _check_size(name, h, w, limits)               # from the stream header: nothing decoded yet
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        frames, i, truncated = [], 0, False
+        while True:
+            if i >= limits.max_frames:
+                truncated = cap.grab()                    # is there more? (never kept)
+                break
+            if index is not None and i < index:
+                if not cap.grab():                        # skipped frames are not converted or kept
+                    break
+                i += 1
+                continue
+            ok, f = cap.read()
+            if not ok:
+                break
+            if i == 0 or index is not None:
+                _check_size(name, f.shape[0], f.shape[1], limits)
+            frames.append(_shrink(np.ascontiguousarray(f[..., ::-1]), shrink)[0])
+            i += 1
+            if index is not None:
+                break
+    finally:
+        cap.release()
+    if not frames and index is None:
+        raise InputError(f"{name}: no frames could be decoded")
+    n = len(frames) if index is None else (min(declared, limits.max_frames) if declared else i + len(frames))
+    info = {"kind": "clip", "n_frames": int(n), "fps": fps, "size": [w, h]}
+    if truncated:
+        info["truncated"] = f"only the first {limits.max_frames} frames were read (limit)"
+    return frames, info
 
 
-def _load_video(path: Path) -> tuple[np.ndarray, dict]:
-    from echogen.data.video_io import VideoError, read_video
-
+def _load_npy(path: Path, limits: Limits, index=None, shrink=None) -> tuple[list, dict]:
+    name = path.name
     try:
-        v, fps = read_video(path, grey=False)
-    except VideoError as e:
-        raise InputError(str(e).replace(str(path), path.name)) from None
-    _check_size(path.name, v.shape[1], v.shape[2])
-    return v, {"kind": "clip", "n_frames": int(len(v)), "fps": float(fps), "size": [v.shape[2], v.shape[1]]}
-
-
-def _load_npy(path: Path) -> tuple[np.ndarray, dict]:
-    try:
-        a = np.load(path, allow_pickle=False)
+        a = np.load(path, allow_pickle=False, mmap_mode="r")   # the header only; frames read one by one
     except ValueError as e:
-        raise InputError(f"{path.name}: not a plain numpy array ({e})") from None
+        raise InputError(f"{name}: not a plain numpy array ({e})") from None
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4):
         a = a[None]
-    if a.ndim == 4 and a.shape[-1] == 4:
-        a = a[..., :3]
-    if a.ndim == 4 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim not in (3, 4) or a.shape[0] < 1 or not np.issubdtype(a.dtype, np.number):
-        raise InputError(f"{path.name}: expected a (H,W), (N,H,W) or (N,H,W,3) numeric array, got {a.shape} {a.dtype}")
-    _check_size(path.name, a.shape[1], a.shape[2])
-    return _to_uint8(a), {"kind": "array", "n_frames": int(a.shape[0]), "size": [a.shape[2], a.shape[1]]}
+    if a.ndim not in (3, 4) or a.shape[0] < 1 or not np.issubdtype(a.dtype, np.number) \
+            or (a.ndim == 4 and a.shape[-1] not in (1, 3, 4)):
+        raise InputError(f"{name}: expected a (H,W), (N,H,W) or (N,H,W,3) numeric array, got {a.shape} {a.dtype}")
+    _check_size(name, a.shape[1], a.shape[2], limits)
+    n_read = min(int(a.shape[0]), limits.max_frames)
+    sel = a[:n_read] if index is None else a[index:index + 1] if 0 <= index < n_read else a[:0]
+    sel = np.asarray(sel)
+    if sel.ndim == 4:
+        sel = sel[..., :3] if sel.shape[-1] == 4 else sel[..., 0] if sel.shape[-1] == 1 else sel
+    u8 = _to_uint8(sel) if len(sel) else sel.astype(np.uint8)
+    info = {"kind": "array", "n_frames": n_read, "size": [int(a.shape[2]), int(a.shape[1])]}
+    if a.shape[0] > n_read:
+        info["truncated"] = f"only the first {n_read} of {a.shape[0]} frames were read (limit)"
+    return [_shrink(f, shrink)[0] for f in u8], info
 
 
-def load_frames(path) -> tuple[np.ndarray, dict]:
-    """All frames of an input as uint8 (N, H, W) or (N, H, W, 3), and an info dict (kind, n_frames,
-    fps for clips, DICOM ultrasound regions). Raises InputError with one line for unusable input."""
+def _open_checked(path, limits: Limits) -> Path:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -216,28 +362,74 @@ def load_frames(path) -> tuple[np.ndarray, dict]:
         raise InputError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise InputError(f"{path.name}: file is empty")
+    _check_file(path.name, path, limits)
+    return path
+
+
+def _read(path, limits: Limits, index=None, shrink=None) -> tuple[list, dict]:
+    path = _open_checked(path, limits)
     ext = path.suffix.lower()
     if _is_dicom(path):
-        return _load_dicom(path)
+        return _load_dicom(path, limits, index, shrink)
     if ext == ".npy":
-        return _load_npy(path)
+        return _load_npy(path, limits, index, shrink)
     if ext in VIDEO_EXTS:
-        return _load_video(path)
-    return _load_image(path)
+        return _load_video(path, limits, index, shrink)
+    return _load_image(path, limits, index, shrink)
 
 
-def count_frames(path) -> int:
+def load_frames(path, limits: Limits | None = None, shrink: int | None = -1) -> tuple[np.ndarray, dict]:
+    """The frames of an input as uint8 (N, H, W) or (N, H, W, 3), and an info dict (kind, n_frames,
+    fps for clips, DICOM ultrasound regions). Raises InputError with one line for unusable input.
+
+    Bounded by `limits` (default: get_limits()): the file size and each frame's pixels are checked
+    before anything is decoded, at most max_frames frames are read (info["truncated"] says so), and
+    every frame is area-downscaled to at most `shrink` px a side as it is decoded (default: the limits'
+    work_side; None keeps full size)."""
+    lim = limits or get_limits()
+    shrink = lim.work_side if shrink == -1 else shrink
+    frames, info = _read(path, lim, None, shrink)
+    if not frames:
+        raise InputError(f"{Path(path).name}: no frames could be decoded")
+    if len({f.ndim for f in frames}) > 1:  # pages in grey and in colour (e.g. GIF palettes): all RGB
+        frames = [np.repeat(f[..., None], 3, -1) if f.ndim == 2 else f for f in frames]
+    frames = [f for f in frames if f.shape == frames[0].shape]
+    info["n_frames"] = len(frames)
+    return np.stack(frames), info
+
+
+def load_frame(path, index: int = 0, limits: Limits | None = None, shrink: int | None = None) -> tuple[np.ndarray, dict]:
+    """Only frame `index` of an input (earlier frames of a clip are skipped, later ones never read):
+    (uint8 (H, W) or (H, W, 3), info with n_frames = the frames the input has, up to max_frames)."""
+    lim = limits or get_limits()
+    name = Path(path).name
+    if int(index) < 0:
+        _open_checked(path, lim)
+        raise InputError(f"{name}: frame {index} out of range (frames count from 0)")
+    frames, info = _read(path, lim, int(index), shrink)
+    n = int(info["n_frames"])
+    if not frames:
+        if n and index >= lim.max_frames:
+            raise InputError(f"{name}: frame {index} out of range (only the first {lim.max_frames} frames are read)")
+        raise InputError(f"{name}: frame {index} out of range (the input has {n} frame"
+                         f"{'s' if n != 1 else ''}: 0..{max(n - 1, 0)})")
+    return frames[0], info
+
+
+def count_frames(path, limits: Limits | None = None) -> int:
+    """Frames of an input that would be read (up to max_frames), without decoding a whole clip."""
     path = Path(path)
+    lim = limits or get_limits()
     if path.is_file() and path.stat().st_size > 0 and _is_dicom(path):
         import pydicom
 
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if "PixelData" in ds or "NumberOfFrames" in ds:
-                return int(ds.get("NumberOfFrames", 1) or 1)
+                return min(int(ds.get("NumberOfFrames", 1) or 1), lim.max_frames)
         except Exception:
             pass  # load_frames gives the precise error
-    return int(load_frames(path)[1]["n_frames"])
+    return int(load_frames(path, lim, shrink=64)[1]["n_frames"])
 
 
 # ------------------------------------------------------------------------------------- preprocessing
@@ -306,7 +498,9 @@ def _square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
     return nx0, y0, nx0 + side, y0 + side
 
 
-def _prepare(img: np.ndarray, size: int = 112, regions=None, name: str = "image") -> tuple[np.ndarray, dict]:
+def _prepare(img: np.ndarray, size: int = 112, regions=None, name: str = "image",
+             limits: Limits | None = None) -> tuple[np.ndarray, dict]:
+    lim = limits or get_limits()
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[-1] == 4:
         img = img[..., :3]
@@ -314,8 +508,12 @@ def _prepare(img: np.ndarray, size: int = 112, regions=None, name: str = "image"
         img = img[..., 0]
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3):
         raise InputError(f"{name}: expected an (H,W) or (H,W,3) frame, got shape {img.shape}")
-    _check_size(name, img.shape[0], img.shape[1])
+    _check_size(name, img.shape[0], img.shape[1], lim)
     img = _to_uint8(img)
+    # shrink first: the sector finder's filters grow with the image, the output is size x size anyway
+    img, scale = _shrink(img, max(lim.work_side, size))
+    if scale != 1.0 and regions:
+        regions = _scale_regions([r for r in regions if isinstance(r, dict)], scale)
     grey, colour = _grey(img)
     if colour > 0:  # markers, header bars, Doppler: not B-mode tissue
         sat = img[..., :3].max(-1).astype(np.int16) - img[..., :3].min(-1)
@@ -351,7 +549,7 @@ def _prepare(img: np.ndarray, size: int = 112, regions=None, name: str = "image"
     cx0, cx1 = max(sx0, 0), min(sx1, w)
     cy0, cy1 = max(sy0, 0), min(sy1, h)
     canvas[cy0 - sy0:cy1 - sy0, cx0 - sx0:cx1 - sx0] = grey[cy0:cy1, cx0:cx1]
-    info["crop"] = [sx0, sy0, sx1, sy1]
+    info["crop"] = [int(round(v / scale)) for v in (sx0, sy0, sx1, sy1)]   # in the input's pixels
     interp = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
     out = cv2.resize(canvas, (size, size), interpolation=interp)
     return out.astype(np.float32) / 255.0, info
@@ -362,13 +560,14 @@ def prepare_array(img: np.ndarray, size: int = 112, regions=None) -> np.ndarray:
     return _prepare(img, size, regions)[0]
 
 
-def prepare_frame(path, frame: int = 0, size: int = 112) -> tuple[np.ndarray, dict]:
-    """Frame `frame` of an input file -> (float32 (size, size) in [0, 1], info on what was done)."""
-    frames, info = load_frames(path)
-    n = len(frames)
-    if not -n <= frame < n or (frame < 0):
-        raise InputError(f"{Path(path).name}: frame {frame} out of range (the input has {n} frame"
-                         f"{'s' if n != 1 else ''}: 0..{n - 1})")
-    out, pinfo = _prepare(frames[frame], size, info.get("regions"), Path(path).name)
+def prepare_frame(path, frame: int = 0, size: int = 112, limits: Limits | None = None) -> tuple[np.ndarray, dict]:
+    """Frame `frame` of an input file -> (float32 (size, size) in [0, 1], info on what was done).
+    Only that frame is decoded, shrunk to the working side before the sector is searched."""
+    lim = limits or get_limits()
+    img, info = load_frame(path, int(frame), lim, shrink=max(lim.work_side, size))
+    out, pinfo = _prepare(img, size, info.get("regions"), Path(path).name, lim)
+    if "crop" in pinfo and info.get("size") and max(img.shape[:2]) < max(info["size"]):
+        s = max(info["size"]) / max(img.shape[:2])        # crop back in the file's own pixels
+        pinfo["crop"] = [int(round(v * s)) for v in pinfo["crop"]]
     info = {k: v for k, v in info.items() if k != "regions"} | {"frame": int(frame)} | pinfo
     return out, info

@@ -63,6 +63,21 @@ def _as_frames(frame, batch: int) -> torch.Tensor:
     return f.expand(batch, -1, -1, -1) if f.shape[0] == 1 else f
 
 
+SEED_MAX = 2 ** 32 - 1
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """A seed as an int in 0..SEED_MAX, else a ValueError in project words (never a torch overflow)."""
+    try:
+        f = float(seed)
+        ok = f == f and f == int(f) and 0 <= int(f) <= SEED_MAX
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or isinstance(seed, bool):
+        raise ValueError(f"{what} must be a whole number from 0 to {SEED_MAX}, got {str(seed)[:40]}")
+    return int(seed) if isinstance(seed, int) else int(f)
+
+
 class Cascade:
     def __init__(self, config: CascadeConfig, denoisers: dict, device="cpu", source: str = "random-init"):
         missing = [s.name for s in config.stages if s.name not in denoisers]
@@ -137,6 +152,7 @@ class Cascade:
         stage -> value (sigma_start: see StageConfig; it applies to super-resolution stages only).
         callback(stage_name, step, total_steps) after each sampler step. precision: as set_speed (default
         self.precision). Same seed -> same output."""
+        seed = check_seed(seed)
         ef_t = check_efs(ef)
         frame_t = _as_frames(frame, ef_t.shape[0])
         b = frame_t.shape[0]

@@ -1,7 +1,8 @@
 """EchoGen app: one echo frame + a chosen ejection fraction -> beating echo loops, with an EF readout.
 
     python app.py [--share] [--host 0.0.0.0] [--port 7860] [--weights DIR] [--device cpu|cuda]
-                  [--auth user:pass] [--random-init]
+                  [--auth user:pass] [--ssl-certfile CERT --ssl-keyfile KEY] [--random-init]
+                  [--max-file-mb MB] [--max-megapixels MPX] [--max-frames N] [--time-budget S]
 
 The Gradio app (the work happens in echogen/ui/support.py); app.py at the top is its entry point. Named API endpoints
 "generate" and "sweep" make every action callable with gradio_client.
@@ -17,35 +18,114 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import atexit  # noqa: E402
+import functools  # noqa: E402
 import random  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
+from echogen.diffusion.cascade import SEED_MAX  # noqa: E402
 from echogen.ef import SWEEP_MAX, parse_efs  # noqa: E402
+from echogen.ui import guard as G  # noqa: E402
 from echogen.ui import support as S  # noqa: E402
 
 MAX_SLOTS = 4          # stage columns shown (the largest preset has four stages)
 EXAMPLES = ROOT / "assets" / "examples"
 
 
+@dataclass
+class Serving:
+    """How the app protects a shared server (echogen/ui/guard.py); the defaults do nothing."""
+    uploads: G.Uploads | None = None      # uploads deleted after use
+    budget_s: float | None = None         # per-request time budget
+    janitor: G.Janitor | None = None      # prunes result folders
+    upload_ttl_s: int = 3600              # gradio's cache (uploads, output copies) kept at most this long
+
+
+def weight_labels(choices: list[str]) -> dict[str, str]:
+    """Picker label -> bundle folder. Labels (the folder's name) are what browsers and API clients see and
+    send: no absolute server path reaches /config or a message."""
+    out = {}
+    for c in choices:
+        base = S.RANDOM_INIT if c == S.RANDOM_INIT else Path(c).name
+        label, k = base, 2
+        while label in out:
+            label, k = f"{base} ({k})", k + 1
+        out[label] = c
+    return out
+
+
+def log(msg: str) -> None:
+    """One line on the server console (never a file name: callers pass scrubbed text)."""
+    print(f"EchoGen: {msg}", file=sys.stderr, flush=True)
+
+
 def stage_choices(engine) -> list[tuple[str, str]]:
     return [(f"{s.name} — {S.STAGE_ROLE.get(s.name, 'refinement')}", s.name) for s in engine.stages[1:]]
 
 
-def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=None):
+def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=None, *,
+              teaching_off: str | None = None, serving: Serving | None = None):
+    """teaching: a TeachingState (the three teaching tabs), or None; teaching_off: why they are off (shown
+    in each of them instead)."""
     import gradio as gr
 
+    from echogen.device import trim_memory
     from echogen.ui.layout import banner_html, input_error_types, readout_html, stage_label, weights_md
-    errors = input_error_types()
+    errors = input_error_types() + (G.BudgetExceeded,)
+    serving = serving or Serving()
+    labels = weight_labels(choices)
     first = engines.get(choices[0])
     n_cols = max(S.stage_count(c) for c in choices)   # one loop column per stage of the largest cascade
 
-    def fail(e):
-        raise gr.Error(str(e).splitlines()[0], duration=12) from None
+    def bundle(label) -> str:
+        if label in labels:
+            return labels[label]
+        if label in labels.values():                  # a full path still works from a script on the server
+            return label
+        raise ValueError(f"unknown weights bundle '{G.scrub(label)}' (choose one of: {', '.join(labels)})")
+
+    def fail(e, *uploads):
+        msg = G.scrub(e, *uploads)
+        log(f"request refused: {msg}")
+        raise gr.Error(msg, duration=12, print_exception=False) from None
+
+    def typed(fn):
+        """This module's annotations are strings (PEP 563) naming a local `gr`: make `request: gr.Request`
+        the real class so gradio passes the request in."""
+        fn.__annotations__ = {k: gr.Request if v == "gr.Request" else v for k, v in fn.__annotations__.items()}
+        return fn
+
+    def guarded(fn):
+        """Unexpected errors too reach the user and the console as one scrubbed line, never a traceback
+        naming an upload."""
+        typed(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            try:
+                return fn(*a, **k)
+            except gr.Error:
+                raise
+            except Exception as e:
+                paths = [x for x in a if isinstance(x, str) and "/" in x]
+                msg = G.scrub(f"{type(e).__name__}: {e}", *paths)
+                log(f"request failed: {msg}")
+                raise gr.Error(f"internal error: {msg}", duration=12, print_exception=False) from None
+            finally:
+                trim_memory()                     # give the request's peak memory back to the OS
+        return wrapper
+
+    def session(request) -> str | None:
+        return getattr(request, "session_hash", None)
+
+    def finish(request, path) -> None:
+        if serving.uploads is not None:
+            serving.uploads.done(session(request), path)
+        if serving.janitor is not None:
+            serving.janitor.poke()
 
     def slot_updates(engine):
         st = engine.stages
@@ -60,56 +140,76 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         return [toggles, weights_md(engine), banner_html(engine)] + ups
 
     # ---- events -------------------------------------------------------------------------------
-    def on_input(path, weights):
+    @guarded
+    def on_input(path, weights, request: gr.Request):
         """New upload/example: frame picker, conditioning frame preview, EF default from a clip."""
         if not path:
             return gr.update(visible=False, value=0), None, "", gr.update()
+        if serving.uploads is not None:       # kept while this page is open, deleted when it closes
+            serving.uploads.keep(session(request), path)
+            serving.uploads.done(session(request), path)      # its upload has been used (and is kept)
         try:
             frames, info = S.read_input(path)
             frame, pinfo = S.conditioning_frame(path, 0)
         except errors as e:
-            gr.Warning(str(e).splitlines()[0])
-            return gr.update(visible=False, value=0), None, f"⚠️ {e}", gr.update()
+            msg = G.scrub(e, path)
+            log(f"upload refused: {msg}")
+            gr.Warning(msg)
+            return gr.update(visible=False, value=0), None, f"⚠️ {msg}", gr.update()
         n = len(frames)
         ef = gr.update()
         note = S.input_summary({**info, **pinfo}, 0)
+        if info.get("truncated"):
+            note += f" · {info['truncated']}"
         try:
-            est = S.clip_ef(engines.get(weights), frames, float(info.get("fps") or 0))
+            est = S.clip_ef(engines.get(bundle(weights)), frames, float(info.get("fps") or 0))
         except Exception as e:  # an estimate is a convenience; never block the upload on it
-            est, note = None, note + f" · (EF estimate failed: {e})"
+            est, note = None, note + f" · (EF estimate failed: {G.scrub(e, path)})"
         if est is not None:
             ef = gr.update(value=round(min(90, max(10, est))))
             note += f" · regressor reads EF {est:.1f}% from this clip (slider set to it)"
         picker = gr.update(visible=n > 1, maximum=max(1, n - 1), value=0)
         return picker, S.display_frames(frame[None])[0], note, ef
 
+    @guarded
     def on_frame(path, index):
         if not path:
             return None, ""
         try:
-            frame, info = S.conditioning_frame(path, int(index))
+            index = G.check_request(index, None, 0, [])[0]
+            frame, info = S.conditioning_frame(path, index)
         except errors as e:
-            fail(e)
+            fail(e, path)
         return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
 
-    def _setup(path, frame_index, weights, stages, seed, slots):
+    def _setup(path, frame_index, weights, stages, seed, slots, ef=None):
         if not path:
-            raise gr.Error("Upload an echo frame, DICOM or clip (or pick an example) first.")
+            raise gr.Error("Upload an echo frame, DICOM or clip (or pick an example) first.",
+                           print_exception=False)
         try:
-            engine = engines.get(weights)
-            frame, _ = S.conditioning_frame(path, int(frame_index or 0))
+            frame_index, ef, seed, slots = G.check_request(frame_index, ef, seed, slots)
+            engine = engines.get(bundle(weights))
+            frame, _ = S.conditioning_frame(path, frame_index)
         except errors as e:
-            fail(e)
+            fail(e, path)
         st = engine.stages
         steps = {s.name: int(slots[2 * i]) for i, s in enumerate(st) if i < MAX_SLOTS}
         guidance = {s.name: float(slots[2 * i + 1]) for i, s in enumerate(st) if i < MAX_SLOTS}
         enabled = [s for s in (stages or []) if s in {x.name for x in st}]
-        return engine, frame, enabled, steps, guidance, int(seed if seed is not None else 0)
+        return engine, frame, enabled, steps, guidance, seed, ef
 
+    @guarded
     def generate(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
-                 progress=gr.Progress()):
-        engine, frame, enabled, steps, guidance, seed = _setup(input_file, frame_index, weights, stages, seed,
-                                                               [s0, g0, s1, g1, s2, g2, s3, g3])
+                 request: gr.Request, progress=gr.Progress()):
+        try:
+            return _generate(input_file, frame_index, ef, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
+                             progress)
+        finally:
+            finish(request, input_file)
+
+    def _generate(input_file, frame_index, ef, stages, weights, seed, slots, progress):
+        engine, frame, enabled, steps, guidance, seed, ef = _setup(input_file, frame_index, weights, stages, seed,
+                                                                   slots, ef)
         names = [s.name for s in engine.stages if s.is_base or s.name in enabled]
         progress(0, desc="starting")
 
@@ -119,9 +219,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
 
         try:
             g = S.run_generation(engine, frame, float(ef), enabled, steps, guidance, seed,
-                                 S.new_result_dir(out_root), cb)
+                                 S.new_result_dir(out_root), G.Budget(serving.budget_s).wrap(cb))
         except errors as e:
-            fail(e)
+            fail(e, input_file)
         vids, caps = [], []
         for i in range(n_cols):
             if i < len(g.stages):
@@ -133,30 +233,41 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 caps.append(gr.update(value="", visible=False))
         return vids + caps + [readout_html(g.readout), str(g.plot), [str(f) for f in g.files], g.readout]
 
+    @guarded
     def sweep(input_file, frame_index, efs, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
-              progress=gr.Progress()):
-        engine, frame, enabled, steps, guidance, seed = _setup(input_file, frame_index, weights, stages, seed,
-                                                               [s0, g0, s1, g1, s2, g2, s3, g3])
+              request: gr.Request, progress=gr.Progress()):
+        try:
+            return _sweep(input_file, frame_index, efs, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
+                          progress)
+        finally:
+            finish(request, input_file)
+
+    def _sweep(input_file, frame_index, efs, stages, weights, seed, slots, progress):
+        engine, frame, enabled, steps, guidance, seed, _ = _setup(input_file, frame_index, weights, stages, seed,
+                                                                  slots)
         try:
             values = parse_efs(efs, max_count=SWEEP_MAX)
         except ValueError as e:
             fail(e)
+        budget = G.Budget(serving.budget_s)
         names = [s.name for s in engine.stages if s.is_base or s.name in enabled]
 
         def cb(i, stage, step, total):
             k = names.index(stage)
             progress((i + (k + step / total) / len(names)) / len(values),
                      desc=f"EF {values[i]:g}%: {stage} step {step}/{total}")
+            budget.check()
 
         try:
             grid, rows, files, _ = S.run_sweep(engine, frame, values, enabled, steps, guidance, seed,
                                                S.new_result_dir(out_root), cb)
         except errors as e:
-            fail(e)
+            fail(e, input_file)
         return str(grid), rows, [str(f) for f in files]
 
     # ---- layout -------------------------------------------------------------------------------
-    with gr.Blocks(title="EchoGen", delete_cache=(1800, 3600)) as demo:
+    ttl = int(serving.upload_ttl_s)
+    with gr.Blocks(title="EchoGen", delete_cache=(max(60, min(ttl, 900)), ttl)) as demo:
         gr.HTML("<div id='eg-header'><h1>EchoGen</h1><p>Echocardiogram loops from a single frame and a chosen "
                 "ejection fraction — a cascaded video diffusion model (Reynaud et al., MICCAI 2023). "
                 "For teaching and research; not for diagnosis.</p></div>")
@@ -190,12 +301,11 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                                    choices=stage_choices(first),
                                                    value=[s.name for s in first.stages[1:]],
                                                    elem_id="stage-toggles")
-                        weights = gr.Dropdown(choices=[(S.RANDOM_INIT if c == S.RANDOM_INIT else Path(c).name, c)
-                                                       for c in choices], value=choices[0], label="Weights bundle")
+                        weights = gr.Dropdown(choices=list(labels), value=next(iter(labels)), label="Weights bundle")
                         wmd = gr.Markdown(weights_md(first), elem_classes="eg-small")
                         with gr.Accordion("Advanced: sampling steps, guidance, seed", open=False):
                             with gr.Row():
-                                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, elem_id="seed")
+                                seed = gr.Number(value=0, label=f"Seed (0 to {SEED_MAX})", elem_id="seed")
                                 dice = gr.Button("Random seed", size="sm", elem_id="random-seed")
                             slots = []
                             for i in range(MAX_SLOTS):
@@ -251,13 +361,24 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             if teaching is not None:   # Build pool / EF trainer / Blinded review (echogen/ui/teaching.py)
                 from echogen.ui.teaching import add_teaching_tabs
                 add_teaching_tabs(teaching)
+            elif teaching_off:         # the results folder/database cannot be used: say why, keep Generate
+                for name, tid in (("Build pool", "teach-build"), ("EF trainer", "teach-trainer"),
+                                  ("Blinded review", "teach-review")):
+                    with gr.Tab(name, id=tid):
+                        gr.Markdown(f"**Teaching tabs are off:** {teaching_off}", elem_id=f"{tid}-off")
 
         # ---- wiring ---------------------------------------------------------------------------
-        file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False)
-        frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False)
-        weights.change(lambda w: slot_updates(engines.get(w)), [weights], [toggles, wmd, banner] + slots,
-                       api_name=False)
-        dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
+        file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False,
+                       concurrency_limit=2, concurrency_id="inputs")
+        frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
+                           concurrency_limit=2, concurrency_id="inputs")
+        weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
+                       [toggles, wmd, banner] + slots, api_name=False)
+        if serving.uploads is not None:           # the page closed: its uploads go
+            def page_closed(request: gr.Request):
+                serving.uploads.release(session(request))
+            demo.unload(typed(page_closed))
+        dice.click(lambda: random.randint(0, SEED_MAX), None, seed, api_name=False)
         # one progress bar (on the readout), not one per output component
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
                  videos + captions + [readout, plot, files, details], api_name="generate",
@@ -275,7 +396,8 @@ def parse_args(argv=None):
     p.add_argument("--weights", default=None, help="weights bundle folder (default: bundles under assets/weights)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
     p.add_argument("--auth", action="append", default=None,
-                   help="participant login user:pass (repeat, or comma-separate, for several); required to open the app")
+                   help="participant login user:pass (repeat, or comma-separate, for several); required to open the "
+                        "app and its API (failed logins back off per IP and user)")
     p.add_argument("--organiser", action="append", default=None,
                    help="organiser (teacher) login user:pass: builds pools and review sets, sees summaries, exports "
                         "and keys (repeatable). Without any login on 127.0.0.1 the local user is the organiser")
@@ -288,13 +410,26 @@ def parse_args(argv=None):
     p.add_argument("--gate-tolerance", type=float, default=7.0,
                    help="pool quality gate: EF points allowed between the requested EF and the EF read from a "
                         "generated loop (default 7)")
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM; see README)")
+    p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key (PEM)")
+    p.add_argument("--ssl-keyfile-password", default=None, help="password of an encrypted private key")
     p.add_argument("--random-init", action="store_true",
                    help="offer the demo preset with random weights (UNTRAINED noise, for testing the app)")
     p.add_argument("--results", default="results",
                    help="teaching results folder (pools, review sets, answers database; default ./results)")
     p.add_argument("--no-teaching", action="store_true", help="only the generation tab (no teaching tabs)")
-    from echogen.cli.main import add_speed_arguments
+    from echogen.cli.main import add_input_limit_arguments, add_speed_arguments
     add_speed_arguments(p)
+    add_input_limit_arguments(p)
+    p.add_argument("--time-budget", type=float, default=300.0,
+                   help="seconds one generation or sweep may run before it is stopped (default 300; 0 = none)")
+    p.add_argument("--keep-results-min", type=float, default=30.0,
+                   help="minutes a request's result files are kept for download (default 30)")
+    p.add_argument("--max-results-mb", type=float, default=500.0,
+                   help="result files kept at most (oldest deleted first; default 500 MB)")
+    p.add_argument("--upload-ttl-min", type=float, default=30.0,
+                   help="minutes anything in the upload cache is kept at most (default 30; uploads are "
+                        "deleted after use anyway, a page's own when it is closed)")
     p.add_argument("--concurrency", type=int, default=None,
                    help="generations run at once (default 1 on CPU, 2 on CUDA); others wait in the queue")
     return p.parse_args(argv)
@@ -302,7 +437,26 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from echogen.cli.main import apply_input_limits
     from echogen.device import pick_device, tune_cpu_malloc
+    try:
+        limits = apply_input_limits(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for flag, v in (("--time-budget", args.time_budget), ("--keep-results-min", args.keep_results_min),
+                    ("--max-results-mb", args.max_results_mb), ("--upload-ttl-min", args.upload_ttl_min)):
+        if not v >= 0:
+            print(f"error: {flag} must be >= 0, got {v}", file=sys.stderr)
+            return 2
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("error: --ssl-certfile and --ssl-keyfile go together (see README: a self-signed certificate)",
+              file=sys.stderr)
+        return 2
+    for flag, f in (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)):
+        if f and not Path(f).is_file():
+            print(f"error: {flag} {f}: no such file", file=sys.stderr)
+            return 2
     tune_cpu_malloc()
     from echogen.weights.bundle import WeightsError
     try:
@@ -323,7 +477,7 @@ def main(argv=None) -> int:
         organisers = parse_credentials(args.organiser, "--organiser")
         auth = make_auth(participants, organisers) if participants or organisers else None
         from echogen.teaching.pool import PoolLimits
-        limits = PoolLimits.parse(args.pool_limits)
+        pool_limits = PoolLimits.parse(args.pool_limits)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -337,27 +491,74 @@ def main(argv=None) -> int:
     except (WeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_root = Path(tempfile.mkdtemp(prefix="echogen-app-"))
-    atexit.register(shutil.rmtree, out_root, ignore_errors=True)
-    teaching = None
+    # everything this run writes for users lives in one private temporary folder, removed at exit,
+    # on SIGTERM (systemd, docker stop) and on Ctrl-C; gradio's upload cache is inside it
+    run = G.RunDirs()
+    atexit.register(run.close)
+    os.environ["GRADIO_TEMP_DIR"] = str(run.uploads)
+    G.install_signal_handlers()
+    if os.environ.get("ECHOGEN_TRACEBACKS") != "1":      # gradio prints a traceback per refused request
+        sys.stderr = G.QuietTracebacks(sys.stderr, private=[run.root])
+    try:
+        return _serve(args, device, choices, auth, engines, limits, run, organisers, pool_limits, loopback)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        run.close()
+
+
+def _serve(args, device, choices, auth, engines, limits, run, organisers, pool_limits, loopback) -> int:
+    teaching, teaching_off = None, None
     if not args.no_teaching:
+        import sqlite3
+
+        from echogen.teaching.db import ResultsDBError
         from echogen.ui.teaching import TeachingState
-        teaching = TeachingState(Path(args.results), engines, choices, organisers=set(organisers),
-                                 local_organiser=auth is None and loopback and not args.share,
-                                 data_root=args.data_root, limits=limits, disk_budget_mb=args.teaching_disk_mb,
-                                 tolerance=args.gate_tolerance)
-        if auth is None and not teaching.local_organiser:
-            print("note: no --organiser login: the teaching tabs' organiser tools are off (serving beyond this "
-                  "machine without a login)", flush=True)
-    demo = build_app(engines, choices, out_root, teaching)
+        try:
+            teaching = TeachingState(Path(args.results), engines, choices, organisers=set(organisers),
+                                     local_organiser=auth is None and loopback and not args.share,
+                                     data_root=args.data_root, limits=pool_limits,
+                                     disk_budget_mb=args.teaching_disk_mb, tolerance=args.gate_tolerance,
+                                     export_root=run.exports)
+        except (OSError, sqlite3.Error, ResultsDBError) as e:
+            why = e if isinstance(e, ResultsDBError) else getattr(e, "strerror", None) or type(e).__name__
+            teaching_off = G.scrub(f"the results folder '{Path(args.results).name}' cannot be used ({why})")
+            log(f"teaching tabs off: {teaching_off} (results folder: {args.results})")
+        if teaching is not None and teaching.db.notice:
+            log(f"WARNING: {teaching.db.notice}")
+        if teaching is not None and auth is None and not teaching.local_organiser:
+            log("note: no --organiser login: the teaching tabs' organiser tools are off (serving beyond this "
+                "machine without a login)")
+    uploads = G.Uploads(run.uploads, S.list_examples(EXAMPLES))
+    ttl = max(60.0, args.upload_ttl_min * 60)
+    janitor = G.Janitor([(run.results, args.keep_results_min * 60, args.max_results_mb),
+                         (run.exports, 600.0, 100.0)], every=60.0,
+                        extra=[lambda: uploads.sweep(ttl)] + ([teaching.db.flush] if teaching is not None else [])).start()
+    run.on_close(janitor.stop)
+    serving = Serving(uploads=uploads,
+                      budget_s=args.time_budget or None, janitor=janitor,
+                      upload_ttl_s=int(max(60, args.upload_ttl_min * 60)))
+    demo = build_app(engines, choices, run.results, teaching, teaching_off=teaching_off, serving=serving)
     from echogen.ui.layout import CSS, THEME
     conc = args.concurrency or (2 if device.type == "cuda" else 1)
     demo.queue(default_concurrency_limit=conc, max_size=64)
+    from starlette.middleware import Middleware
+    middleware = [Middleware(G.TrackUploads, uploads=uploads)]
+    if auth:
+        middleware.append(Middleware(G.ThrottleLogins, throttle=G.LoginThrottle()))
+    app_kwargs = {"middleware": middleware}
+    ssl = {}
+    if args.ssl_certfile:
+        ssl = {"ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile, "ssl_verify": False,
+               "ssl_keyfile_password": args.ssl_keyfile_password}
+    run.on_close(demo.close)
     demo.launch(share=args.share, server_name=args.host, server_port=args.port, auth=auth,
-                prevent_thread_lock=True, theme=THEME, css=CSS, allowed_paths=[str(out_root)],
-                footer_links=["api"], show_error=True, quiet=True)
-    print(f"EchoGen serving at {demo.local_url} ({device}; weights: {choices[0]}; "
-          f"{conc} generation(s) at a time)", flush=True)
+                prevent_thread_lock=True, theme=THEME, css=CSS, allowed_paths=[str(run.results), str(run.exports)],
+                footer_links=["api"], show_error=True, quiet=True, max_file_size=int(limits.max_file_mb * 2 ** 20),
+                app_kwargs=app_kwargs, **ssl)
+    print(f"EchoGen serving at {demo.local_url} ({device}; weights: {Path(choices[0]).name}; "
+          f"{conc} generation(s) at a time; inputs up to {limits.max_file_mb:g} MB, {limits.max_megapixels:g} Mpx "
+          f"a frame, {limits.max_frames} frames; {args.time_budget:g} s a request)", flush=True)
     if args.share:
         if demo.share_url:
             print(f"public share link: {demo.share_url}", flush=True)
@@ -368,6 +569,8 @@ def main(argv=None) -> int:
         demo.block_thread()
     except KeyboardInterrupt:
         pass
+    if teaching is not None and teaching.db.flush():
+        log(f"WARNING: {teaching.db.unsaved_message()}")
     return 0
 
 

@@ -110,10 +110,14 @@ def list_examples(folder) -> list[str]:
     return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in exts and p.is_file()]
 
 
+READ_SIDE = 256          # frames of an upload are kept at most this big (for the clip's EF and the picker)
+
+
 def read_input(path) -> tuple[np.ndarray, dict]:
-    """All frames (uint8) of an upload and safe info (never header identifiers). Raises InputError."""
+    """The frames (uint8, each shrunk to at most READ_SIDE a side as it is decoded; at most the input
+    limits' max_frames) of an upload and safe info (never header identifiers). Raises InputError."""
     from echogen.data.inputs import load_frames
-    return load_frames(path)
+    return load_frames(path, shrink=READ_SIDE)
 
 
 def conditioning_frame(path, index: int = 0) -> tuple[np.ndarray, dict]:

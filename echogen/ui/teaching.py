@@ -58,6 +58,7 @@ class TeachingState:
     disk_budget_mb: float = 5000.0         # RESULTS may not grow past this
     tolerance: float = DEFAULT_TOLERANCE   # pool quality gate (EF points)
     jobs: dict = field(default_factory=dict)
+    export_root: Path | None = None        # CSV downloads (the app: its private temp folder, pruned and removed)
 
     def __post_init__(self):
         self.results_dir = Path(self.results_dir)
@@ -168,6 +169,20 @@ class TeachingState:
         if self.usage_bytes() + extra_bytes > budget:
             raise ValueError(f"disk budget: the teaching folder would pass {self.disk_budget_mb:g} MB "
                              f"(now {self.usage_bytes() / 1e6:.0f} MB); delete old pools or raise --teaching-disk-mb")
+
+    # browsers see folders relative to the results folder and bundles by name: no absolute server path
+    def under(self, value) -> Path:
+        """A pool/review-set folder sent by a browser (relative to the results folder) -> its path."""
+        p = (self.results_dir / str(value or "")).resolve()
+        if self.results_dir.resolve() not in p.parents:
+            raise ValueError(f"'{Path(str(value or '')).name}' is not a pool or review set of this server")
+        return p
+
+    def bundle(self, label) -> str:
+        for c in self.weight_choices:
+            if label in (c, Path(c).name):
+                return c
+        raise ValueError(f"unknown weights bundle '{Path(str(label)).name}'")
 
 
 class _LockedCascade:
@@ -320,8 +335,9 @@ def job_status(state: TeachingState, jid=None) -> str:
     return f"Building {j['name']}… {j['fraction']:.0%} — {j['message']}"
 
 
-def _csv(rows, prefix: str, excluded=frozenset()) -> str:
-    path = Path(tempfile.mkdtemp(prefix="echogen-csv-")) / f"{prefix}.csv"
+def _csv(rows, prefix: str, excluded=frozenset(), root=None) -> str:
+    """A CSV download in a fresh private folder under `root` (the app prunes and removes them)."""
+    path = Path(tempfile.mkdtemp(prefix="echogen-csv-", dir=root)) / f"{prefix}.csv"
     rows = [{**r, "excluded": r["session"] in excluded} for r in rows]
     return str(stats.write_csv(path, rows, ANSWER_COLUMNS + ["excluded"]))
 
@@ -369,7 +385,7 @@ def review_summary(state: TeachingState, review_name: str):
     if summ.get("n"):
         md += (f" · {summ['correct']}/{summ['n']} correct ({summ['accuracy']:.1%}), exact binomial test vs 50 %: "
                f"p = {summ['p_value']:.4g}")
-    return md, review_rows(summ)[1], _csv(rows_all, f"review-{review_name}", excluded)
+    return md, review_rows(summ)[1], _csv(rows_all, f"review-{review_name}", excluded, state.export_root)
 
 
 def sessions_table(state: TeachingState) -> list[list]:
@@ -421,7 +437,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
     schemes = list(stats.SCHEMES)
 
     def err(e):
-        raise gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__, duration=10) from None
+        raise gr.Error(str(e).splitlines()[0] if str(e) else type(e).__name__, duration=10, print_exception=False) from None
 
     def org(request):
         if not state.is_organiser(request):
@@ -488,6 +504,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
             how = " and ".join(f"{k} {v:.1f} %" for k, v in fb["readings"].items() if isinstance(v, (int, float)))
             lines.append(f"a generated loop asked for {fb['requested_ef']:.0f} %" +
                          (f"; read back by {how}" if how and fb["ef_source"] == "verified" else ""))
+        if state.db.unsaved:                  # kept and retried, never dropped: say so
+            gr.Warning(state.db.unsaved_message())
         return st, " · ".join(lines)
 
     def t_next(st):
@@ -572,6 +590,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         T.record_review_answer(state.db, st["sid"], st["pos"], st["set"], st["cases"][st["pos"]], label,
                                confidence=int(confidence), comment=comment or "",
                                response_ms=_now_ms() - st.get("shown", _now_ms()))
+        if state.db.unsaved:
+            gr.Warning(state.db.unsaved_message())
         st["pos"] += 1
         return r_show(st) + (None, None, "")
 
@@ -676,6 +696,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         o_locked = gr.Markdown("For the organiser (teacher) only: log in with the organiser's credentials.",
                                elem_id="org-locked")
         with gr.Column(visible=False, elem_id="org-panel") as o_tab:    # shown to organisers only (on page load)
+            if state.db.notice:                    # e.g. a corrupt database was moved aside: loudly
+                gr.Markdown(f"⚠️ {state.db.notice}", elem_id="results-notice")
             gr.Markdown("Build pools and review sets ahead of a session, follow and cancel a build, report results, "
                         "and exclude throwaway sessions. See docs/TEACHING.md §0.")
             with gr.Accordion("1 · Build a trainer pool or a blinded review set", open=True):

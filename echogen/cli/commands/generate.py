@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from echogen.cli.main import UserError, add_speed_arguments, apply_speed
+from echogen.cli.main import UserError, add_input_limit_arguments, add_speed_arguments, input_limits, apply_speed
 from echogen.diffusion.stage import parse_per_stage
 from echogen.ef import check_ef
 
@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full-clip", action="store_true",
                    help="write every generated frame; by default OUT is a seamless loop: one heart cycle from "
                         "end-diastole to end-diastole (echogen.data.loops), so it repeats without a jump")
+    add_input_limit_arguments(p)
     add_speed_arguments(p)
 
 
@@ -60,7 +61,9 @@ def main(args) -> int:
     if out.suffix.lower() not in (".mp4", ".gif", ".npy"):
         raise UserError(f"--out must end in .mp4, .gif or .npy (got '{out.name}')")
     check_ef(args.ef, "--ef")
-    frame, info = prepare_frame(args.image, frame=args.frame, size=112)
+    from echogen.diffusion.cascade import check_seed
+    check_seed(args.seed, "--seed")
+    frame, info = prepare_frame(args.image, frame=args.frame, size=112, limits=input_limits(args))
     device = pick_device(args.device)
     if not args.no_check:
         from echogen.diffusion.cascade import DEFAULT_WEIGHTS

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echogen.cli.main import UserError
+from echogen.cli.main import UserError, add_input_limit_arguments, input_limits
 
 
 def add_arguments(p) -> None:
@@ -13,6 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame input (default 0)")
     p.add_argument("--size", type=int, default=112, help="output side in pixels (default 112)")
     p.add_argument("--out", required=True, help="output image (.png) or array (.npy)")
+    add_input_limit_arguments(p)
 
 
 def main(args) -> int:
@@ -25,7 +26,7 @@ def main(args) -> int:
         raise UserError(f"--out {out.name}: use .png (or .npy for the float array)")
     if args.size < 16:
         raise UserError(f"--size must be at least 16, got {args.size}")
-    frame, info = prepare_frame(args.image, frame=args.frame, size=args.size)
+    frame, info = prepare_frame(args.image, frame=args.frame, size=args.size, limits=input_limits(args))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         np.save(out, frame)
