@@ -289,6 +289,6 @@ def test_same_seed_same_loop_with_other_requests_and_a_concurrent_user(client, s
     again = _outputs(gen(client))
     assert len(sweep.result()[2]) == 2 + 2 * 3                            # the other user got their sweep
     assert again["readout"] == first["readout"]
-    assert sorted(again["files"]) == sorted(first["files"]) and len(first["files"]) == 3 + 6 + 1
+    assert sorted(again["files"]) == sorted(first["files"]) and len(first["files"]) == 3 + 6 + 1 + 1  # + full clip
     differ = [name for name in first["files"] if again["files"][name] != first["files"][name]]
     assert not differ, f"same seed, different files: {differ}"

@@ -102,13 +102,13 @@ def test_queue_tells_a_waiting_user_its_position(plain):
     j2 = c2.submit(*args(c2), api_name="/generate")
     seen = []
     t0 = time.time()
-    while not j2.done() and time.time() - t0 < 120:
+    while not j2.done() and not seen and time.time() - t0 < 600:      # hang guard only (a loaded box is slow)
         st = j2.status()
         if st.code == Status.IN_QUEUE:
             seen.append((st.rank, st.queue_size))
         time.sleep(0.1)
-    j1.result(timeout=120)
-    j2.result(timeout=120)
+    j1.result(timeout=600)
+    j2.result(timeout=600)
     assert seen and seen[0][0] is not None and seen[0][0] >= 0 and seen[0][1] >= 1   # position in the queue
 
 
@@ -155,7 +155,7 @@ def test_https_auth_throttle_corrupt_db_and_time_budget(tmp_path):
     files = make_inputs(tmp_path)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
-                   check=True, capture_output=True, timeout=60)
+                   check=True, capture_output=True, timeout=300)
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "results.sqlite").write_bytes(b"overwritten with garbage " * 100)
     proc, url, log = start_app(["--weights", str(tmp_path / "bundle"), "--results", str(tmp_path / "results"),

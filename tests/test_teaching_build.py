@@ -28,7 +28,7 @@ def state(tmp_path):
     return st
 
 
-def wait(state, jid, timeout=120):
+def wait(state, jid, timeout=900):   # a hang guard: builds are slow on a loaded box
     t0 = time.time()
     while not state.jobs[jid]["done"]:
         assert time.time() - t0 < timeout
