@@ -190,3 +190,38 @@ def test_app_warns_names_methods_and_overlays(served):
     assert all(p and Path(p).is_file() and Path(p).name.endswith("_lv.mp4") for p in shown[:3])
     plain = [video_path(v) for v in c.predict(False, api_name="/overlay")]
     assert all(p and not Path(p).name.endswith("_lv.mp4") for p in plain[:3])
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is absent")
+def test_warning_method_line_and_overlay_in_chromium(served):
+    """A photo upload shows the A4C warning with its score before any generation; after generating, the
+    readout's method line names both readers; the overlay toggle swaps in the contour loops."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_app_browser import CHROMIUM, FLAGS
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1200})
+        page.set_default_timeout(180_000)
+        page.goto(served["url"])
+        page.wait_for_selector("#generate-btn")
+        page.locator("#input-file input[type=file]").set_input_files(str(served["photo"]))
+        warn = page.locator("#a4c-check")
+        warn.wait_for(state="visible")
+        text = warn.inner_text()
+        assert "does not look like an apical-4-chamber echo" in text and "score 0." in text
+        page.get_by_text("Advanced: sampling steps, guidance, seed").click()
+        for i, n in enumerate((2, 1, 1)):
+            num = page.locator(f"#slot-steps-{i} input[type=number]")
+            num.fill(str(n))
+            num.press("Enter")
+        page.locator("#generate-btn").click()
+        methods = page.locator("#ef-methods")
+        methods.wait_for(state="visible", timeout=240_000)
+        assert "EF read by EF regressor and LV tracing" in methods.inner_text()
+        assert page.locator("#a4c-check-readout").is_visible()
+        page.wait_for_function("() => !!document.querySelector('#video-2 video')?.currentSrc")
+        page.locator("#lv-overlay input[type=checkbox]").check()
+        page.wait_for_function(
+            "() => (document.querySelector('#video-2 video')?.currentSrc || '').includes('_lv.mp4')")
+        browser.close()
