@@ -231,6 +231,9 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
             if n < 1:
                 raise ValueError("give the number of real clips (pairs)")
             state.limits.check(0, 0, 1, n)
+            if uploads:      # uploaded clips / DICOMs must look like apical-4-chamber echoes (organiser override)
+                from echogen.teaching.pool import check_source_frames
+                check_source_frames(uploads, _weights(state, weights), allow=bool(allow_non_a4c))
             ef_list = []
             estimate = 2 * n
         else:

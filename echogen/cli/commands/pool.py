@@ -102,6 +102,13 @@ def main(args) -> int:
             from echogen.teaching.review import build_review_set
 
             uploads = expand_frames(args.real_clips) if args.real_clips else None
+            if uploads:
+                from echogen.teaching.pool import NonA4CFrames, check_source_frames
+                try:
+                    check_source_frames(uploads, None if args.random_init else (args.weights or cascade.source),
+                                        device, labels=[str(f) for f in uploads], allow=args.allow_non_a4c)
+                except NonA4CFrames as e:
+                    raise UserError(f"{e} (--allow-non-a4c)") from None
             regressor = None
             if uploads:
                 from echogen.nets.regressor import load_regressor
