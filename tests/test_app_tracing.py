@@ -134,6 +134,31 @@ def test_generation_with_and_without_a_tracer(bundles, tmp_path):
     assert t.readout["read_by"] == "EF regressor" and t.plot.is_file()
 
 
+def test_loops_are_cut_on_the_traced_lv_area(bundles, tmp_path, monkeypatch):
+    """With a tracer that reads, the Generate tab's loop cut uses its LV-area curve (not the dark pixels) and
+    the tracing EF is the reading when the bundle has no regressor."""
+    eng = S.load_engine(str(bundles["traced"]))
+    eng.regressor = None
+    seen = {}
+
+    def fake_trace(engine, video, fps):
+        n = len(video)
+        seen["n"] = n
+        area = 100 + 50 * np.cos(2 * np.pi * np.arange(n) / 4)
+        return {"frames": np.arange(n), "area": area, "area_all": area, "volume": area * 10, "volume_all": area * 10,
+                "ef": 52.0, "edv": 1500.0, "esv": 500.0, "ed": 0, "es": 2, "beats": [(0, 2, 52.0)],
+                "confidence": 0.8, "fps": fps, "failed": ""}
+
+    monkeypatch.setattr(S, "trace_clip", fake_trace)
+    frame, _ = S.conditioning_frame(PHANTOM_PNG, 0)
+    g = S.run_generation(eng, frame, 45, [], {s.name: 1 for s in eng.stages}, {}, 1, S.new_result_dir(tmp_path))
+    assert seen["n"] == g.stages[-1].video.shape[2]
+    assert "LV tracer area" in g.readout["loop"]["method"]
+    assert g.readout["read_by"] == "LV tracing" and g.readout["read_ef"] == 52.0 and g.readout["difference"] == 7.0
+    assert [r["method"] for r in g.readout["readers"]] == ["LV tracing"]
+    assert "EF read from the loop (LV tracing)" in readout_html(g.readout)
+
+
 def test_pool_source_frames_are_checked(bundles, tmp_path):
     from echogen.teaching.pool import NonA4CFrames, check_source_frames
     photo = photo_png(tmp_path / "p.png")
