@@ -99,7 +99,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             return ""
         try:
             return check_html(S.input_check(engines.get(weights), path).to_dict())
-        except errors:              # an unreadable upload: on_input already says why
+        except Exception:  # noqa: BLE001  unreadable (on_input says why) or the check failed: advice only
             return ""
 
     def show_overlay(on, shown):
@@ -253,7 +253,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                             readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>"
                                               "No loop generated yet.</div>",
                                               label="EF readout")
-                            plot = gr.Image(label="LV volume (LV tracing) or blood-pool area over time", show_label=False, height=240,
+                            plot = gr.Image(label="LV volume (LV tracing) or blood-pool area over time",
+                                            show_label=False, height=240,
                                             interactive=False, buttons=[], elem_id="curve")
                         gr.Markdown("Each loop is one heart cycle, end-diastole to end-diastole, so it repeats "
                                     "without a jump; the whole generated clip is among the downloads.",
@@ -290,8 +291,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                  videos + captions + [readout, plot, files, details, shown], api_name="generate",
                  show_progress_on=[readout]).then(
             lambda on, st: show_overlay(True, st) if on else [gr.update()] * n_cols, [lv_overlay, shown], videos,
-            api_name=False)
-        lv_overlay.change(show_overlay, [lv_overlay, shown], videos, api_name="overlay")
+            api_name=False, show_progress="hidden")
+        lv_overlay.change(show_overlay, [lv_overlay, shown], videos, api_name="overlay", show_progress="hidden")
         go_sweep.click(sweep, [file_in, frame_pick, efs, toggles, weights, seed] + slots,
                        [grid, table, sweep_files], api_name="sweep", show_progress_on=[grid])
     return demo

@@ -222,7 +222,8 @@ def tracing_summary(res: dict, fps: float) -> dict:
     return {"ef": round(float(res["ef"]), 1) if ok else None, "failed": failed if not ok else "",
             "ed_frame": int(idx[res["ed"]]) if ok and res["ed"] >= 0 else None,
             "es_frame": int(idx[res["es"]]) if ok and res["es"] >= 0 else None,
-            "edv_px3": round(float(res["edv"]), 1) if ok else None, "esv_px3": round(float(res["esv"]), 1) if ok else None,
+            "edv_px3": round(float(res["edv"]), 1) if ok else None,
+            "esv_px3": round(float(res["esv"]), 1) if ok else None,
             "beats": len(res.get("beats") or []), "confidence": round(float(res["confidence"]), 3),
             "traced_fps": float(res["fps"]), "fps": float(fps)}
 
