@@ -39,7 +39,8 @@ def wait(state, jid, timeout=900):   # a hang guard: builds are slow on a loaded
 def test_one_build_at_a_time_and_cancel_keeps_nothing(state):
     from echogen.ui.teaching import cancel_build, job_status, start_build
 
-    jid = start_build(state, "pool", "slow", "tinyb", [state.frame], "30, 60", steps="base=400", tolerance=50)
+    jid = start_build(state, "pool", "slow", "tinyb", [state.frame], "30, 60", steps="base=400", tolerance=50,
+                      allow_non_a4c=True)
     with pytest.raises(ValueError, match="already running"):
         start_build(state, "pool", "other", "tinyb", [state.frame], "30")
     assert cancel_build(state) == "cancelling…"
@@ -60,9 +61,12 @@ def test_limits_disk_budget_and_data_root(state):
     for bad in ("/etc", "../outside", str(state.tmp / "outside"), "set1/../../outside"):
         with pytest.raises(ValueError, match="^choose one of the listed datasets$"):
             start_build(state, "review", "r", "tinyb", dataset=bad, real_n=1)
+    # issue 19: a flat grey frame is no apical-4-chamber echo: refused unless the organiser overrides
+    with pytest.raises(ValueError, match="not apical-4-chamber echoes: source frame 1 of 1 \\(score"):
+        start_build(state, "pool", "n", "tinyb", [state.frame], "30")
     state.disk_budget_mb = 1e-6
     with pytest.raises(ValueError, match="disk budget"):
-        start_build(state, "pool", "d", "tinyb", [state.frame], "30")
+        start_build(state, "pool", "d", "tinyb", [state.frame], "30", allow_non_a4c=True)
 
 
 def test_roles_and_opaque_media(state, tmp_path):

@@ -14,18 +14,22 @@ def test_pool_cli_random_init(tmp_path, capsys):
     fdir.mkdir()
     np.save(fdir / "a.npy", np.random.default_rng(0).random((112, 112)).astype(np.float32))
     # untrained weights have no EF reader: the gate refuses them unless it is turned off
-    assert main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,60",
+    assert main(["pool", "--random-init", "--preset", "tiny", "--allow-non-a4c", "--frames", str(fdir), "--efs", "30,60",
                  "--steps", "1", "--out", str(tmp_path / "gated")]) == 2
     assert "quality gate needs an EF reader" in capsys.readouterr().err
-    rc = main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,60",
+    rc = main(["pool", "--random-init", "--preset", "tiny", "--allow-non-a4c", "--frames", str(fdir), "--efs", "30,60",
                "--steps", "1", "--no-gate", "--full-clips", "--out", str(tmp_path / "pool")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "2 generated + 0 real" in out and "no EF regressor" in out
     assert [c["ef_regressor"] for c in load_pool(tmp_path / "pool").cases] == [None, None]
-    assert main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30,150",
+    assert main(["pool", "--random-init", "--preset", "tiny", "--allow-non-a4c", "--frames", str(fdir), "--efs", "30,150",
                  "--out", str(tmp_path / "p2")]) == 2
     assert main(["pool", "--random-init", "--preset", "tiny", "--review", "--out", str(tmp_path / "r")]) == 2
+    # issue 19: a noise frame is no apical-4-chamber echo: refused without --allow-non-a4c
+    assert main(["pool", "--random-init", "--preset", "tiny", "--frames", str(fdir), "--efs", "30", "--no-gate",
+                 "--out", str(tmp_path / "p3")]) == 2
+    assert "not apical-4-chamber" in capsys.readouterr().err and not (tmp_path / "p3" / "pool.json").exists()
 
 
 def test_report_cli(tmp_path, capsys):

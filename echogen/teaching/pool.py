@@ -127,6 +127,43 @@ def as_frame(item) -> np.ndarray:
     return prepare_array(a, 112)
 
 
+class NonA4CFrames(ValueError):
+    """Source frames that do not look like apical-4-chamber echoes (the organiser can override)."""
+
+
+def check_source_frames(frames, weights=None, device="cpu", labels=None, allow: bool = False) -> list[dict]:
+    """The apical-4-chamber check (echogen.eval.readout.assess_input, with the bundle's LV tracer when it has
+    one) of every pool source frame: frame 0 of a file, or an array. Raises NonA4CFrames naming the frames
+    that fail (by label, default "source frame i of n") unless allow=True; returns one record per frame
+    {"frame", "score", "ok", "reasons"} (kept in the pool's meta)."""
+    from echogen.eval.readout import assess_file, assess_input
+
+    tracer = None
+    if weights is not None and _is_dir(str(weights)):
+        from echogen.nets.tracer import has_tracer, load_tracer
+        if has_tracer(weights):
+            tracer = load_tracer(weights, device)[0]
+    n = len(frames)
+    labels = list(labels) if labels is not None else [f"source frame {i + 1} of {n}" for i in range(n)]
+    out, bad = [], []
+    for i, item in enumerate(frames):
+        if isinstance(item, (str, Path)):
+            a = assess_file(item, tracer, frame=0)
+        else:
+            x = np.asarray(item)
+            if np.issubdtype(x.dtype, np.floating):
+                x = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+            a = assess_input(x, tracer, 0.0)
+        out.append({"frame": i, "score": round(a.score, 3), "ok": a.ok, "reasons": list(a.reasons)})
+        if not a.ok:
+            why = "; ".join(r.split(": ", 1)[1] for r in a.reasons if r.startswith("warn"))
+            bad.append(f"{labels[i]} (score {a.score:.2f}: {why})")
+    if bad and not allow:
+        raise NonA4CFrames("refused: not apical-4-chamber echoes: " + " | ".join(bad)
+                           + ". Remove them, or override (allow non-A4C frames) to build from them anyway")
+    return out
+
+
 def _regressor_reading(regressor, video: np.ndarray, fps: float) -> float | None:
     """EF the regressor reads from a (T, S, S) video in [0, 1], or None without a regressor."""
     read = video_ef(regressor, np.asarray(video, np.float32), fps)

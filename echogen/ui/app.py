@@ -73,7 +73,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
     import gradio as gr
 
     from echogen.device import trim_memory
-    from echogen.ui.layout import banner_html, input_error_types, readout_html, stage_label, weights_md
+    from echogen.ui.layout import banner_html, check_html, input_error_types, readout_html, stage_label, weights_md
     errors = input_error_types() + (G.BudgetExceeded,)
     serving = serving or Serving()
     labels = weight_labels(choices)
@@ -182,6 +182,24 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             fail(e, path)
         return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
 
+    def on_check(path, weights):
+        """Upload check (issue 19): does it look like an apical-4-chamber echo? A warning with the score;
+        generation stays allowed."""
+        if not path:
+            return ""
+        try:
+            return check_html(S.input_check(engines.get(bundle(weights)), path).to_dict())
+        except Exception:  # noqa: BLE001  unreadable (on_input says why) or the check failed: advice only
+            return ""
+
+    def show_overlay(on, shown):
+        """The displayed loops with (on) or without the traced LV contour; unchanged before a generation."""
+        shown = shown or {}
+        paths = shown.get("overlay" if on else "plain") or []
+        if on and not paths and shown.get("plain"):
+            gr.Info("This weights bundle has no LV tracer: there is no contour to draw.")
+        return [gr.update(value=paths[i]) if i < len(paths) and paths[i] else gr.update() for i in range(n_cols)]
+
     def _setup(path, frame_index, weights, stages, seed, slots, ef=None):
         if not path:
             raise gr.Error("Upload an echo frame, DICOM or clip (or pick an example) first.",
@@ -218,11 +236,14 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             progress((k + step / total) / len(names), desc=f"{stage}: step {step}/{total}")
 
         try:
+            check = S.input_check(engine, input_file, int(frame_index or 0))
             g = S.run_generation(engine, frame, float(ef), enabled, steps, guidance, seed,
-                                 S.new_result_dir(out_root), G.Budget(serving.budget_s).wrap(cb))
+                                 S.new_result_dir(out_root), G.Budget(serving.budget_s).wrap(cb), check=check)
         except errors as e:
             fail(e, input_file)
         vids, caps = [], []
+        shown = {"plain": [str(g.display[r.name]) for r in g.stages],
+                 "overlay": [str(g.overlay[r.name]) for r in g.stages if r.name in g.overlay]}
         for i in range(n_cols):
             if i < len(g.stages):
                 r = g.stages[i]
@@ -231,7 +252,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             else:
                 vids.append(gr.update(value=None, visible=False))
                 caps.append(gr.update(value="", visible=False))
-        return vids + caps + [readout_html(g.readout), str(g.plot), [str(f) for f in g.files], g.readout]
+        return vids + caps + [readout_html(g.readout), str(g.plot), [str(f) for f in g.files], g.readout, shown]
 
     @guarded
     def sweep(input_file, frame_index, efs, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
@@ -293,6 +314,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                                width=224,
                                                interactive=False, buttons=[], elem_id="preview")
                         input_info = gr.Markdown(elem_classes="eg-small", elem_id="input-info")
+                        a4c = gr.HTML("", elem_id="a4c-box")      # the apical-4-chamber check of the upload
                     with gr.Column(scale=5, elem_classes="eg-card"):
                         gr.Markdown("### 2 · Target")
                         ef = gr.Slider(10, 90, value=55, step=1, label="Ejection fraction (EF, %)", elem_id="ef-slider",
@@ -333,11 +355,16 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                     captions.append(gr.Markdown(f"**{first.stages[i].name}**" if i < len(first.stages)
                                                                 else "", elem_classes="eg-caption",
                                                                 elem_id=f"caption-{i}"))
+                        with gr.Row():
+                            lv_overlay = gr.Checkbox(False, label="Show the traced LV contour (LV tracer)",
+                                                     elem_id="lv-overlay", scale=0)
+                            shown = gr.State({})     # display loops of the last generation: plain / with contour
                         with gr.Row(equal_height=False):
                             readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>"
                                               "No loop generated yet.</div>",
                                               label="EF readout")
-                            plot = gr.Image(label="Blood-pool area over time", show_label=False, height=240,
+                            plot = gr.Image(label="LV volume (LV tracing) or blood-pool area over time",
+                                            show_label=False, height=240,
                                             interactive=False, buttons=[], elem_id="curve")
                         gr.Markdown("Each loop is one heart cycle, end-diastole to end-diastole, so it repeats "
                                     "without a jump; the whole generated clip is among the downloads.",
@@ -370,6 +397,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         # ---- wiring ---------------------------------------------------------------------------
         file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False,
                        concurrency_limit=2, concurrency_id="inputs")
+        file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
+                       concurrency_limit=2, concurrency_id="inputs")
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
@@ -381,8 +410,11 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         dice.click(lambda: random.randint(0, SEED_MAX), None, seed, api_name=False)
         # one progress bar (on the readout), not one per output component
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
-                 videos + captions + [readout, plot, files, details], api_name="generate",
-                 show_progress_on=[readout])
+                 videos + captions + [readout, plot, files, details, shown], api_name="generate",
+                 show_progress_on=[readout]).then(
+            lambda on, st: show_overlay(True, st) if on else [gr.update()] * n_cols, [lv_overlay, shown], videos,
+            api_name=False, show_progress="hidden")
+        lv_overlay.change(show_overlay, [lv_overlay, shown], videos, api_name="overlay", show_progress="hidden")
         go_sweep.click(sweep, [file_in, frame_pick, efs, toggles, weights, seed] + slots,
                        [grid, table, sweep_files], api_name="sweep", show_progress_on=[grid])
     return demo

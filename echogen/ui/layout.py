@@ -23,6 +23,11 @@ CSS = """
 .eg-tile.good .v {color: #0f766e;} .eg-tile.warn .v {color: #b45309;} .eg-tile.bad .v {color: #b91c1c;}
 .eg-foot {flex-basis: 100%; font-size: .8rem; opacity: .75;}
 .eg-caption {text-align: center; font-size: .85rem; margin-top: .3rem;}
+.eg-check {padding: .45rem .7rem; border-radius: 8px; font-size: .88rem;}
+.eg-check.bad {background: #fef3c7; color: #7c2d12; border: 2px solid #b45309; font-weight: 600;}
+.eg-check.bad ul {font-weight: 400; margin: .3rem 0 0 1rem;}
+.eg-check.good {opacity: .8;}
+.eg-methods {flex-basis: 100%; font-size: .85rem;}
 """
 
 
@@ -45,8 +50,44 @@ def _tile(key: str, value: str, cls: str = "") -> str:
     return f"<div class='eg-tile {cls}'><div class='k'>{html.escape(key)}</div><div class='v'>{value}</div></div>"
 
 
+def methods_html(r: dict) -> str:
+    """One line per EF reader: the method, its EF, and what its model was trained on."""
+    rows = r.get("readers") or []
+    if not rows:
+        return ("<div id='ef-methods' class='eg-methods'>EF read by: nobody — this bundle has neither an EF "
+                "regressor nor an LV tracer.</div>")
+    items = []
+    for m in rows:
+        if m.get("ef") is not None:
+            val = f"{m['ef']:.1f}&thinsp;%"
+        else:
+            val = "no EF" + (f" ({html.escape(m['failed'])})" if m.get("failed") else "")
+        extra = ""
+        if m["method"] == "LV tracing" and m.get("ef") is not None:
+            extra = f", ED frame {m['ed_frame']}, ES frame {m['es_frame']}, confidence {m['confidence']:.2f}"
+        who = html.escape(m.get("model") or "")
+        items.append(f"<li><b>{html.escape(m['method'])}</b>: {val}{extra} — {who}</li>")
+    return ("<div id='ef-methods' class='eg-methods'>EF read by " + " and ".join(html.escape(m["method"]) for m in rows)
+            + ":<ul>" + "".join(items) + "</ul></div>")
+
+
+def check_html(check: dict | None, elem_id: str = "a4c-check") -> str:
+    """The apical-4-chamber input check (echogen.eval.readout.Assessment.to_dict()): a warning box with the
+    score and the reasons, or a quiet line when the input looks like an A4C echo; '' without a check."""
+    if not check:
+        return ""
+    if check.get("ok"):
+        return (f"<div id='{elem_id}' class='eg-check good'>Input check: looks like an apical-4-chamber echo "
+                f"(score {check['score']:.2f} of 1).</div>")
+    bad = [x.split(": ", 1)[1] for x in check.get("reasons", []) if x.startswith("warn")]
+    return (f"<div id='{elem_id}' class='eg-check bad'>⚠️ This does not look like an apical-4-chamber echo "
+            f"(score {check['score']:.2f} of 1). You can still generate, but the loop and any EF read from it "
+            "are not meaningful.<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in bad) + "</ul></div>")
+
+
 def readout_html(r: dict) -> str:
-    """The EF readout beside the loops: requested, read back, difference (never a made-up number)."""
+    """The EF readout beside the loops: requested, read back (by which method), difference, and every
+    reader with what it was trained on (never a made-up number)."""
     req = r["requested_ef"]
     tiles = [_tile("requested EF", f"{req:.0f}&thinsp;%") + ""]
     if r.get("read_ef") is None:
@@ -55,19 +96,26 @@ def readout_html(r: dict) -> str:
     else:
         d = r["difference"]
         cls = "good" if abs(d) <= 5 else "warn" if abs(d) <= 10 else "bad"
-        tiles.append(_tile("EF read from the loop", f"{r['read_ef']:.1f}&thinsp;%"))
+        by = r.get("read_by") or "EF regressor"
+        tiles.append(_tile(f"EF read from the loop ({by})", f"{r['read_ef']:.1f}&thinsp;%"))
         tiles.append(_tile("difference", f"{d:+.1f}", cls))
         clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
-        foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. "
-                f"Requested {req:.0f}% is {ef_class(req)}; read {r['read_ef']:.1f}% is {ef_class(r['read_ef'])}.")
+        foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. " if clips else "")
+        foot += (f"Requested {req:.0f}% is {ef_class(req)}; read {r['read_ef']:.1f}% is {ef_class(r['read_ef'])}.")
         if not 0 <= r["read_ef"] <= 100:
-            foot += " <b>The read EF lies outside 0–100 %: the regressor cannot be trusted on this loop.</b>"
+            foot += " <b>The read EF lies outside 0–100 %: the reading cannot be trusted on this loop.</b>"
+    tr = r.get("tracing")
+    if tr and tr.get("ef") is not None and r.get("read_by") != "LV tracing":
+        tiles.append(_tile("EF by LV tracing", f"{tr['ef']:.1f}&thinsp;%"))
     sampled = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" if s["sampled"] else f"{s['stage']} upsampled"
                         for s in r.get("stages", []))
     foot += f"<br>Weights: {html.escape(r.get('weights', ''))} · seed {r.get('seed')} · {sampled}"
     if r.get("untrained"):
         foot = "<b style='color:#b91c1c'>UNTRAINED weights — noise, for testing only.</b> " + foot
-    return f"<div id='ef-readout' class='eg-readout'>{''.join(tiles)}<div class='eg-foot'>{foot}</div></div>"
+    check = r.get("input_check")
+    warn = check_html(check, "a4c-check-readout") if check and not check.get("ok") else ""
+    return (f"<div id='ef-readout' class='eg-readout'>{warn}{''.join(tiles)}{methods_html(r)}"
+            f"<div class='eg-foot'>{foot}</div></div>")
 
 
 def stage_label(r, engine) -> str:
@@ -88,4 +136,5 @@ def banner_html(engine) -> str:
 def weights_md(engine) -> str:
     st = " → ".join(f"{s.name} {s.size}px×{s.frames}f" for s in engine.stages)
     reg = "EF regressor: yes" if engine.regressor is not None else engine.regressor_note
-    return f"{engine.label} · {st} · {reg}"
+    tr = "LV tracer: yes" if getattr(engine, "tracer", None) is not None else "no LV tracer"
+    return f"{engine.label} · {st} · {reg} · {tr}"

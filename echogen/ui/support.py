@@ -44,6 +44,9 @@ class Engine:
     untrained: bool = False
     regressor_note: str = "no EF regressor in this bundle"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tracer: object = None             # (LVTracer, TracerConfig) or None: LV tracing (echogen.nets.tracer)
+    regressor_from: str = ""          # "EF regressor ... trained on ..." (echogen.eval.readout.model_provenance)
+    tracer_from: str = ""             # "LV tracer ... trained on ..."
 
     @property
     def stages(self):
@@ -62,8 +65,16 @@ def load_engine(choice: str, device="cpu") -> Engine:
     # a bundle without a regressor is fine; a listed regressor that fails to load is an error, not "absent"
     reg, note = (load_regressor(choice, device), "") if man.get("regressor") else (None, "no EF regressor in this bundle")
     untrained = str((man.get("provenance") or {}).get("untrained", "")).lower() in ("1", "true", "yes")
+    # likewise the LV tracer: optional, but one the manifest names must load
+    from echogen.eval.readout import model_provenance
+    tracer = None
+    if man.get("tracer"):
+        from echogen.nets.tracer import load_tracer
+        tracer = load_tracer(choice, device)
     return Engine(casc, reg, f"{Path(choice).name} (preset {man.get('preset')})", untrained,
-                  note or "regressor from this bundle")
+                  note or "regressor from this bundle", tracer=tracer,
+                  regressor_from=model_provenance(choice, "regressor") if reg is not None else "",
+                  tracer_from=model_provenance(choice, "tracer") if tracer is not None else "")
 
 
 def weight_choices(weights: str | None, random_init: bool, root=None) -> list[str]:
@@ -171,13 +182,82 @@ def display_frames(video: np.ndarray, side: int = DISPLAY, stamp: str = "") -> n
 
 def lv_area_curve(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
     """Blood-pool area over time (echogen.data.loops.dark_area_curve): the fraction of the sector (found on
-    the conditioning frame) that is dark in each frame."""
+    the conditioning frame) that is dark in each frame. The plot's fallback when the bundle has no LV tracer."""
     from echogen.data.loops import dark_area_curve
     return dark_area_curve(video, frame)
 
 
-def plot_curves(curves: dict, title: str, path) -> Path:
-    """curves: label -> (times s, values). Writes a small PNG."""
+# ------------------------------------------------------------------------------------------ LV tracing
+CHECK_FRAMES = 96        # the upload check traces at most this many frames of a clip (~3 s at 30 fps)
+CONTOUR_RGB = (255, 196, 0)
+
+
+def _tracer_frames(engine: Engine, video) -> torch.Tensor:
+    """(T, h, w) float [0, 1] (or uint8) -> (T, S, S) float at the tracer's size."""
+    from echogen.data.resample import resize_frames
+    v = torch.as_tensor(np.asarray(video))
+    v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
+    size = engine.tracer[1].size
+    return resize_frames(v, size).clamp(0, 1) if v.shape[-1] != size else v
+
+
+def trace_clip(engine: Engine, video, fps: float) -> dict | None:
+    """LV tracing of a generated clip (T, h, w) in [0, 1] (echogen.nets.tracer.trace_video): per traced frame
+    LV area / volume (method of disks), ED / ES, EF, confidence, `failed`; plus "area_all" / "volume_all"
+    interpolated back to every frame of the clip (traced at <= 25 fps). None without a tracer."""
+    if engine.tracer is None:
+        return None
+    from echogen.nets.tracer import trace_video
+    model, cfg = engine.tracer
+    v = _tracer_frames(engine, video)
+    res = trace_video(model, v, float(fps), cfg)
+    n, idx = len(v), np.asarray(res["frames"])
+    res["area_all"] = np.interp(np.arange(n), idx, res["area"]) if len(idx) > 1 else np.asarray(res["area"], float)
+    res["volume_all"] = (np.interp(np.arange(n), idx, res["volume"]) if len(idx) > 1
+                         else np.asarray(res["volume"], float))
+    return res
+
+
+def tracing_summary(res: dict, fps: float) -> dict:
+    """The JSON-able part of a trace_clip result for the readout (no per-pixel arrays)."""
+    failed = res.get("failed") or ""
+    ok = not failed and np.isfinite(res.get("ef", np.nan))
+    idx = np.asarray(res["frames"])
+    return {"ef": round(float(res["ef"]), 1) if ok else None, "failed": failed if not ok else "",
+            "ed_frame": int(idx[res["ed"]]) if ok and res["ed"] >= 0 else None,
+            "es_frame": int(idx[res["es"]]) if ok and res["es"] >= 0 else None,
+            "edv_px3": round(float(res["edv"]), 1) if ok else None,
+            "esv_px3": round(float(res["esv"]), 1) if ok else None,
+            "beats": len(res.get("beats") or []), "confidence": round(float(res["confidence"]), 3),
+            "traced_fps": float(res["fps"]), "fps": float(fps)}
+
+
+def lv_masks(engine: Engine, video) -> np.ndarray | None:
+    """The traced LV cavity of every frame of `video` (T, h, w): (T, S, S) probabilities, or None without
+    a tracer. Used to draw the contour over a displayed loop."""
+    if engine.tracer is None:
+        return None
+    from echogen.nets.tracer import predict_probs
+    return predict_probs(engine.tracer[0], _tracer_frames(engine, video)).numpy()
+
+
+def overlay_contour(frames: np.ndarray, probs: np.ndarray, threshold: float = 0.5,
+                    rgb=CONTOUR_RGB) -> np.ndarray:
+    """Display frames (T, side, side) uint8 grey + LV probabilities (T, S, S) -> (T, side, side, 3) uint8 with
+    the traced LV contour drawn (probabilities resized smoothly, then thresholded: a sub-pixel contour)."""
+    t, side = frames.shape[0], frames.shape[-1]
+    out = np.repeat(frames[..., None], 3, axis=-1).copy()
+    for k in range(t):
+        p = cv2.resize(probs[min(k, len(probs) - 1)].astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+        m = (p >= threshold).astype(np.uint8)
+        if m.any():
+            contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out[k], contours, -1, tuple(int(c) for c in rgb), max(1, side // 112), cv2.LINE_AA)
+    return out
+
+
+def plot_curves(curves: dict, title: str, path, ylabel: str = "dark area (% of sector)") -> Path:
+    """curves: label -> (times s, values in 0..1). Writes a small PNG (the fallback blood-pool plot)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -185,7 +265,7 @@ def plot_curves(curves: dict, title: str, path) -> Path:
     for label, (t, y) in curves.items():
         ax.plot(t, 100 * np.asarray(y), marker="o", ms=2.5, lw=1.4, label=label)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("dark area (% of sector)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False)
@@ -193,6 +273,63 @@ def plot_curves(curves: dict, title: str, path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_volume(res: dict, source_fps: float, path, loop: tuple | None = None, label: str = "") -> Path:
+    """LV volume over time from LV tracing (method of disks), as % of the end-diastolic volume (of the
+    largest volume when tracing failed), with ED and ES marked and the shown loop [start, stop) shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = np.asarray(res["frames"]) / float(source_fps)
+    vol = np.asarray(res["volume"], np.float64)
+    s = tracing_summary(res, source_fps)
+    ref = float(res["edv"]) if s["ef"] is not None and res["edv"] > 0 else max(float(vol.max()), 1e-9)
+    y = 100 * vol / ref
+    fig, ax = plt.subplots(figsize=(4.8, 2.6), dpi=110)
+    if loop is not None:
+        ax.axvspan(loop[0] / source_fps, loop[1] / source_fps, color="#14b8a6", alpha=0.12, lw=0, label="shown loop")
+    ax.plot(t, y, marker="o", ms=2.5, lw=1.4, color="#0f766e", label=label or "LV volume (traced)")
+    if s["ef"] is not None:
+        ed, es = int(res["ed"]), int(res["es"])
+        ax.plot([t[ed]], [y[ed]], "^", color="#b91c1c", ms=8, label="ED")
+        ax.plot([t[es]], [y[es]], "v", color="#1d4ed8", ms=8, label="ES")
+        title = f"LV volume by LV tracing (method of disks): EF {s['ef']:.1f} %"
+    else:
+        title = f"LV volume by LV tracing: no EF ({s['failed']})"
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("LV volume (% of EDV)" if s["ef"] is not None else "LV volume (% of max)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def input_check(engine: Engine, path, index: int | None = None, frames=None, info=None):
+    """Does the upload look like an apical-4-chamber echo? echogen.eval.readout.assess_input with the
+    bundle's LV tracer when it has one (image checks only otherwise). index: judge only that frame (what a
+    generation conditions on); else the clip (its first CHECK_FRAMES frames: the tracer also checks that
+    the LV beats). Returns an Assessment; a check that itself fails falls back to the image checks."""
+    from echogen.eval.readout import assess_input
+    if frames is None:
+        frames, info = read_input(path)
+    frames = np.asarray(frames)
+    fps = float((info or {}).get("fps") or 0.0)
+    if index is not None:
+        frames, fps = frames[int(index):int(index) + 1], 0.0
+    frames = frames[:CHECK_FRAMES]
+    tracer = engine.tracer[0] if engine.tracer is not None else None
+    try:
+        return assess_input(frames, tracer, fps)
+    except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
+        a = assess_input(frames, None, fps)
+        a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")
+        a.checks["tracer"] = 0.0
+        a.score = min(a.score, 0.45)
+        return a
 
 
 def new_result_dir(root=None) -> Path:
@@ -211,47 +348,89 @@ class Generation:
     files: list             # downloads (native-resolution MP4 + GIF per stage)
     plot: Path
     readout: dict
+    overlay: dict = field(default_factory=dict)     # stage name -> display MP4 with the traced LV contour
+
+
+def ef_readers(engine: Engine, regressor_read, tracing: dict | None) -> list[dict]:
+    """Who read the EF of the loop, with what each model was trained on: one row per reader the bundle has."""
+    rows = []
+    if engine.regressor is not None:
+        rows.append({"method": "EF regressor", "how": "a video network reads the EF from the clip",
+                     "ef": None if regressor_read is None else round(regressor_read[0], 1),
+                     "model": engine.regressor_from or engine.regressor_note})
+    if tracing is not None:
+        rows.append({"method": "LV tracing", "how": "LV traced per frame; ED/ES from the area curve; volumes by the "
+                     "single-plane method of disks", "ef": tracing["ef"], "failed": tracing["failed"],
+                     "model": engine.tracer_from, "confidence": tracing["confidence"],
+                     "ed_frame": tracing["ed_frame"], "es_frame": tracing["es_frame"]})
+    return rows
 
 
 def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: dict, guidance: dict,
-                   seed: int, out: Path, callback=None) -> Generation:
-    """One generation: sample, write display/download files for every stage, read EF, plot."""
+                   seed: int, out: Path, callback=None, check=None) -> Generation:
+    """One generation: sample, write display/download files for every stage, read EF, plot.
+
+    With an LV tracer in the bundle, the final clip is traced: its LV-area curve cuts the loop (ED to ED), the
+    plot is LV volume over time (ED / ES marked), the tracing EF joins the readout, and every stage gets a
+    second display loop with the traced contour drawn (Generation.overlay). check: the input's Assessment
+    (echogen.eval.readout), reported in the readout."""
     from echogen.data.video_io import write_video
     with engine.lock:   # a model's modules are not re-entrant across threads
         res: list[StageResult] = engine.cascade.sample(frame, float(ef), stages=list(stages), steps=steps,
                                                        guidance=guidance, seed=int(seed), callback=callback)
     stamp = "UNTRAINED" if engine.untrained else ""
-    display, files, curves, stage_rows = {}, [], {}, []
+    last = res[-1]
+    full_last = last.video[0, 0].numpy()
+    traced = trace_clip(engine, full_last, last.fps)                     # None without a tracer
+    area_fn = None
+    if traced is not None and not traced["failed"]:
+        area_fn = lambda v, fps, _a=traced["area_all"]: _a            # noqa: E731  the cut uses the traced LV area
+    display, overlay, files, curves, stage_rows = {}, {}, [], {}, []
     from echogen.data.loops import stage_loops
-    loops, cut = stage_loops(res, frame)
+    loops, cut = stage_loops(res, frame, tracer=area_fn)
     for r in res:
         full = r.video[0, 0].numpy()                                     # (T, H, W): the whole generated clip
         v = loops[r.name]                                                # one heart cycle: what is shown
         a, b = (cut.start, cut.stop) if cut.complete else (0, len(full))
         base = f"echogen_ef{ef:.0f}_seed{int(seed)}_{r.name}{_tag(engine)}"
-        display[r.name] = write_video(out / f"show_{r.name}.mp4", display_frames(v, stamp=stamp), r.fps, loop=True)
+        shown = display_frames(v, stamp=stamp)
+        display[r.name] = write_video(out / f"show_{r.name}.mp4", shown, r.fps, loop=True)
+        if engine.tracer is not None:
+            overlay[r.name] = write_video(out / f"show_{r.name}_lv.mp4", overlay_contour(shown, lv_masks(engine, v)),
+                                          r.fps, loop=True)
         files += [write_video(out / f"{base}.mp4", v, r.fps, loop=True), write_video(out / f"{base}.gif", v, r.fps)]
-        curves[f"{r.name} ({full.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(full)) / r.fps,
-                                                                   lv_area_curve(full, frame))
+        if traced is None:
+            curves[f"{r.name} ({full.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(full)) / r.fps,
+                                                                       lv_area_curve(full, frame))
         read = read_ef(engine, r.video[0], r.fps)
         stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
                            "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))],
                            "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
                            "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
-    last = res[-1]
     files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",
-                             last.video[0, 0].numpy(), last.fps))
-    final = read_ef(engine, res[-1].video[0], res[-1].fps)
+                             full_last, last.fps))
+    final = read_ef(engine, last.video[0], last.fps)
+    tracing = None if traced is None else tracing_summary(traced, last.fps)
+    readers = ef_readers(engine, final, tracing)
     readout = {"requested_ef": float(ef), "read_ef": None, "difference": None, "per_clip_ef": [],
+               "read_by": None, "readers": readers, "tracing": tracing,
                "regressor": engine.regressor_note, "weights": engine.label, "untrained": engine.untrained,
                "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows,
                "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
-                        "frames": int(res[-1].video.shape[2])}}
+                        "frames": int(res[-1].video.shape[2])},
+               "plot": "LV volume (LV tracing)" if traced is not None else "blood-pool (dark-pixel) area",
+               "input_check": None if check is None else check.to_dict()}
     if final is not None:
         readout.update(read_ef=round(final[0], 1), difference=round(final[0] - float(ef), 1),
-                       per_clip_ef=[round(e, 1) for e in final[1]])
-    plot = plot_curves(curves, "blood-pool area over the generated loop", out / "curve.png")
-    return Generation(res, display, files, plot, readout)
+                       per_clip_ef=[round(e, 1) for e in final[1]], read_by="EF regressor")
+    elif tracing is not None and tracing["ef"] is not None:     # no regressor: the tracing EF is the reading
+        readout.update(read_ef=tracing["ef"], difference=round(tracing["ef"] - float(ef), 1), read_by="LV tracing")
+    if traced is not None:
+        plot = plot_volume(traced, last.fps, out / "curve.png", (a, b) if cut.complete else None,
+                           f"{last.name} ({full_last.shape[-1]}px, {last.fps:g} fps)")
+    else:
+        plot = plot_curves(curves, "blood-pool (dark-pixel) area — no LV tracer in this bundle", out / "curve.png")
+    return Generation(res, display, files, plot, readout, overlay)
 
 
 def grid_frames(videos: list[np.ndarray], labels: list[list[str]], side: int = 192, stamp: str = "") -> np.ndarray:
@@ -283,7 +462,10 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
                                         seed=int(seed), callback=cb)
         last = res[-1]
         from echogen.data.loops import seamless_loop
-        v = seamless_loop(last.video[0, 0].numpy(), last.fps, frame=frame).video    # one heart cycle
+        clip = last.video[0, 0].numpy()
+        traced = trace_clip(engine, clip, last.fps)                      # the LV tracer's area cuts the loop
+        area = None if traced is None or traced["failed"] else traced["area_all"]
+        v = seamless_loop(clip, last.fps, area=area, frame=frame).video                 # one heart cycle
         read = read_ef(engine, last.video[0], last.fps)
         if read is None:
             rows.append([float(ef), None, None])

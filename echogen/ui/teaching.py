@@ -216,7 +216,7 @@ def _weights(state: TeachingState, weights) -> str:
 
 def start_build(state: TeachingState, kind: str, name: str, weights: str, frames=(), efs: str = "20, 35, 50, 65, 80",
                 per_frame=1, dataset: str = "", split: str = "TEST", real_n=0, steps: str = "", uploads=(),
-                tolerance=None) -> str:
+                tolerance=None, allow_non_a4c: bool = False) -> str:
     """Start building a pool / review set in a background thread; returns the job id. One build at a
     time per server; sizes bounded by state.limits; the disk budget is checked before and during."""
     from echogen.diffusion.stage import parse_per_stage
@@ -246,6 +246,9 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
             if n < 1:
                 raise ValueError("give the number of real clips (pairs)")
             state.limits.check(0, 0, 1, n)
+            if uploads:      # uploaded clips / DICOMs must look like apical-4-chamber echoes (organiser override)
+                from echogen.teaching.pool import check_source_frames
+                check_source_frames(uploads, _weights(state, weights), allow=bool(allow_non_a4c))
             ef_list = []
             estimate = 2 * n
         else:
@@ -256,6 +259,9 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
                 raise ValueError("pick a dataset for the real clips (or set their number to 0)")
             state.limits.check(len(frames), len(ef_list), per_frame, real_n if real else 0)
             estimate = len(frames) * len(ef_list) * per_frame + (real_n if real else 0)
+            # frames that do not look like apical-4-chamber echoes are refused unless the organiser overrides
+            from echogen.teaching.pool import check_source_frames
+            check_source_frames(frames, _weights(state, weights), allow=bool(allow_non_a4c))
         state.check_disk(estimate * CASE_BYTES)
         cancel = threading.Event()
         job = {"fraction": 0.0, "message": "queued", "done": False, "error": None, "result": None,
@@ -631,11 +637,12 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
 
     # ---- Organiser ---------------------------------------------------------------------------
     def o_build(kind, name, weights, frames, efs, per_frame, dataset, split, real_n, steps, tolerance, uploads,
-                request: gr.Request):
+                allow_non_a4c=False, request: gr.Request = None):
         org(request)
         try:
             start_build(state, "review" if kind.startswith("Blinded") else "pool", name, weights, frames,
-                        efs, per_frame, dataset or "", split, real_n, (steps or "").strip(), uploads, tolerance)
+                        efs, per_frame, dataset or "", split, real_n, (steps or "").strip(), uploads, tolerance,
+                        allow_non_a4c=bool(allow_non_a4c))
         except (ValueError, KeyError, FileNotFoundError) as e:
             err(e)
 
@@ -710,6 +717,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
                                             label="Weights bundle")
                 b_frames = gr.File(label="Trainer pool: source frames (images, DICOM, clips), one anatomy each",
                                    file_count="multiple", elem_id="build-frames")
+                b_allow = gr.Checkbox(False, label="Allow source frames that do not look like apical-4-chamber echoes "
+                                      "(refused by default)", elem_id="build-allow-non-a4c")
                 with gr.Row():
                     b_efs = gr.Textbox(value="20, 35, 50, 65, 80", label="EFs (%)", elem_id="build-efs")
                     b_per = gr.Number(value=1, precision=0, minimum=1, maximum=state.limits.per_frame,
@@ -766,7 +775,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
                     o_excl = gr.Checkbox(value=True, label="exclude (untick to include again)")
                     o_excl_btn = gr.Button("Apply", size="sm", elem_id="org-exclude-btn")
         b_go.click(o_build, [b_kind, b_name, b_weights, b_frames, b_efs, b_per, b_data, b_split, b_n, b_steps, b_tol,
-                             b_up], None, api_name="build_start").then(o_status, None, b_status, api_name=False)
+                             b_up, b_allow], None, api_name="build_start").then(o_status, None, b_status, api_name=False)
         b_cancel.click(o_cancel, None, b_status, api_name="build_cancel", queue=False)
         o_check = gr.Button("status", visible=False)
         o_check.click(o_status, None, b_status, api_name="build_status", queue=False)

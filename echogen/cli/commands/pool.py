@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "many EF points of the requested EF (default 7); the case's EF is then the verified reading")
     p.add_argument("--no-gate", action="store_true", help="keep every case at its requested EF, unverified (for "
                    "weights without an EF reader, e.g. --random-init tests)")
+    p.add_argument("--allow-non-a4c", action="store_true", help="build from source frames that do not look "
+                   "like apical-4-chamber echoes (refused by default: a photo, a non-cardiac image, no sector, "
+                   "or no LV found by the bundle's tracer)")
     p.add_argument("--full-clips", action="store_true", help="keep whole generated clips instead of one heart "
                    "cycle from end-diastole to end-diastole (loops then jump when they repeat)")
     p.add_argument("--out", required=True, help="new output folder")
@@ -99,6 +102,13 @@ def main(args) -> int:
             from echogen.teaching.review import build_review_set
 
             uploads = expand_frames(args.real_clips) if args.real_clips else None
+            if uploads:
+                from echogen.teaching.pool import NonA4CFrames, check_source_frames
+                try:
+                    check_source_frames(uploads, None if args.random_init else (args.weights or cascade.source),
+                                        device, labels=[str(f) for f in uploads], allow=args.allow_non_a4c)
+                except NonA4CFrames as e:
+                    raise UserError(f"{e} (--allow-non-a4c)") from None
             regressor = None
             if uploads:
                 from echogen.nets.regressor import load_regressor
@@ -116,6 +126,16 @@ def main(args) -> int:
 
         frames = expand_frames(args.frames)
         efs = parse_efs(args.efs, what="--efs")
+        from echogen.teaching.pool import NonA4CFrames, check_source_frames
+        try:
+            checks = check_source_frames(frames, None if args.random_init else (args.weights or cascade.source),
+                                         device, labels=[str(f) for f in frames], allow=args.allow_non_a4c)
+        except NonA4CFrames as e:
+            raise UserError(f"{e} (--allow-non-a4c)") from None
+        for f, c in zip(frames, checks):
+            if not c["ok"]:
+                print(f"note: {f} does not look like an apical-4-chamber echo (score {c['score']:.2f}); "
+                      "kept (--allow-non-a4c)")
         try:
             regressor = load_regressor(Path(args.weights) if args.weights else Path(cascade.source), device)
         except (WeightsError, FileNotFoundError) as e:
