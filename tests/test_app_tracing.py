@@ -185,7 +185,7 @@ def served(bundles):
     from test_app import start_app, stop_app
     tmp = bundles["tmp"]
     proc, url, _ = start_app(["--weights", str(bundles["traced"]), "--no-teaching"], tmp / "app.log")
-    yield {"url": url, "bundle": str(bundles["traced"].resolve()), "photo": photo_png(tmp / "photo.png")}
+    yield {"url": url, "bundle": bundles["traced"].name, "photo": photo_png(tmp / "photo.png")}
     stop_app(proc)
 
 

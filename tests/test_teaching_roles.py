@@ -100,8 +100,9 @@ def test_pool_gate_loops_and_organiser_counts(app, built):
     r = rejected_summary(pool)
     assert r["generated"] == 3 and r["accepted"] == len(pool.cases) >= 1
     for c in pool.cases:                                       # kept: every reading within the tolerance
-        assert c["ef_source"] == "verified" and abs(c["ef_readings"]["regressor"] - c["ef_requested"]) <= 30
-        assert c["ef"] == pytest.approx(c["ef_readings"]["regressor"])
+        readings = [v for v in c["ef_readings"].values() if isinstance(v, (int, float))]   # regressor, tracer
+        assert c["ef_source"] == "verified" and all(abs(v - c["ef_requested"]) <= 30 for v in readings)
+        assert c["ef"] == pytest.approx(sum(readings) / len(readings), abs=0.01)   # the gate: their mean
         assert c["loop_complete"] and min(abs(c["loop_start"] - e) for e in c["loop_ed"]) <= 2   # at an ED found
         v = decode(pool.path(c))                               # the served loop, as encoded
         assert len(v) == c["frames"] == c["loop_stop"] - c["loop_start"]
@@ -110,9 +111,10 @@ def test_pool_gate_loops_and_organiser_counts(app, built):
         area = dark_area_curve(v)
         assert area[0] >= np.median(area)                      # starts in diastole, by the loop's own curve
     for x in pool.meta["rejected"]:                            # rejected: outside the tolerance, or no cycle
-        assert x["kind"] == "loop" or abs(x["readings"]["regressor"] - x["requested"]) > 30
+        vals = [v for v in x["readings"].values() if isinstance(v, (int, float))]
+        assert x["kind"] == "loop" or len(vals) < len(x["readings"]) or any(abs(v - x["requested"]) > 30 for v in vals)
     tight = load_pool(app["results"] / "pools" / "tight")
-    assert all(abs(c["ef_readings"]["regressor"] - 50) <= 0.5 for c in tight.cases)
+    assert all(abs(v - 50) <= 0.5 for c in tight.cases for v in c["ef_readings"].values() if isinstance(v, (int, float)))
     assert len(tight.cases) + len(tight.meta["rejected"]) == 1
     # the organiser sees the counts
     md, rows = built["org"].predict("ward", api_name="/pool_details")
