@@ -23,6 +23,7 @@ distance <= feat_threshold.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -424,3 +425,39 @@ def ef_bins_text(rows: list[dict], edges=(0, 35, 50, 65, 100)) -> str:
 __all__ = ["SYNTH_COLUMNS", "SynthError", "SynthSettings", "target_efs", "item_seed", "list_sources",
            "load_source_frame", "make_plan", "shard", "build_privacy_index", "nearest", "merge", "make_item",
            "done_rows", "rank_file", "append_row", "summary_text"]
+
+
+def combine(out, parts, link: bool = True) -> int:
+    """An EchoNet-format folder OUT from parts [(root, rows)], rows: dicts of FileList rows of root (with
+    FileName and Split, e.g. from read_filelist or read_rows); videos are symlinked (copied when link is False
+    or symlinks fail). E.g. real VAL/TEST + a real TRAIN subset + a synthetic FileList.csv for
+    train/train_regressor.py. Returns the number of rows written."""
+    import shutil
+
+    out = Path(out)
+    (out / "Videos").mkdir(parents=True, exist_ok=True)
+    written, seen = [], set()
+    for root, rows in parts:
+        root = Path(root)
+        for r in rows:
+            name = str(r["FileName"])
+            if name in seen:
+                raise SynthError(f"combine: {name} appears twice")
+            src, dst = (root / "Videos" / (name + ".avi")).resolve(), out / "Videos" / (name + ".avi")
+            if not src.is_file():
+                continue
+            if not dst.exists():
+                try:
+                    if not link:
+                        raise OSError
+                    dst.symlink_to(src)
+                except OSError:
+                    shutil.copyfile(src, dst)
+            seen.add(name)
+            written.append({k: r.get(k, "") for k in FILELIST_COLUMNS})
+    with open(out / "FileList.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FILELIST_COLUMNS)
+        w.writeheader()
+        for r in written:
+            w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
+    return len(written)
