@@ -1,6 +1,7 @@
 """`python -m echogen synth --frames DATA --n N --ef balanced --out DIR`: a synthetic EchoNet-format dataset.
 
-Single process, or `torchrun --nproc_per_node=N -m echogen synth ...` (each rank makes every N-th item and
+Single process, or `torchrun --nproc_per_node=N -m echogen -- synth ...` (the `--` keeps torchrun's own
+argparse from reading synth's flags: it rejects `--n` as an ambiguous abbreviation of `--nnodes` etc.; each rank makes every N-th item and
 writes OUT/FileList.rank{r}.csv; rank 0 merges them into OUT/FileList.csv after a barrier; `--merge` redoes
 only the merge). Resumable: items already in a rank file are skipped. The logic is echogen.data.synth.
 """
