@@ -134,7 +134,8 @@ def _synth(data, out, *extra, torchrun=False):
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                 f"--master_port={_free_port()}"] if torchrun else []
     # "--": torchrun's own argparse would take synth's --n for an ambiguous abbreviation of its --nnodes etc.
-    cmd = [sys.executable, *launcher, "-m", "echogen", *(["--"] if torchrun else []), "synth", "--frames", str(data / "ph"), "--out", str(out),
+    cmd = [sys.executable, *launcher, "-m", "echogen", *(["--"] if torchrun else []), "synth",
+           "--frames", str(data / "ph"), "--out", str(out),
            "--random-init", "--preset", "tiny", "--regressor", str(data / "reg.safetensors"), "--steps", "2",
            *[str(a) for a in extra]]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)

@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from echogen.data import synth
+from echogen.data.echonet import load_video, read_filelist
 
-from echogen.data import synth  # noqa: E402
-from echogen.data.echonet import load_video, read_filelist  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ARMS = ("a_real", "b_real_synth", "c_synth", "d_imbalanced", "d_plus_low")
 BINS = ((0, 35), (35, 50), (50, 65), (65, 101))
