@@ -15,8 +15,9 @@ A sample is rejected when the regressor reads an EF more than `tolerance` points
 
 Privacy check (`PrivacyIndex`): per reference (training) video, M frames evenly spaced and the
 regressor's backbone features of its first clip. For a synthetic video: the nearest reference by frame SSIM
-(echogen.eval.metrics.ssim_per_frame on the 64 (synthetic frame, reference frame) pairs closest in 28x28
-pixel distance: a shortlist, exact for the pairs it holds) and the nearest by feature distance (L2 of
+(echogen.eval.metrics.ssim_per_frame of the closest frame pair of each of the 8 reference videos closest in
+28x28 pixel distance: a shortlist, since a float64 SSIM costs ~0.1 s a pair on one CPU core) and the nearest
+by feature distance (L2 of
 echogen.nets.regressor.extract_features). NearCopy = 1 when the SSIM >= ssim_threshold or the feature
 distance <= feat_threshold.
 """
@@ -278,7 +279,7 @@ def build_privacy_index(sources: list[Source], regressor=None, frames_per_video:
 
 
 def nearest(index: PrivacyIndex, video: np.ndarray, fps: float, regressor=None, frames_per_video: int = 8,
-            shortlist: int = 64) -> dict:
+            shortlist: int = 8) -> dict:
     """Nearest reference video by frame SSIM and by feature distance, for a (T, H, W) video in [0, 1]."""
     from echogen.eval.metrics import ssim_per_frame
 
@@ -286,11 +287,18 @@ def nearest(index: PrivacyIndex, video: np.ndarray, fps: float, regressor=None, 
     syn = v[_even(len(v), frames_per_video)]
     if syn.shape[-1] != index.frames.shape[-1]:
         syn = torch.nn.functional.interpolate(syn[:, None], size=index.frames.shape[-2:], mode="area")[:, 0]
-    d = torch.cdist(_thumbs(syn), index.thumbs)                      # (S, R)
-    k = min(shortlist, d.numel())
-    flat = torch.topk(d.flatten(), k, largest=False).indices
-    si, ri = flat // d.shape[1], flat % d.shape[1]
-    s = ssim_per_frame(syn[si], index.frames[ri])                    # (k,)
+    d = torch.cdist(_thumbs(syn), index.thumbs)                      # (S, R) frame-pair distances
+    best, si = d.min(0)                                              # per reference frame: closest synthetic one
+    n_ref = len(index.names)
+    per_video = torch.full((n_ref,), float("inf")).scatter_reduce(0, index.owner, best, "amin")
+    cand = torch.topk(per_video, min(shortlist, n_ref), largest=False).indices
+    ri = []
+    for c in cand.tolist():                                          # each candidate's closest frame pair
+        frames = (index.owner == c).nonzero()[:, 0]
+        ri.append(int(frames[torch.argmin(best[frames])]))
+    ri = torch.tensor(ri)
+    si = si[ri]
+    s = ssim_per_frame(syn[si], index.frames[ri])                    # (shortlist,)
     j = int(torch.argmax(s))
     out = {"NearestSSIMVideo": index.names[int(index.owner[ri[j]])], "NearestSSIM": round(float(s[j]), 4),
            "NearestFeatVideo": "", "NearestFeatDist": ""}
