@@ -259,9 +259,10 @@ def build_privacy_index(sources: list[Source], regressor=None, frames_per_video:
         else:
             raw, info = load_frames(src.path)
             fps = float(info.get("fps", 0.0) or 0.0)
-            idx = _even(len(raw), frames_per_video if len(raw) > 1 else 1)
-            v = np.stack([prepare_array(raw[j], size) for j in range(len(raw))]) if len(raw) > 1 and \
-                regressor is not None and fps > 0 else np.stack([prepare_array(raw[j], size) for j in idx])
+            # every frame of a clip when its features are wanted, else only the frames the SSIM uses
+            keep = range(len(raw)) if len(raw) > 1 and regressor is not None and fps > 0 else \
+                _even(len(raw), frames_per_video)
+            v = np.stack([prepare_array(raw[j], size) for j in keep])
         idx = _even(len(v), frames_per_video)
         names.append(src.name)
         frames.append(torch.from_numpy(np.ascontiguousarray(v[idx])))
