@@ -21,6 +21,7 @@ COMMANDS = {
     "convert": ("echogen.cli.commands.convert", "convert published EchoDiffusion / EchoNet checkpoints"),
     "pool": ("echogen.cli.commands.pool", "build a case pool for the teaching modes"),
     "report": ("echogen.cli.commands.report", "print trainer / review session summaries"),
+    "synth": ("echogen.cli.commands.synth", "generate a synthetic EchoNet-format dataset (EF-filtered, torchrun-sharded)"),
 }
 
 
