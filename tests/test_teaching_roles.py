@@ -109,7 +109,9 @@ def test_pool_gate_loops_and_organiser_counts(app, built):
         wrap = float(np.abs(v[-1] - v[0]).mean())
         assert wrap <= frame_steps(v).max() * 1.05, (wrap, frame_steps(v).max())   # H.264 rounding aside
         area = dark_area_curve(v)
-        assert area[0] >= np.median(area)                      # starts in diastole, by the loop's own curve
+        # starts in diastole by the loop's own dark-area curve (the cut itself used the tracer's LV area when the
+        # bundle has one: a different measure, so not exactly its maximum): never near end-systole
+        assert area[0] >= np.quantile(area, 0.25)
     for x in pool.meta["rejected"]:                            # rejected: outside the tolerance, or no cycle
         vals = [v for v in x["readings"].values() if isinstance(v, (int, float))]
         assert x["kind"] == "loop" or len(vals) < len(x["readings"]) or any(abs(v - x["requested"]) > 30 for v in vals)

@@ -85,8 +85,8 @@ def target_efs(spec: str, n: int, seed: int = 0) -> list[float]:
 
 
 def item_seed(seed: int, i: int) -> int:
-    """The sampling seed of item i (fits Cascade.sample's seed * 1000 + stage)."""
-    return int(mix_seed(int(seed), int(i), 0x5E7) % (2 ** 40))
+    """The sampling seed of item i: in 0 .. 2**32 - 1, the range Cascade.sample accepts (check_seed)."""
+    return int(mix_seed(int(seed), int(i), 0x5E7) % 2 ** 32)
 
 
 # --------------------------------------------------------------------------------------- sources
