@@ -52,6 +52,11 @@ def test_app_in_chromium(tmp_path):
             # upload the example frame: the 112x112 conditioning frame appears
             page.locator("#input-file input[type=file]").set_input_files(str(files["png"]))
             page.wait_for_selector("#preview img")
+            # the upload's own events (preview, A4C input check) finish before Generate is pressed, as a user
+            # sees them: their progress text is not the generation's (the count below is the generation's)
+            page.wait_for_function("() => (document.querySelector('#a4c-box')?.innerText || '').includes('Input check')"
+                                   " || (document.querySelector('#a4c-box')?.innerText || '').includes('apical')")
+            page.wait_for_function("() => document.querySelectorAll('.progress-text, .eta-bar').length == 0")
 
             # EF: type into the slider's number box
             box = page.locator("#ef-slider input[type=number]")
