@@ -22,6 +22,17 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="/usr/bin/chromium is absent (run .ci/install_browser.sh)")
 
 
+# each VISIBLE progress element on the page: the nearest component id above it, its classes, its text. Events with
+# show_progress="hidden" still render a status tracker inside a wrapper with opacity 0 (Gradio 6.31: "wrap ... hide"),
+# for a moment, on each of their outputs; a user never sees those, so they are not counted.
+PROGRESS_ELEMENTS = """() => [...document.querySelectorAll('.progress-text, .eta-bar')].filter(e => {
+    for (let b = e; b; b = b.parentElement) { const c = getComputedStyle(b);
+        if (c.display == 'none' || c.visibility == 'hidden' || c.opacity == '0') return false; }
+    return true; }).map(e => {
+    let a = e.parentElement; while (a && !a.id) a = a.parentElement;
+    return `${a ? a.id : '-'} .${e.className} '${(e.innerText || '').slice(0, 60)}'`; })"""
+
+
 def test_app_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
     shot = os.environ.get("ECHOGEN_SCREENSHOT")
@@ -56,7 +67,7 @@ def test_app_in_chromium(tmp_path):
             # sees them: their progress text is not the generation's (the count below is the generation's)
             page.wait_for_function("() => (document.querySelector('#a4c-box')?.innerText || '').includes('Input check')"
                                    " || (document.querySelector('#a4c-box')?.innerText || '').includes('apical')")
-            page.wait_for_function("() => document.querySelectorAll('.progress-text, .eta-bar').length == 0")
+            page.wait_for_function(f"() => ({PROGRESS_ELEMENTS})().length == 0")
 
             # EF: type into the slider's number box
             box = page.locator("#ef-slider input[type=number]")
@@ -70,16 +81,16 @@ def test_app_in_chromium(tmp_path):
                 num.press("Enter")
             page.locator("#generate-btn").click()
             # one progress indicator during a generation (not one per output component, #21)
-            most = 0
+            most, seen = 0, []
             for _ in range(40):
-                most = max(most, page.locator(".progress-text, .eta-bar").count())
+                found = page.evaluate(PROGRESS_ELEMENTS)
+                if len(found) > most:
+                    most, seen = len(found), found
                 if page.eval_on_selector("#video-2", "e => !!e.querySelector('video')?.currentSrc"):
                     break
                 page.wait_for_timeout(150)
-            # a status block has one text and one bar; a third element appears under load for a moment (seen in
-            # 1 of 4 fresh-clone runs and locally while another suite ran; cause not found yet). The defect of #21
-            # was one indicator per output component (8 here): that still fails.
-            assert most <= 3, most
+            # a status block has one text and one bar (the readout's); the defect of #21 was one per output (8 here)
+            assert most <= 2, seen
 
             # the final stage's loop gets a source and plays (autoplay + loop)
             last = "#video-2 video"
