@@ -132,3 +132,11 @@ def describe(settings: dict) -> str:
 
 def stage_nfe(settings: dict) -> int:
     return get_sampler(settings["sampler"]).nfe(settings["steps"])
+
+
+def cascade_nfe(cascade: CascadeConfig, stages=None, steps: dict | None = None) -> int:
+    """Network evaluations per video of a cascade at its own sampling settings (steps: per-stage overrides);
+    stages: the names of the stages run (default: all; the base always runs). A CFG pair counts once."""
+    steps = steps or {}
+    run = [s for s in cascade.stages if s.is_base or stages is None or s.name in stages]
+    return sum(stage_nfe(sampling_settings(s, steps=steps.get(s.name))) for s in run)
