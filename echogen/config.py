@@ -57,6 +57,8 @@ class StageConfig:
     lowres_aug_sample: float = 0.2   # noise-augmentation level t of the low-res input at sampling
     sigma_start: float = 0.0         # SR stages, >0: start at this sigma from the noised upsampled low-res
                                      # video (SDEdit, Meng et al. 2022) instead of noise at sigma_max; 0: paper
+    sample_sigma_min: float = 0.0    # >0: the sampling schedule's last noise level before 0 (distilled stages,
+                                     # echogen.diffusion.distill); 0: the cascade's DiffusionConfig.sigma_min
     # training
     lowres_aug_max: float = 1.0      # training draws t ~ U[0, lowres_aug_max) per batch
     p_drop_ef: float = 0.1           # classifier-free guidance: drop EF with this probability

@@ -29,6 +29,8 @@ def test_training_preview_and_cascade_sample_give_a_stage_the_same_inputs(tmp_pa
     monkeypatch.setattr(stage_mod, "sample_stage", spy)
     import echogen.diffusion.cascade as cascade_mod
     monkeypatch.setattr(cascade_mod, "sample_stage", spy)
+    import echogen.diffusion.preview as preview_mod    # the training previews (train_stage.py, distill.py)
+    monkeypatch.setattr(preview_mod, "sample_stage", spy)
     # the training script's preview (1 step, preview at step 1), base stage of the tiny preset
     argv = ["train_stage.py", "--data", str(tmp_path / "data"), "--preset", "tiny", "--stage", "base",
             "--out", str(tmp_path / "run"), "--steps", "1", "--batch", "1", "--sample-every", "1",

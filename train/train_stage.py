@@ -29,11 +29,9 @@ from echogen.config import CascadeConfig, get_preset
 from echogen.data.batches import GlobalBatches, SeededItems
 from echogen.data.augment import augment_clips, get_augment_preset
 from echogen.data.echonet import EchoNetDataset
-from echogen.data.resample import lowres_from_target, resize_frames
-from echogen.data.video_io import write_video
 from echogen.device import tune_cpu_malloc
 from echogen.diffusion.cascade import build_denoiser
-from echogen.diffusion.stage import lowres_input, previous_stage, sample_stage, sampling_settings, stage_condition
+from echogen.diffusion.preview import plot_loss_csv, write_stage_preview
 from echogen.diffusion.training import EMA, stage_loss
 from echogen.rng import mix_seed, step_generator
 from echogen.weights.checkpoint import init_from_bundle, load_checkpoint, save_checkpoint
@@ -135,27 +133,7 @@ val = EchoNetDataset(args.data, "VAL", frames=stage.frames, fps=stage.fps, size=
 
 
 def sample_preview(step):
-    """EF 20 / 50 / 80 from one VAL clip's frame, sampled as the app samples this stage (its sampler, steps,
-    guidance and sigma_start: echogen.diffusion.stage); SR stages get that clip's real low-res input."""
-    item = val[0]
-    den = ema.model.eval()
-    frames = item["frame"][None].expand(3, -1, -1, -1)
-    efs = torch.tensor([20.0, 50.0, 80.0])
-    g = torch.Generator().manual_seed(0)
-    prev = previous_stage(cascade, stage)
-    low = aug = None
-    if prev is not None:  # this stage alone on the real clip's low-res input, at the sampling noise level
-        video = resize_frames(item["video"][None].expand(3, -1, -1, -1, -1), stage.size)
-        low = lowres_input(stage, lowres_from_target(video, stage.fps, prev.frames, prev.fps, prev.size), prev.fps)
-        aug = torch.full((3,), stage.lowres_aug_sample)
-    cond = {k: v.to(dist.device) for k, v in stage_condition(stage, frames, efs, low, aug, g).items()}
-    with torch.no_grad():
-        x = sample_stage(den, stage, cascade.diffusion, cond, sampling_settings(stage), g, lowres=low)
-    vid = ((x.float().clamp(-1, 1) + 1) / 2).mean(1, keepdim=True).cpu()
-    real = item["video"][None]
-    real = torch.nn.functional.interpolate(real, size=vid.shape[2:], mode="trilinear") if real.shape[2:] != vid.shape[2:] else real
-    grid = torch.cat([real[0, 0]] + [v[0] for v in vid], dim=-1).numpy()  # (T, H, 4W): real | EF20 | EF50 | EF80
-    write_video(run / "samples" / f"step{step:07d}.gif", grid, stage.fps)
+    write_stage_preview(ema.model, cascade, stage, val[0], run / "samples" / f"step{step:07d}.gif", dist.device)
 
 
 def export():
@@ -172,18 +150,7 @@ def export():
 
 
 def plot_loss():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = [l.split(",") for l in (run / "loss.csv").read_text().splitlines()[1:]]
-    if len(rows) < 2:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([int(r[0]) for r in rows], [float(r[1]) for r in rows])
-    ax.set(xlabel="step", ylabel="EDM loss", yscale="log", title=f"{cascade.name} / {stage.name}")
-    fig.tight_layout()
-    fig.savefig(run / "loss.png", dpi=100)
-    plt.close(fig)
+    plot_loss_csv(run / "loss.csv", run / "loss.png", f"{cascade.name} / {stage.name}", "EDM loss")
 
 
 # ---- training loop ---------------------------------------------------------------------------

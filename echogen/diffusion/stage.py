@@ -102,7 +102,15 @@ def sampling_settings(stage: StageConfig, steps=None, guidance=None, sampler=Non
     get_sampler(name)
     s0 = 0.0 if stage.is_base else float(stage.sigma_start if sigma_start is None else sigma_start)
     return {"sampler": name, "steps": int(stage.steps if steps is None else steps),
-            "guidance": float(stage.guidance if guidance is None else guidance), "sigma_start": s0}
+            "guidance": float(stage.guidance if guidance is None else guidance), "sigma_start": s0,
+            "sigma_min": float(stage.sample_sigma_min)}
+
+
+def stage_sigmas(settings: dict, diffusion: DiffusionConfig, device="cpu") -> torch.Tensor:
+    """The noise levels a stage is sampled at (steps + 1 values ending in 0): Karras' schedule from sigma_max
+    (or the SR stages' sigma_start) down to sigma_min (the stage's own when set: distilled stages)."""
+    s0, lo = settings["sigma_start"], settings.get("sigma_min") or diffusion.sigma_min
+    return get_sigmas_karras(settings["steps"], lo, s0 if s0 > 0 else diffusion.sigma_max, diffusion.rho, device)
 
 
 def sample_stage(denoiser, stage: StageConfig, diffusion: DiffusionConfig, cond: dict, settings: dict,
@@ -114,7 +122,7 @@ def sample_stage(denoiser, stage: StageConfig, diffusion: DiffusionConfig, cond:
     n, s0 = settings["steps"], settings["sigma_start"]
     dev = cond["frame"].device
     b = cond["frame"].shape[0]
-    sigmas = get_sigmas_karras(n, diffusion.sigma_min, s0 if s0 > 0 else diffusion.sigma_max, diffusion.rho, dev)
+    sigmas = stage_sigmas(settings, diffusion, dev)
     x = torch.randn((b, stage.unet.channels, stage.frames, stage.size, stage.size), generator=generator).to(dev) * sigmas[0]
     if s0 > 0:
         if lowres is None:
