@@ -93,3 +93,16 @@ def test_generate_cli_writes_the_loop_unless_full_clip(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "loop.npy")]) == 0
     out = capsys.readouterr().out          # untrained noise holds no heart cycle: said, and every frame kept
     assert "no whole heart cycle found" in out or "one heart cycle from end-diastole" in out
+
+
+def test_generate_cli_cuts_the_loop_on_the_bundle_tracer_area(tmp_path):
+    """`echogen generate` cuts its loop as the app does: on the bundle's LV-tracer area when it has a tracer
+    (the dark-area curve gave a spurious 10-frame cycle, issue 19), else on the dark-area curve."""
+    from echogen.cli.commands.generate import _tracer_area
+    from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade
+    area = _tracer_area(DEFAULT_WEIGHTS, "cpu")
+    assert callable(area)
+    v = np.random.default_rng(0).random((12, 112, 112)).astype(np.float32)
+    assert np.asarray(area(v, 25.0)).shape == (12,)
+    Cascade.random("tiny").save(tmp_path / "b")           # a bundle without a tracer
+    assert _tracer_area(tmp_path / "b", "cpu") is None and _tracer_area(None, "cpu") is None

@@ -128,6 +128,56 @@ def test_trace_video_reads_a_known_ef(monkeypatch):
     assert len(res["beats"]) >= 1 and res["area"].shape == (n,) and res["confidence"] > 0.9
 
 
+def test_trace_video_refuses_a_clip_too_short_for_a_beat(monkeypatch):
+    """0.20 s (10 frames at 50 fps) cannot hold end-diastole and end-systole: no EF, and the reason."""
+    import echogen.nets.tracer as T
+
+    masks = np.stack([polygon_mask(ellipse(40 - k, 16), (112, 112), soft=True) for k in range(10)])
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(masks[:len(frames)]))
+    model = LVTracer(get_tracer_preset("tiny"))
+    res = trace_video(model, np.zeros((10, 112, 112), np.uint8), 50.0)
+    assert "too short" in res["failed"] and "0.20 s" in res["failed"] and np.isnan(res["ef"])
+    assert not trace_video(model, np.zeros((10, 112, 112), np.uint8), 8.0)["failed"].startswith("the clip lasts")
+
+
+def test_ef_both_warns_when_the_readings_disagree(monkeypatch, tmp_path, capsys):
+    """`ef --method both`: readings more than 10 points apart get a warning (and "disagreement" in JSON); a clip
+    shorter than the regressor's window says it was zero-padded, not "1 clip of 32 frames"."""
+    import echogen.cli.commands.ef as E
+    import echogen.nets.tracer as T
+    from echogen.cli.main import main
+    from echogen.nets.regressor import RegressorConfig
+
+    class Reg(torch.nn.Module):
+        cfg = RegressorConfig(frames=32, fps=25.0, size=112)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.full((x.shape[0],), 60.0)
+
+    fps, n = 25.0, 20
+    c = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / fps / 0.8)      # a weak heart: tracing EF ~ 15
+    masks = np.stack([polygon_mask(ellipse(40 - 2 * ci, 16 - 1.2 * ci), (112, 112), soft=True) for ci in c])
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(masks[:len(frames)]))
+    tracer = LVTracer(get_tracer_preset("tiny"))
+    monkeypatch.setattr(E, "_readers", lambda weights, method, device: ((Reg(), Reg.cfg), (tracer, tracer.cfg)))
+    import echogen.eval.readout as R
+    monkeypatch.setattr(R, "model_provenance", lambda *a: "test regressor")
+    np.save(tmp_path / "clip.npy", np.full((n, 112, 112), 0.5, np.float32))
+    args = ["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(tmp_path), "--method", "both", "--fps", "25",
+            "--no-check"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "disagree by" in text and "regressor 60.0" in text
+    assert "zero-padded to the regressor's 32-frame window" in text and "clip(s) of 32" not in text
+    assert main(args + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["disagreement"] > 10 and out["regressor"]["short_clip"] is True
+
+
 # ------------------------------------------------------------------------------------ training script
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):

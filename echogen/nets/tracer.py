@@ -25,6 +25,7 @@ from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors
 
 KIND = "tracer"
 TRACE_FPS = 25.0          # clips faster than this are traced at this rate (ES is found to within 40 ms)
+MIN_TRACE_S = 0.3         # shortest clip traced for an EF: end-systole comes ~0.3 s after end-diastole
 
 
 @dataclass
@@ -241,6 +242,9 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
     failed = ""
     if len(idx) < 2:
         failed = "a single frame has no ED and ES"
+    elif len(idx) / rate < MIN_TRACE_S:
+        failed = (f"the clip lasts {len(idx) / rate:.2f} s: too short to hold end-diastole and end-systole "
+                  f"(at least {MIN_TRACE_S:.2f} s)")
     elif found.mean() < 0.8:
         failed = f"no LV cavity found in {int((~found).sum())} of {len(found)} frames"
     if failed:

@@ -39,6 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a sentence")
 
 
+DISAGREE = 10.0    # EF points between the regressor and LV tracing above which `ef` warns
+
+
 def _default_weights() -> Path:
     from echogen.diffusion.cascade import DEFAULT_WEIGHTS
     return Path(DEFAULT_WEIGHTS)
@@ -110,8 +113,14 @@ def main(args) -> int:
                     "regressor": {"ef": round(mean, 2), "method": "EF regressor (video network)", "model": who}})
         note = f" (fps unknown; taken as {cfg.fps:g})" if assumed else ""
         spread = f", clips range {min(per_clip):.1f}-{max(per_clip):.1f}" if len(per_clip) > 1 else ""
-        lines.append(f"EF {mean:.1f} %  ({path.name}: {frames.shape[0]} frames @ {rfps:g} fps{note}; mean of "
-                     f"{len(per_clip)} clip(s) of {cfg.frames} frames @ {cfg.fps:g} fps{spread})")
+        span = frames.shape[0] * cfg.fps / rfps            # frames once resampled to the regressor's rate
+        if span < cfg.frames:     # predict_ef zero-pads a short clip to the regressor's window
+            how = (f"one clip: {span:.0f} frames at {cfg.fps:g} fps, zero-padded to the regressor's {cfg.frames}-frame "
+                   f"window; a clip shorter than {cfg.frames / cfg.fps:.2f} s reads less reliably")
+        else:
+            how = f"mean of {len(per_clip)} clip(s) of {cfg.frames} frames @ {cfg.fps:g} fps{spread}"
+        out["regressor"]["short_clip"] = bool(span < cfg.frames)
+        lines.append(f"EF {round(mean, 2):.1f} %  ({path.name}: {frames.shape[0]} frames @ {rfps:g} fps{note}; {how})")
         lines.append(f"  method: EF regressor; model: {who}")
     if tr:
         model, cfg = tr
@@ -131,10 +140,18 @@ def main(args) -> int:
         if res["failed"]:
             lines.append(f"EF not read by LV tracing: {res['failed']} ({path.name})")
         else:
-            lines.append(f"EF {res['ef']:.1f} % by LV tracing  ({path.name}: ED frame {t['ed_frame']}, ES frame "
+            lines.append(f"EF {t['ef']:.1f} % by LV tracing  ({path.name}: ED frame {t['ed_frame']}, ES frame "
                          f"{t['es_frame']}, EDV {res['edv']:.0f} / ESV {res['esv']:.0f} px^3 by the method of disks, "
                          f"{len(res['beats'])} beat(s), tracer confidence {res['confidence']:.2f})")
         lines.append(f"  method: LV tracing (area curve -> ED/ES -> method of disks); model: {provenance(model)}")
+    both = [f"{out[k]['ef']:.1f}" for k in ("regressor", "tracing") if k in out and out[k]["ef"] is not None]
+    if len(both) == 2:     # the gap between the readings as printed
+        gap = round(abs(float(both[0]) - float(both[1])), 1)
+        out["disagreement"] = gap
+        if gap > DISAGREE:
+            lines.append(f"⚠ the two readings disagree by {gap:.1f} EF points (regressor {both[0]}, LV tracing "
+                         f"{both[1]}): trust neither without looking at the clip (is it an apical 4-chamber "
+                         "view? see the input check below)")
     if not args.no_check:
         a = assess_input(raw, tr[0] if tr else None, fps=0.0 if assumed else fps, prepared=frames)
         out["input_check"] = a.to_dict()

@@ -109,7 +109,7 @@ def main(args) -> int:
     loop_note = "every generated frame (--full-clip)"
     if not args.full_clip:
         from echogen.data.loops import stage_loops
-        loops, cut = stage_loops(results, frame)
+        loops, cut = stage_loops(results, frame, tracer=_tracer_area(cascade.source, device))
         loop_note = (f"one heart cycle from end-diastole, frames {cut.start}-{cut.stop - 1} of {len(video)} "
                      f"({cut.method})" if cut.complete else
                      f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
@@ -123,7 +123,17 @@ def main(args) -> int:
         print(f"  {r.name:>10}: {t} x {h}x{w} @ {r.fps:g} fps, {r.seconds:.1f} s"
               f"{', ' + r.note if r.note else ''}")
     t, h, w = video.shape
-    print(f"wrote {out}: {loop_note}")
     print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
-          f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}")
+          f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}\n"
+          f"  loop: {loop_note}")
     return 0
+
+
+def _tracer_area(source, device):
+    """The bundle's LV tracer as an LV-area function for the loop cut (as the app cuts it), or None (then the
+    dark-area curve): bundles without a tracer, random-init weights."""
+    if not source or not (Path(source) / "manifest.json").is_file():
+        return None
+    from echogen.teaching.gate import tracer_reader
+    reader = tracer_reader(source, device)
+    return reader.area if reader is not None else None
