@@ -121,6 +121,21 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def dataclass_from_dict(cls, d: dict, what: str, error=ValueError):
+    """cls(**d) from JSON (lists back to tuples), refusing keys cls does not have with `error` naming them."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise error(f"unknown {what} config keys: {sorted(unknown)}")
+    return cls(**_tuples(d))
+
+
+def copy_preset(presets: dict, name: str, what: str):
+    """A fresh copy of presets[name] (a dataclass), or a KeyError listing the names."""
+    if name not in presets:
+        raise KeyError(f"unknown {what} preset '{name}' (choose from {', '.join(presets)})")
+    return dataclasses.replace(presets[name])
+
+
 def stage_from_dict(d: dict) -> StageConfig:
     d = dict(d)
     unet = UNetConfig(**_tuples(d.pop("unet", {})))

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+
+from echogen.config import dataclass_from_dict
 import torch.nn.functional as F
 
 
@@ -84,11 +86,7 @@ class AugmentConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "AugmentConfig":
-        known = {f.name for f in dataclasses.fields(AugmentConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown augmentation keys: {sorted(unknown)}")
-        return AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(AugmentConfig, d, "augmentation")
 
 
 def _mild() -> AugmentConfig:

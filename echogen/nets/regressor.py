@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from echogen.config import copy_preset, dataclass_from_dict
 from echogen.data.resample import source_frames
 from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
 
@@ -51,11 +52,7 @@ class RegressorConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "RegressorConfig":
-        known = {f.name for f in dataclasses.fields(RegressorConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise WeightsError(f"unknown regressor config keys: {sorted(unknown)}")
-        return RegressorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(RegressorConfig, d, "regressor", WeightsError)
 
 
 REGRESSOR_PRESETS = {
@@ -74,9 +71,7 @@ REGRESSOR_PRESETS = {
 
 
 def get_regressor_preset(name: str) -> RegressorConfig:
-    if name not in REGRESSOR_PRESETS:
-        raise KeyError(f"unknown regressor preset '{name}' (choose from {', '.join(REGRESSOR_PRESETS)})")
-    return dataclasses.replace(REGRESSOR_PRESETS[name])
+    return copy_preset(REGRESSOR_PRESETS, name, "regressor")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from echogen.config import copy_preset, dataclass_from_dict
 from echogen.eval.lv_volume import N_DISKS, disks_from_mask, ef_from_volumes
 from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
 
@@ -43,11 +44,7 @@ class TracerConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "TracerConfig":
-        known = {f.name for f in dataclasses.fields(TracerConfig)}
-        unknown = set(d) - known
-        if unknown:
-            raise WeightsError(f"unknown tracer config keys: {sorted(unknown)}")
-        return TracerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return dataclass_from_dict(TracerConfig, d, "tracer", WeightsError)
 
 
 TRACER_PRESETS = {
@@ -58,9 +55,7 @@ TRACER_PRESETS = {
 
 
 def get_tracer_preset(name: str) -> TracerConfig:
-    if name not in TRACER_PRESETS:
-        raise KeyError(f"unknown tracer preset '{name}' (choose from {', '.join(TRACER_PRESETS)})")
-    return dataclasses.replace(TRACER_PRESETS[name])
+    return copy_preset(TRACER_PRESETS, name, "tracer")
 
 
 # ------------------------------------------------------------------------------------------ network
