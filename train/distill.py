@@ -37,7 +37,7 @@ from echogen.diffusion.distill import (DistillConfig, distill_loss, ef_targets, 
                                        student_stage, teacher_trajectory)
 from echogen.diffusion.preview import plot_loss_csv, write_stage_preview
 from echogen.diffusion.stage import lowres_input, previous_stage, sampling_settings, stage_condition
-from echogen.diffusion.training import EMA
+from echogen.diffusion.training import EMA, LossCurve, optimizer_step
 from echogen.data.resample import lowres_from_target, resize_frames
 from echogen.rng import mix_seed, sample_generators, step_generator
 from echogen.weights.bundle import load_tensors, read_manifest, save_tensors, update_manifest, write_manifest
@@ -222,9 +222,9 @@ if cache is not None:   # training draws batches of trajectories (global-batch s
     cache_feed = GlobalBatches(args.trajectories, batch, dist.world, dist.rank, args.seed)
     sigmas = student_sigmas(stage, dcfg, cascade.diffusion)
 if dist.main and not (run / "loss.csv").exists():
-    (run / "loss.csv").write_text("step,loss\n")
     write_stage_preview(teacher, cascade, stage, val[0], run / "samples" / "teacher.gif", dist.device)
-t_start, losses, step_times = time.time(), [], []
+t_start, step_times = time.time(), []
+curve = LossCurve(run / "loss.csv", dist)
 bar = tqdm(total=args.iters, initial=state["step"], disable=not dist.main, desc=f"distil {stage.name}",
            dynamic_ncols=True)
 it = iter(loader) if cache is None else None
@@ -240,24 +240,15 @@ while state["step"] < args.iters:
         forcing = bool(torch.rand((), generator=gen) < dcfg.teacher_forcing)   # the same on every rank
         cond, x = batch_inputs(next(it), gen)
         loss, per_step = distill_loss(ddp, teacher, stage, cascade.diffusion, dcfg, cond, x, forcing)
-    opt.zero_grad(set_to_none=True)
-    sync.loss(loss).backward()
-    sync.after_backward()
-    opt.step()
-    state["step"] += 1
-    state["seen"] += batch * dist.world
-    ema.update(model, batch * dist.world, state["seen"])
-    losses.append(loss.item())
+    optimizer_step(sync, opt, loss, ema, model, state, batch * dist.world)
+    curve.add(loss.item())
     step_times.append(time.perf_counter() - t_step)
     bar.update(1)
     step = state["step"]
     if step % args.log_every == 0 or step == args.iters:
-        mean = distributed.all_mean(sum(losses) / len(losses), dist)
-        losses = []
+        mean = curve.flush(step)
         bar.set_postfix(loss=f"{mean:.4f}")
         if dist.main:
-            with open(run / "loss.csv", "a") as f:
-                f.write(f"{step},{mean:.6f}\n")
             log(f"step {step} loss {mean:.4f} (last batch per student step: "
                 f"{', '.join(f'{v:.3g}' for v in per_step)}; {(time.time() - t_start) / 60:.1f} min)")
     out_of_time = bool(args.minutes) and distributed.all_mean(float((time.time() - t_start) / 60 > args.minutes), dist) > 0

@@ -32,7 +32,7 @@ from echogen.data.echonet import EchoNetDataset
 from echogen.device import tune_cpu_malloc
 from echogen.diffusion.cascade import build_denoiser
 from echogen.diffusion.preview import plot_loss_csv, write_stage_preview
-from echogen.diffusion.training import EMA, stage_loss
+from echogen.diffusion.training import EMA, LossCurve, optimizer_step, stage_loss
 from echogen.rng import mix_seed, step_generator
 from echogen.weights.checkpoint import init_from_bundle, load_checkpoint, save_checkpoint
 
@@ -154,9 +154,8 @@ def plot_loss():
 
 
 # ---- training loop ---------------------------------------------------------------------------
-if dist.main and not (run / "loss.csv").exists():
-    (run / "loss.csv").write_text("step,loss\n")
-t_start, losses, step_times = time.time(), [], []
+t_start, step_times = time.time(), []
+curve = LossCurve(run / "loss.csv", dist)
 bar = tqdm(total=args.steps, initial=state["step"], disable=not dist.main, desc=f"{stage.name}", dynamic_ncols=True)
 it = iter(loader)
 while state["step"] < args.steps:
@@ -175,24 +174,15 @@ while state["step"] < args.steps:
     model.train()
     # batch-level draws (image/video decision, augmentation level, crop): the same on every rank
     loss = stage_loss(ddp, cascade, stage, b, step_generator(args.seed, state["step"]), dist.device)
-    opt.zero_grad(set_to_none=True)
-    sync.loss(loss).backward()
-    sync.after_backward()
-    opt.step()
-    state["step"] += 1
-    state["seen"] += batch * dist.world
-    ema.update(model, batch * dist.world, state["seen"])
-    losses.append(loss.item())
+    optimizer_step(sync, opt, loss, ema, model, state, batch * dist.world)
+    curve.add(loss.item())
     step_times.append(time.perf_counter() - t_step)
     bar.update(1)
     step = state["step"]
     if step % args.log_every == 0 or step == args.steps:
-        mean = distributed.all_mean(sum(losses) / len(losses), dist)
-        losses = []
+        mean = curve.flush(step)
         bar.set_postfix(loss=f"{mean:.4f}")
         if dist.main:
-            with open(run / "loss.csv", "a") as f:
-                f.write(f"{step},{mean:.6f}\n")
             log(f"step {step} loss {mean:.4f} ({(time.time() - t_start) / 60:.1f} min)")
     # all ranks must stop together: rank-average the flag
     out_of_time = bool(args.minutes) and distributed.all_mean(float((time.time() - t_start) / 60 > args.minutes), dist) > 0

@@ -62,3 +62,38 @@ class EMA:
             p_ema.lerp_(p.detach(), 1 - beta)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
+
+
+def optimizer_step(sync, opt: torch.optim.Optimizer, loss: torch.Tensor, ema: EMA, model: torch.nn.Module,
+                   state: dict, global_batch: int) -> None:
+    """Backward (through echogen.distributed.GradSync), Adam step, counters (state["step"], state["seen"]) and
+    the EMA update: one optimiser step of the training scripts (train_stage.py, distill.py)."""
+    opt.zero_grad(set_to_none=True)
+    sync.loss(loss).backward()
+    sync.after_backward()
+    opt.step()
+    state["step"] += 1
+    state["seen"] += global_batch
+    ema.update(model, global_batch, state["seen"])
+
+
+class LossCurve:
+    """RUN/loss.csv ("step,loss"): losses averaged over the steps since the last flush and over the ranks."""
+
+    def __init__(self, path, dist):
+        from pathlib import Path
+        self.path, self.dist, self.values = Path(path), dist, []
+        if dist.main and not self.path.exists():
+            self.path.write_text("step,loss\n")
+
+    def add(self, value: float) -> None:
+        self.values.append(float(value))
+
+    def flush(self, step: int) -> float:
+        from echogen import distributed
+        mean = distributed.all_mean(sum(self.values) / max(len(self.values), 1), self.dist)
+        self.values = []
+        if self.dist.main:
+            with open(self.path, "a") as f:
+                f.write(f"{step},{mean:.6f}\n")
+        return mean
