@@ -123,6 +123,12 @@ def test_weight_choices_and_no_weights_message(tmp_path):
     assert S.weight_choices(None, True, root=tmp_path) == [S.RANDOM_INIT]
     b = make_bundle(tmp_path / "w" / "b1", regressor=False)
     assert S.weight_choices(None, False, root=tmp_path / "w") == [str(b.resolve())]
+    # a distilled ("fast") bundle comes first: the app's default; the multi-step one stays in the list
+    from echogen.weights.bundle import update_manifest
+    fast = make_bundle(tmp_path / "w" / "b2", regressor=False)
+    update_manifest(fast, variant="fast")
+    assert S.weight_choices(None, False, root=tmp_path / "w") == [str(fast.resolve()), str(b.resolve())]
+    assert S.weight_choices(str(b), False, root=tmp_path / "w")[0] == str(b.resolve())   # --weights wins
     assert S.stage_count(str(b)) == 3 and S.stage_count(S.RANDOM_INIT) == 3
     msg = S.no_weights_message("assets/weights/demo")
     assert "no trained weights found at assets/weights/demo" in msg and "--random-init" in msg

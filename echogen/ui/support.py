@@ -78,10 +78,13 @@ def load_engine(choice: str, device="cpu") -> Engine:
 
 
 def weight_choices(weights: str | None, random_init: bool, root=None) -> list[str]:
-    """The picker's entries: --weights first, then every bundle under assets/weights, then random-init."""
+    """The picker's entries: --weights first, then every bundle under assets/weights (distilled "fast" bundles
+    first: the default where one ships; the multi-step bundle stays selectable as the quality choice), then
+    random-init."""
     root = Path(root) if root else Path(DEFAULT_WEIGHTS).parent
     out = [str(Path(weights).resolve())] if weights else []
-    out += [str(p.resolve()) for p in find_bundles(root) if str(p.resolve()) not in out]
+    found = sorted(find_bundles(root), key=lambda p: (read_manifest(p).get("variant") != "fast", p.name))
+    out += [str(p.resolve()) for p in found if str(p.resolve()) not in out]
     if random_init:
         out.append(RANDOM_INIT)
     return out
