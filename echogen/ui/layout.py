@@ -101,7 +101,8 @@ def readout_html(r: dict) -> str:
         tiles.append(_tile("difference", f"{d:+.1f}", cls))
         clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
         foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. " if clips else "")
-        foot += (f"Requested {req:.0f}% is {ef_class(req)}; read {r['read_ef']:.1f}% is {ef_class(r['read_ef'])}.")
+        foot += (f"2021 ESC class: requested {req:.0f}&thinsp;% = {ef_class(req)} EF, read {r['read_ef']:.1f}&thinsp;% = "
+                 f"{ef_class(r['read_ef'])} EF.")
         if not 0 <= r["read_ef"] <= 100:
             foot += " <b>The read EF lies outside 0–100 %: the reading cannot be trusted on this loop.</b>"
     tr = r.get("tracing")

@@ -304,9 +304,9 @@ def plot_volume(res: dict, source_fps: float, path, loop: tuple | None = None, l
     ax.set_ylabel("LV volume (% of EDV)" if s["ef"] is not None else "LV volume (% of max)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, ncol=2)
+    ax.legend(fontsize=7, frameon=False, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.3))  # below: never on the curve
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
