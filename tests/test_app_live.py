@@ -72,6 +72,22 @@ def test_a_release_that_arrived_before_the_generation_began_does_not_stop_it():
     w.check("a", started, 60)
 
 
+def test_the_last_live_loop_is_recalled_only_for_the_same_request(tmp_path):
+    w = L.LiveRequests(max_results=2)
+    f = tmp_path / "show.mp4"
+    f.write_bytes(b"v")
+    w.remember("a", "key", 40, ["out"], [f])
+    assert w.recall("a", "key", 40.0) == ["out"]
+    assert w.recall("a", "key", 41) is None and w.recall("a", "other", 40) is None and w.recall("b", "key", 40) is None
+    w.remember("b", "key", 40, ["b"], [f])
+    w.remember("c", "key", 40, ["c"], [f])                    # at most 2 pages: "a" is forgotten
+    assert w.recall("a", "key", 40) is None and w.recall("c", "key", 40) == ["c"]
+    f.unlink()                                                # pruned by the server: generate again
+    assert w.recall("c", "key", 40) is None
+    w.release("b")
+    assert "b" not in w._last
+
+
 def test_live_requests_are_bounded_and_forgotten_when_a_page_closes():
     w = L.LiveRequests(max_pages=3)
     for k in range(5):
@@ -294,7 +310,7 @@ class FakeApp:
         import gradio as gr
         raise gr.Error(G.scrub(e, *uploads))
 
-    def finish(self, request, path):
+    def finish(self, request, path, poke=True):
         self.finished += 1
 
     def hooks(self):
@@ -376,11 +392,16 @@ def test_live_mode_generates_through_the_one_path_and_drops_a_superseded_request
     h.want(40, request=req)
     out = h.live(*_args(up, 40), True, False, request=req)
     assert app.calls == [40.0] and out[2 * 3 + 3] == {"requested_ef": 40.0, "seed": 7}
-    # a release at 70 arrives during the generation for 40: it stops at its next step and shows nothing
+    # the browser's deferred repeat of the same request: the same loop again, no generation
+    again = h.live(*_args(up, 40), True, False, request=req)
+    assert app.calls == [40.0] and again[:-1] == out[:-1] and "the loop just generated" in again[-1]
+    assert len(app.calls) == 1 and h.live(*_args(up, 40, seed=8), True, False, request=req) and len(app.calls) == 2
+    # a release at 70 arrives during the generation for 45: it stops at its next step and shows nothing
     app.during = lambda step: step == 1 and h.want(70, request=req)
-    out = h.live(*_args(up, 40), True, False, request=req)
-    assert out[:-1] == blank[:-1] and out[-1] == "Live: EF 40 % dropped: the slider was released at 70 % since."
-    assert app.calls == [40.0, 40.0] and "live: EF 40 % dropped" in app.logs[-1] and app.finished == 2
+    out = h.live(*_args(up, 45), True, False, request=req)
+    assert out[:-1] == blank[:-1] and out[-1] == "Live: EF 45 % dropped: the slider was released at 70 % since."
+    assert app.calls[-1] == 45.0 and "live: EF 45 % dropped" in app.logs[-1]
+    assert app.finished == 6                                  # every request, whatever it did, is done with its upload
     # another page's releases never stop this page's generation
     app.during = lambda step: h.want(20, request=SimpleNamespace(session_hash="page-2"))
     assert h.live(*_args(up, 70), True, False, request=req)[2 * 3 + 3]["requested_ef"] == 70.0
@@ -407,11 +428,28 @@ def test_scrub_under_the_time_budget_keeps_what_it_made(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ the real app, via its API
+def make_ef_bundle(out: Path) -> Path:
+    """tests/test_app.py's tiny bundle with every network weight perturbed: a fresh network's zero-initialised
+    output layers make its loop the same at every EF, which would make "only the EF changes" unobservable."""
+    import torch
+    from echogen.diffusion.cascade import Cascade
+    from test_app import make_bundle
+    make_bundle(out)
+    casc = Cascade.load(out)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for d in casc.denoisers.values():
+            for p in d.net.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    casc.save(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from test_app import make_bundle, make_inputs, start_app, stop_app
+    from test_app import make_inputs, start_app, stop_app
     tmp = tmp_path_factory.mktemp("live")
-    bundle = make_bundle(tmp / "bundle")
+    bundle = make_ef_bundle(tmp / "bundle")
     files = make_inputs(tmp)
     proc, url, _ = start_app(["--weights", str(bundle), "--no-teaching"], tmp / "app.log")
     yield {"url": url, "bundle": bundle.name, "log": tmp / "app.log", **files}
@@ -450,7 +488,9 @@ def test_live_and_scrub_through_the_api_match_generate(served):
     assert "cached loop for EF 35 % (nearest to 33 %)" in shown[-1] and shown[2 * 3 + 3]["requested_ef"] == 35
     assert np.array_equal(decode(video_path(shown[2])), decode(video_path(gen[2])))   # the scrub's EF 35 = Generate's
     for ef in (15, 62, 90):
-        assert c.predict(*args(ef), False, api_name="/scrub_show")[2 * 3 + 3]["requested_ef"] == min(85, 5 * round(ef / 5))
+        out = c.predict(*args(ef), False, api_name="/scrub_show")
+        assert out[2 * 3 + 3]["requested_ef"] == min(85, 5 * round(ef / 5))
+    assert not np.array_equal(decode(video_path(out[2])), decode(video_path(gen[2])))   # EF 85 is not EF 35
     assert len(_generations(served["log"])) == n + 15                                  # no model call since
     # another page (client) has no set of its own
     other = Client(served["url"], verbose=False).predict(*args(35), False, api_name="/scrub_show")

@@ -122,10 +122,10 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
     def session(request) -> str | None:
         return getattr(request, "session_hash", None)
 
-    def finish(request, path) -> None:
+    def finish(request, path, poke: bool = True) -> None:
         if serving.uploads is not None:
             serving.uploads.done(session(request), path)
-        if serving.janitor is not None:
+        if serving.janitor is not None and poke:
             serving.janitor.poke()
 
     def slot_updates(engine):

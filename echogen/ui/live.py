@@ -2,10 +2,13 @@
 
 Live mode: releasing the EF slider regenerates the loop through the app's one generate path (echogen/ui/app.py
 `_generate`, i.e. echogen/ui/support.py run_generation) with the same seed and settings as *Generate loop*, so
-only the EF changes. Debounced, and a stale request is dropped, not queued: the event is `always_last` (while a
-live generation runs, the page holds back further releases and then sends only the last one), and every release
-also tells the server at once (`LiveRequests.want`, an unqueued event); a live generation checks after every
-sampler step whether a release at another EF has arrived since it started, and stops (`Superseded`) if so.
+only the EF changes. Debounced, and a stale request is dropped, not queued: every release first tells the server
+at once (`LiveRequests.want`, an unqueued event), then sends the live event, which is `always_last`: while one
+runs, the page holds further releases back and sends the event once more when it ends, with the slider's value
+by then (Gradio 6 reads an event's inputs when it is sent, so a burst of releases mostly becomes one request for
+the last EF). A live generation checks after every sampler step whether a release at another EF has arrived
+since it began, and stops (`Superseded`, nothing shown) if so. A live request for what the page's last one made
+(same frame, seed, bundle, settings and EF: a bit-identical loop) shows that again without a model call.
 
 Scrub: for the current frame, seed, bundle, stages, steps and guidance, pre-generate EF 15, 20, ..., 85
 (`SCRUB_EFS`, 15 loops) through the same generate path, under the same guards (request checks, the server's
@@ -58,18 +61,23 @@ class Superseded(Exception):
 
 
 class LiveRequests:
-    """The EF each page (session) last released the slider at, so that a stale live generation stops early.
+    """Per page (session): the EF it last released the slider at, so that a stale live generation stops early, and
+    its last live loop, so that a repeated request for it costs no generation.
 
     `want` is called at once on every release (an unqueued event); a live generation takes `start()` when it
     begins and calls `check` after every sampler step: it is superseded when a release at another EF arrived
-    after it began. (A release that arrived before it began is not held against it: that may be its own
-    release, whose unqueued event can arrive after the queued one starts.) At most `max_pages` pages are
-    remembered (the oldest are forgotten); `release` forgets a closed page."""
+    after it began. (A release that arrived before it began is not held against it: that may be its own.)
+    `remember` / `recall`: the page's last live outputs for one ScrubKey and EF. The browser sends a deferred
+    (always_last) live event once more after the running one ends, with the slider's value by then, which is
+    often the EF just generated; same key and EF means a bit-identical loop, so it is shown again instead.
+    At most `max_pages` pages' releases and `max_results` pages' last outputs (paths and the readout, ~10 kB)
+    are remembered, the oldest forgotten first; `release` forgets a closed page."""
 
-    def __init__(self, max_pages: int = 4096):
-        self.max_pages = int(max_pages)
+    def __init__(self, max_pages: int = 4096, max_results: int = 256):
+        self.max_pages, self.max_results = int(max_pages), int(max_results)
         self._seq = 0
         self._want: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._last: OrderedDict[str, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
     def want(self, session: str | None, ef) -> None:
@@ -96,9 +104,33 @@ class LiveRequests:
         if w is not None and w[1] > started and w[0] != float(ef):
             raise Superseded(f"EF {float(ef):g} % dropped: the slider was released at {w[0]:g} % since")
 
+    def remember(self, session: str | None, key, ef, outputs: list, files) -> None:
+        if not session:
+            return
+        with self._lock:
+            self._last[session] = (key, float(ef), outputs, [str(f) for f in files])
+            self._last.move_to_end(session)
+            while len(self._last) > self.max_results:
+                self._last.popitem(last=False)
+
+    def recall(self, session: str | None, key, ef) -> list | None:
+        """The page's last live outputs if they were made for this key and EF and their files are still there."""
+        with self._lock:
+            last = self._last.get(session) if session else None
+        if last is None or last[0] != key or last[1] != float(ef) or not all(Path(f).is_file() for f in last[3]):
+            return None
+        return last[2]
+
     def release(self, session: str | None) -> None:
         with self._lock:
             self._want.pop(session, None)
+            self._last.pop(session, None)
+
+
+def shown_files(out: list, n_cols: int) -> list:
+    """The files the Generate button's outputs show or offer: the plot, the downloads, every displayed loop."""
+    shown = out[2 * n_cols + 4]
+    return [out[2 * n_cols + 1], *out[2 * n_cols + 2], *shown.get("plain", []), *shown.get("overlay", [])]
 
 
 # --------------------------------------------------------------------------------------------------- gradio
@@ -108,7 +140,8 @@ class Hooks:
     guards. generate(input_file, frame_index, ef, stages, weights, seed, slots, progress, stop=None) -> the
     Generate button's outputs; settings(frame_index, weights, stages, seed, slots) -> (bundle folder, engine,
     frame index, enabled stages, steps, guidance, seed, ef), checked like a generation request; frame(path, index) ->
-    the conditioning frame; session(request) -> its hash; finish(request, path): after a request (uploads);
+    the conditioning frame; session(request) -> its hash; finish(request, path, poke=True): after a request (its
+    upload is done with; poke: a generation wrote files, wake the result janitor);
     overlay(on, shown) -> video updates with/without the LV contour; fail(error, *uploads): raise it as one
     scrubbed line; budget(): a fresh per-request echogen.ui.guard.Budget; log(msg): one console line."""
     generate: Callable
@@ -188,17 +221,27 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
 
     def live(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3, on, contour,
              request: gr.Request, progress=gr.Progress()):
+        try:
+            return _live(input_file, frame_index, ef, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3], on,
+                         contour, hooks.session(request), progress)
+        finally:
+            hooks.finish(request, input_file)
+
+    def _live(input_file, frame_index, ef, stages, weights, seed, slots, on, contour, sess, progress):
         if not on or not input_file:
             return noop()
-        slots, sess = [s0, g0, s1, g1, s2, g2, s3, g3], hooks.session(request)
+        key = key_for(input_file, frame_index, stages, weights, seed, slots)
         try:
-            if cache.has_sets(sess):                  # this page scrubbed this exact EF: no model call
-                hit = cache.show(sess, key_for(input_file, frame_index, stages, weights, seed, slots), ef, exact=True)
-                if hit is not None:
-                    return shown_with(hit[1], contour) + [f"Live: EF {hit[0]} % from this page's scrub set "
-                                                          "(no model call)."]
+            hit = cache.show(sess, key, ef, exact=True)   # this page scrubbed this exact EF: no model call
         except ScrubRefused as e:
+            hit = None
             hooks.log(f"scrub: {e}")
+        if hit is not None:
+            return shown_with(hit[1], contour) + [f"Live: EF {hit[0]} % from this page's scrub set (no model call)."]
+        again = wanted.recall(sess, key, ef)          # the loop live mode made last, for the same request
+        if again is not None:
+            hooks.log(f"live: EF {float(ef):g} % shown again (the same request as the last one: no model call)")
+            return shown_with(again, contour) + [f"Live: EF {float(ef):g} % (the loop just generated for it)."]
         started, t0 = wanted.start(), time.monotonic()
 
         def stop():
@@ -210,16 +253,21 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
         except Superseded as e:
             hooks.log(f"live: {e}")
             return noop(f"Live: {e}.")
-        finally:
-            hooks.finish(request, input_file)
         dt = time.monotonic() - t0
+        wanted.remember(sess, key, ef, out, shown_files(out, hooks.n_cols))
         hooks.log(f"live: EF {float(ef):g} % generated in {dt:.1f} s")
         return shown_with(out, contour) + [f"Live: EF {float(ef):g} % generated in {dt:.1f} s (seed "
                                            f"{out[2 * hooks.n_cols + 3]['seed']})."]
 
     def show(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3, contour,
              request: gr.Request):
-        sess = hooks.session(request)
+        try:
+            return _show(input_file, frame_index, ef, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
+                         contour, hooks.session(request))
+        finally:
+            hooks.finish(request, input_file, poke=False)     # no generation: the result janitor has nothing new
+
+    def _show(input_file, frame_index, ef, stages, weights, seed, slots, contour, sess):
         if not input_file or not cache.has_sets(sess):
             return noop()
         try:
@@ -229,8 +277,7 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
         if not EF_RANGE[0] <= ef <= EF_RANGE[1]:      # a number still being typed into the slider's box
             return noop()
         try:
-            hit = cache.show(sess, key_for(input_file, frame_index, stages, weights, seed,
-                                           [s0, g0, s1, g1, s2, g2, s3, g3]), ef)
+            hit = cache.show(sess, key_for(input_file, frame_index, stages, weights, seed, slots), ef)
         except ScrubRefused as e:
             return noop(f"Scrub: {e}.")
         if hit is None:
@@ -265,10 +312,7 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
                         raise ScrubGone("this page was closed: its scrub stopped")
                     budget.check()
                 out = hooks.generate(input_file, frame_index, e, stages, weights, seed, slots, part, stop=stop)
-                plain = out[2 * hooks.n_cols + 4]
-                files = [out[2 * hooks.n_cols + 1], *out[2 * hooks.n_cols + 2], *plain.get("plain", []),
-                         *plain.get("overlay", [])]
-                cache.add(s, e, out, files, Path(out[2 * hooks.n_cols + 1]).parent)
+                cache.add(s, e, out, shown_files(out, hooks.n_cols), Path(out[2 * hooks.n_cols + 1]).parent)
                 hooks.log(f"scrub: EF {e} % cached ({len(s.loops)}/{len(SCRUB_EFS)})")
         except ScrubGone as e:
             hooks.log(f"scrub: {e}")
