@@ -1,6 +1,6 @@
 """Live mode and scrub of the app's EF slider (issue 24): the live default, stale-request dropping, the scrub cache
 (keys, bounds, invalidation) and the event functions over a fake generate path (fast tier); then the real app
-through its API with gradio_client (slow tier: starts a server). The browser behaviour is tests/test_app_live_browser.py.
+through its API with gradio_client (slow tier: starts a server). In Chromium: tests/test_app_live_browser.py.
 """
 from __future__ import annotations
 
@@ -168,10 +168,14 @@ def test_scrub_set_shows_the_nearest_cached_ef(tmp_path):
     assert cache.show("p", _key(), 24)[:2] == (25, ["out 25"])
     assert cache.show("p", _key(), 20)[0] == 15               # a tie: the lower EF
     assert cache.show("p", _key(), 90)[0] == 85
-    assert cache.show("p", _key(), 24, exact=True) is None and cache.show("p", _key(), 25, exact=True)[0] == 25
+    assert cache.show("p", _key(), 24, exact=True)[:2] == (None, None)
+    assert cache.show("p", _key(), 25, exact=True)[0] == 25
     assert cache.show("p", _key(seed=2), 25) is None          # other settings: not shown
     assert cache.show("q", _key(), 25) is None                # another page: not shown
     assert C.ScrubSet(_key(), "p").nearest(50) is None
+    empty = C.ScrubCache()
+    empty.end(empty.begin("p", _key()))
+    assert empty.show("p", _key(), 50)[:2] == (None, None)    # a set with nothing in it yet
 
 
 def test_scrub_cache_bounds_per_page_and_on_the_server(tmp_path):
@@ -407,24 +411,49 @@ def test_live_mode_generates_through_the_one_path_and_drops_a_superseded_request
     assert h.live(*_args(up, 70), True, False, request=req)[2 * 3 + 3]["requested_ef"] == 70.0
 
 
+class StepBudget(G.Budget):
+    """A time budget that runs out after `steps` sampler steps (instead of seconds)."""
+
+    def __init__(self, steps):
+        super().__init__(1.0)
+        self.left = steps
+
+    def check(self):
+        self.left -= 1
+        if self.left < 0:
+            raise G.BudgetExceeded("stopped: this request ran past the server's time budget of 1 s")
+
+
 def test_scrub_under_the_time_budget_keeps_what_it_made(tmp_path):
     import gradio as gr
-    app = FakeApp(tmp_path, budget_s=1e-9)                    # the budget runs out at the first step
+    app = FakeApp(tmp_path)
     cache = C.ScrubCache()
-    h = L.make_handlers(app.hooks(), cache, L.LiveRequests())
+    hooks = app.hooks()
+    hooks.budget = lambda: StepBudget(3 + 1)                  # one whole loop, then one step of the next
+    h = L.make_handlers(hooks, cache, L.LiveRequests())
     up, req = _page(tmp_path)
     with pytest.raises(G.BudgetExceeded, match="time budget"):    # the app's _generate turns it into one line
         h.scrub(*_args(up, 40), request=req, progress=lambda *a, **k: None)
-    assert app.calls == [15.0] and cache.stats()["sets"] == 1 and not cache._sets[0].filling
-    app.budget_s = None
+    assert app.calls == [15.0, 20.0] and cache.stats() == {"sets": 1, "pages": 1, "loops": 1}
+    assert not cache._sets[0].filling
+    assert h.show(*_args(up, 40), False, request=req)[-1] == ("Scrub: cached loop for EF 15 % (nearest to 40 %), no "
+                                                              "model call; 1 of 15 EFs cached (15–15 %) (stopped "
+                                                              "early: press Scrub to fill the rest).")
+    hooks.budget = lambda: G.Budget(None)
     h.scrub(*_args(up, 40), request=req, progress=lambda *a, **k: None)    # the rest, not the whole set again
-    assert app.calls == [15.0] + list(map(float, C.SCRUB_EFS))
+    assert app.calls == [15.0, 20.0] + list(map(float, C.SCRUB_EFS[1:]))
+    # a set with nothing cached yet says so (not "other settings")
+    hooks.budget = lambda: StepBudget(0)
+    with pytest.raises(G.BudgetExceeded):
+        h.scrub(*_args(up, 40, seed=3), request=req, progress=lambda *a, **k: None)
+    assert h.show(*_args(up, 40, seed=3), False, request=req)[-1] == (
+        "Scrub: 0 of 15 EFs cached yet for these settings (stopped early: press Scrub to fill the rest).")
     # refused scrubs: one line, no generation
     with pytest.raises(gr.Error, match="Upload an echo frame"):
         h.scrub(*_args(None, 40), request=req, progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="seed must be"):
         h.scrub(*_args(up, 40, seed=-1), request=req, progress=lambda *a, **k: None)
-    assert len(app.calls) == 16
+    assert len(app.calls) == 17
 
 
 # ------------------------------------------------------------------------------------ the real app, via its API

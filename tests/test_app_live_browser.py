@@ -99,8 +99,8 @@ def test_live_mode_and_scrub_in_chromium(tmp_path):
             assert np.array_equal(first_a, second_a)
             assert not np.array_equal(first_a, frames(src_b))
 
-            # --- three releases in quick succession (longer loops: 50 + 20 + 20 steps): the last EF ends up shown and is
-            # generated once, the middle one is never generated, the first one is dropped or (rarely) finishes unseen
+            # --- three releases in quick succession (longer loops: 50 + 20 + 20 steps): the last EF ends up shown
+            # and is generated once, the middle one is never generated, the first is dropped or (rarely) unseen
             set_steps(50, 20, 20)
             before = len(generated(log))
             prev = shown_src()
@@ -112,7 +112,7 @@ def test_live_mode_and_scrub_in_chromium(tmp_path):
             assert f"Live: EF {efs[-1]} %" in page.evaluate(f"() => {STATUS}")
             assert requested() == str(efs[-1])
             burst = [a or b for a, b in generated(log)[before:]]
-            assert burst[-1] == str(efs[-1]) and burst.count(str(efs[-1])) == 1, burst     # once, even if sent twice
+            assert burst[-1] == str(efs[-1]) and burst.count(str(efs[-1])) == 1, burst    # once, even if sent twice
             assert str(efs[1]) not in burst and len(burst) <= 2, burst
             print(f"rapid releases at EF {efs}: generated {burst}; server: "
                   f"{[ln for ln in log.read_text().splitlines() if 'live:' in ln][-3:]}")

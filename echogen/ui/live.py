@@ -236,7 +236,7 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
         except ScrubRefused as e:
             hit = None
             hooks.log(f"scrub: {e}")
-        if hit is not None:
+        if hit is not None and hit[0] is not None:
             return shown_with(hit[1], contour) + [f"Live: EF {hit[0]} % from this page's scrub set (no model call)."]
         again = wanted.recall(sess, key, ef)          # the loop live mode made last, for the same request
         if again is not None:
@@ -284,8 +284,12 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
             return noop("Scrub: this page's cached loops are for another frame, seed, bundle, stages or steps: "
                         "press Scrub to fill them for the current ones.")
         near, out, s = hit
+        rest = "" if s.complete or s.filling else " (stopped early: press Scrub to fill the rest)"
+        if near is None:
+            return noop(f"Scrub: {s.span()} yet for these settings{rest}.")
         note = "" if near == ef else f" (nearest to {ef:g} %)"
-        return shown_with(out, contour) + [f"Scrub: cached loop for EF {near} %{note}, no model call; {s.span()}."]
+        return shown_with(out, contour) + [f"Scrub: cached loop for EF {near} %{note}, no model call; "
+                                           f"{s.span()}{rest}."]
 
     def scrub(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
               request: gr.Request, progress=gr.Progress()):

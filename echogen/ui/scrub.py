@@ -170,16 +170,17 @@ class ScrubCache:
             return next((s for s in self._sets if s.session == session and s.key == key), None)
 
     def show(self, session: str | None, key: ScrubKey, ef: float, exact: bool = False):
-        """(cached EF, outputs, the set) for the nearest cached EF (exact: only `ef` itself), or None. A set whose
-        files the server has pruned meanwhile (the result janitor, --max-results-mb) is dropped and ScrubRefused
-        says so; a hit keeps the set's folders fresh for the janitor's age rule."""
+        """None when this page has no set for this key; else (cached EF, its outputs, the set) for the nearest
+        cached EF (exact: only `ef` itself), or (None, None, the set) when it has none yet. A set whose files the
+        server has pruned meanwhile (the result janitor, --max-results-mb) is dropped and ScrubRefused says so; a
+        hit keeps the set's folders fresh for the janitor's age rule."""
         with self._lock:
             s = next((s for s in self._sets if s.session == session and s.key == key), None)
             if s is None:
                 return None
             near = s.nearest(ef)
             if near is None or (exact and near != float(ef)):
-                return None
+                return None, None, s
             if not all(Path(f).is_file() for f in s.files[near]):
                 self._evict(s)
                 raise ScrubRefused("this page's scrub set was pruned by the server (its result files are kept for "
