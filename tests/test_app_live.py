@@ -141,6 +141,11 @@ def test_frame_digest_and_its_memo(tmp_path):
     memo.get(f, 0, load)                                      # pushed out by two others: read again
     assert len(loads) == 4
 
+    def unreadable():
+        raise ValueError("the upload: file not found")
+    with pytest.raises(ValueError, match="file not found"):     # the reader's own words, not an OSError
+        memo.get(tmp_path / "gone.png", 0, unreadable)
+
 
 # ---------------------------------------------------------------------------------------------- scrub cache
 class Clock:
@@ -406,6 +411,9 @@ def test_live_mode_generates_through_the_one_path_and_drops_a_superseded_request
     assert out[:-1] == blank[:-1] and out[-1] == "Live: EF 45 % dropped: the slider was released at 70 % since."
     assert app.calls[-1] == 45.0 and "live: EF 45 % dropped" in app.logs[-1]
     assert app.finished == 6                                  # every request, whatever it did, is done with its upload
+    import gradio as gr
+    with pytest.raises(gr.Error, match="EF must be"):          # a bad EF from an API client: one line
+        h.live(*_args(up, "lots"), True, False, request=req)
     # another page's releases never stop this page's generation
     app.during = lambda step: h.want(20, request=SimpleNamespace(session_hash="page-2"))
     assert h.live(*_args(up, 70), True, False, request=req)[2 * 3 + 3]["requested_ef"] == 70.0
@@ -453,7 +461,7 @@ def test_scrub_under_the_time_budget_keeps_what_it_made(tmp_path):
         h.scrub(*_args(None, 40), request=req, progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="seed must be"):
         h.scrub(*_args(up, 40, seed=-1), request=req, progress=lambda *a, **k: None)
-    assert len(app.calls) == 17
+    assert len(app.calls) == 17 and app.finished == 7          # all 7 requests are done with their upload
 
 
 # ------------------------------------------------------------------------------------ the real app, via its API

@@ -230,6 +230,11 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
     def _live(input_file, frame_index, ef, stages, weights, seed, slots, on, contour, sess, progress):
         if not on or not input_file:
             return noop()
+        from echogen.ef import check_ef
+        try:
+            ef = check_ef(ef, "EF")
+        except ValueError as e:
+            hooks.fail(e)
         key = key_for(input_file, frame_index, stages, weights, seed, slots)
         try:
             hit = cache.show(sess, key, ef, exact=True)   # this page scrubbed this exact EF: no model call
@@ -293,17 +298,22 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
 
     def scrub(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
               request: gr.Request, progress=gr.Progress()):
-        slots, sess = [s0, g0, s1, g1, s2, g2, s3, g3], hooks.session(request)
+        try:
+            return _scrub(input_file, frame_index, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
+                          hooks.session(request), progress)
+        finally:
+            hooks.finish(request, input_file)
+
+    def _scrub(input_file, frame_index, stages, weights, seed, slots, sess, progress):
         if not input_file:
             hooks.fail("Upload an echo frame, DICOM or clip (or pick an example) first.")
+        key = key_for(input_file, frame_index, stages, weights, seed, slots)
         try:
-            key = key_for(input_file, frame_index, stages, weights, seed, slots)
             s = cache.begin(sess, key)
         except ScrubRefused as e:
             hooks.fail(e, input_file)
         todo = [e for e in SCRUB_EFS if e not in s.loops]
         if not todo:
-            hooks.finish(request, input_file)
             return f"Scrub: all {len(SCRUB_EFS)} EFs are already cached for these settings: move the EF slider."
         budget, t0 = hooks.budget(), time.monotonic()     # one time budget for the whole scrub, like a sweep
         try:
@@ -323,7 +333,6 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
             return gr.update()
         finally:
             cache.end(s)
-            hooks.finish(request, input_file)
         dt = time.monotonic() - t0
         hooks.log(f"scrub: {len(todo)} loops generated in {dt:.1f} s")
         return (f"Scrub ready: {s.span()} in {dt:.0f} s for this frame, seed, bundle and settings. Move the EF "

@@ -226,8 +226,13 @@ class FrameDigests:
         self.size, self._memo, self._lock = int(size), OrderedDict(), threading.Lock()
 
     def get(self, path, index: int, load: Callable) -> str:
+        """load(): the conditioning frame, read when it is not remembered (and when the file cannot even be
+        stat-ed: then load's own error says what is wrong with the upload)."""
         p = Path(str(path))
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError:
+            return frame_digest(load())
         k = (str(p.resolve()), st.st_size, st.st_mtime_ns, int(index))
         with self._lock:
             if k in self._memo:
