@@ -15,7 +15,7 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # whole modules by tier (each starts servers, trains or launches Chromium)
-BROWSER_MODULES = {"test_app_browser.py", "test_teaching_browser.py"}
+BROWSER_MODULES = {"test_app_browser.py", "test_teaching_browser.py", "test_app_live_browser.py"}
 SLOW_MODULES = {"test_app.py", "test_app_hardening.py", "test_teaching_app.py", "test_train_stage.py", "test_train_regressor.py",
                 "test_speed.py", "test_ddp.py", "test_determinism.py"}
 SLOW_TESTS = {"test_evaluate_with_perceptual_metrics", "test_imagen_denoiser_parity", "test_imagen_sample_parity",

@@ -16,7 +16,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import argparse  # noqa: E402
 import atexit  # noqa: E402
 import functools  # noqa: E402
 import random  # noqa: E402
@@ -29,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 from echogen.diffusion.cascade import SEED_MAX  # noqa: E402
 from echogen.ef import SWEEP_MAX, parse_efs  # noqa: E402
 from echogen.ui import guard as G  # noqa: E402
+from echogen.ui import live  # noqa: E402
+from echogen.ui.options import parse_args  # noqa: E402
 from echogen.ui import support as S  # noqa: E402
 
 MAX_SLOTS = 4          # stage columns shown (the largest preset has four stages)
@@ -121,10 +122,10 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
     def session(request) -> str | None:
         return getattr(request, "session_hash", None)
 
-    def finish(request, path) -> None:
+    def finish(request, path, poke: bool = True) -> None:
         if serving.uploads is not None:
             serving.uploads.done(session(request), path)
-        if serving.janitor is not None:
+        if serving.janitor is not None and poke:
             serving.janitor.poke()
 
     def slot_updates(engine):
@@ -137,7 +138,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                               value=st[i].steps if ok else 1),
                     gr.update(visible=ok, label=f"{st[i].name}: guidance" if ok else "guidance",
                               value=st[i].guidance if ok else 1.0)]
-        return [toggles, weights_md(engine), banner_html(engine)] + ups
+        return [toggles, weights_md(engine), banner_html(engine)] + ups + [live.checkbox_update(engine)]
 
     # ---- events -------------------------------------------------------------------------------
     @guarded
@@ -200,21 +201,33 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             gr.Info("This weights bundle has no LV tracer: there is no contour to draw.")
         return [gr.update(value=paths[i]) if i < len(paths) and paths[i] else gr.update() for i in range(n_cols)]
 
-    def _setup(path, frame_index, weights, stages, seed, slots, ef=None):
-        if not path:
-            raise gr.Error("Upload an echo frame, DICOM or clip (or pick an example) first.",
-                           print_exception=False)
+    def _settings(frame_index, weights, stages, seed, slots, ef=None, path=None):
+        """A request's numbers checked, its bundle (folder, engine) and per-stage settings; no input read."""
         try:
             frame_index, ef, seed, slots = G.check_request(frame_index, ef, seed, slots)
-            engine = engines.get(bundle(weights))
-            frame, _ = S.conditioning_frame(path, frame_index)
+            choice = bundle(weights)
+            engine = engines.get(choice)
         except errors as e:
             fail(e, path)
         st = engine.stages
         steps = {s.name: int(slots[2 * i]) for i, s in enumerate(st) if i < MAX_SLOTS}
         guidance = {s.name: float(slots[2 * i + 1]) for i, s in enumerate(st) if i < MAX_SLOTS}
         enabled = [s for s in (stages or []) if s in {x.name for x in st}]
-        return engine, frame, enabled, steps, guidance, seed, ef
+        return choice, engine, frame_index, enabled, steps, guidance, seed, ef
+
+    def _frame(path, frame_index):
+        try:
+            return S.conditioning_frame(path, frame_index)[0]
+        except errors as e:
+            fail(e, path)
+
+    def _setup(path, frame_index, weights, stages, seed, slots, ef=None):
+        if not path:
+            raise gr.Error("Upload an echo frame, DICOM or clip (or pick an example) first.",
+                           print_exception=False)
+        _, engine, frame_index, enabled, steps, guidance, seed, ef = _settings(frame_index, weights, stages, seed,
+                                                                               slots, ef, path)
+        return engine, _frame(path, frame_index), enabled, steps, guidance, seed, ef
 
     @guarded
     def generate(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
@@ -225,7 +238,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         finally:
             finish(request, input_file)
 
-    def _generate(input_file, frame_index, ef, stages, weights, seed, slots, progress):
+    def _generate(input_file, frame_index, ef, stages, weights, seed, slots, progress, stop=None):
+        """The one generate path (the Generate button, live mode, scrub). stop(): called after every sampler
+        step; raises to end the request (live mode: a newer release; scrub: its time budget)."""
         engine, frame, enabled, steps, guidance, seed, ef = _setup(input_file, frame_index, weights, stages, seed,
                                                                    slots, ef)
         names = [s.name for s in engine.stages if s.is_base or s.name in enabled]
@@ -234,6 +249,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         def cb(stage, step, total):
             k = names.index(stage)
             progress((k + step / total) / len(names), desc=f"{stage}: step {step}/{total}")
+            if stop is not None:
+                stop()
 
         try:
             check = S.input_check(engine, input_file, int(frame_index or 0))
@@ -319,6 +336,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                         gr.Markdown("### 2 · Target")
                         ef = gr.Slider(10, 90, value=55, step=1, label="Ejection fraction (EF, %)", elem_id="ef-slider",
                                        info="2021 ESC: preserved ≥ 50 %, mildly reduced 41–49 %, reduced ≤ 40 %")
+                        live_ui = live.controls(first)     # live mode, scrub and their status (echogen/ui/live.py)
                         toggles = gr.CheckboxGroup(label="Cascade stages after the base (off = plain upsampling)",
                                                    choices=stage_choices(first),
                                                    value=[s.name for s in first.stages[1:]],
@@ -402,7 +420,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
-                       [toggles, wmd, banner] + slots, api_name=False)
+                       [toggles, wmd, banner] + slots + [live_ui.live], api_name=False)
         if serving.uploads is not None:           # the page closed: its uploads go
             def page_closed(request: gr.Request):
                 serving.uploads.release(session(request))
@@ -415,56 +433,13 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             lambda on, st: show_overlay(True, st) if on else [gr.update()] * n_cols, [lv_overlay, shown], videos,
             api_name=False, show_progress="hidden")
         lv_overlay.change(show_overlay, [lv_overlay, shown], videos, api_name="overlay", show_progress="hidden")
+        live.wire(demo, live_ui, ef, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
+                  videos + captions + [readout, plot, files, details, shown], lv_overlay, readout,
+                  live.Hooks(_generate, _settings, _frame, session, finish, show_overlay, fail,
+                             lambda: G.Budget(serving.budget_s), log, n_cols), guarded)
         go_sweep.click(sweep, [file_in, frame_pick, efs, toggles, weights, seed] + slots,
                        [grid, table, sweep_files], api_name="sweep", show_progress_on=[grid])
     return demo
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="EchoGen app: one echo frame + an EF -> generated echo loops")
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (needs internet)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the whole network)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--weights", default=None, help="weights bundle folder (default: bundles under assets/weights)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
-    p.add_argument("--auth", action="append", default=None,
-                   help="participant login user:pass (repeat, or comma-separate, for several); required to open the "
-                        "app and its API (failed logins back off per IP and user)")
-    p.add_argument("--organiser", action="append", default=None,
-                   help="organiser (teacher) login user:pass: builds pools and review sets, sees summaries, exports "
-                        "and keys (repeatable). Without any login on 127.0.0.1 the local user is the organiser")
-    p.add_argument("--data-root", default=None,
-                   help="folder of EchoNet-format datasets the organiser may draw real clips from (nothing outside it)")
-    p.add_argument("--pool-limits", default=None,
-                   help="bounds per build, e.g. frames=10,efs=8,per_frame=3,cases=120,real=40 (these are the defaults)")
-    p.add_argument("--teaching-disk-mb", type=float, default=5000.0,
-                   help="the teaching folder (--results) may not grow past this (default 5000 MB)")
-    p.add_argument("--gate-tolerance", type=float, default=7.0,
-                   help="pool quality gate: EF points allowed between the requested EF and the EF read from a "
-                        "generated loop (default 7)")
-    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM; see README)")
-    p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key (PEM)")
-    p.add_argument("--ssl-keyfile-password", default=None, help="password of an encrypted private key")
-    p.add_argument("--random-init", action="store_true",
-                   help="offer the demo preset with random weights (UNTRAINED noise, for testing the app)")
-    p.add_argument("--results", default="results",
-                   help="teaching results folder (pools, review sets, answers database; default ./results)")
-    p.add_argument("--no-teaching", action="store_true", help="only the generation tab (no teaching tabs)")
-    from echogen.cli.main import add_input_limit_arguments, add_speed_arguments
-    add_speed_arguments(p)
-    add_input_limit_arguments(p)
-    p.add_argument("--time-budget", type=float, default=300.0,
-                   help="seconds one generation or sweep may run before it is stopped (default 300; 0 = none)")
-    p.add_argument("--keep-results-min", type=float, default=30.0,
-                   help="minutes a request's result files are kept for download (default 30)")
-    p.add_argument("--max-results-mb", type=float, default=500.0,
-                   help="result files kept at most (oldest deleted first; default 500 MB)")
-    p.add_argument("--upload-ttl-min", type=float, default=30.0,
-                   help="minutes anything in the upload cache is kept at most (default 30; uploads are "
-                        "deleted after use anyway, a page's own when it is closed)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="generations run at once (default 1 on CPU, 2 on CUDA); others wait in the queue")
-    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
