@@ -4,8 +4,6 @@ bundle (one process, resume, two torchrun ranks == one process at twice the batc
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -104,7 +102,6 @@ def test_a_two_step_student_reproduces_the_guided_teacher(forcing):
 # ---- train/distill.py on a tiny converted published bundle ------------------------------------------------
 @pytest.fixture(scope="module")
 def converted_bundle(tmp_path_factory):
-    sys.path.insert(0, str(Path(__file__).parent))
     import test_convert as tc
     from safetensors.torch import load_file
     from echogen.weights.convert import convert_imagen_checkpoint
@@ -125,7 +122,6 @@ def phantom(tmp_path_factory):
 
 
 def _distill(args, nproc=1):
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_ddp import _run
     return _run(DISTILL, args, nproc=nproc)
 
