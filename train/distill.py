@@ -20,7 +20,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from echogen.diffusion.stage import lowres_input, previous_stage, sampling_setti
 from echogen.diffusion.training import EMA, LossCurve, optimizer_step
 from echogen.data.resample import lowres_from_target, resize_frames
 from echogen.rng import mix_seed, sample_generators, step_generator
-from echogen.weights.bundle import load_tensors, read_manifest, save_tensors, update_manifest, write_manifest
+from echogen.weights.bundle import link_bundle, load_tensors, read_manifest, save_tensors, update_manifest
 from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,45 +174,6 @@ def export():
                         provenance={"distilled": {**(man.get("provenance", {}).get("distilled") or {}),
                                                   stage.name: json.loads(meta["distilled_from"])}})
     log(f"exported the EMA student at step {state['step']}")
-
-
-def link_bundle(src: Path, out: Path) -> None:
-    """A new bundle at `out` whose files are src's, referenced by relative path (no weights copied)."""
-    man = read_manifest(src)
-    rel = lambda f: os.path.relpath((src / f).resolve(), out.resolve())  # noqa: E731
-    man["stages"] = {k: rel(v) for k, v in man.get("stages", {}).items()}
-    for key in ("regressor", "tracer"):
-        if man.get(key):
-            man[key] = rel(man[key])
-    man.pop("format", None)
-    write_manifest(out, man)
-
-
-def build_trajectories(n: int) -> dict:
-    """n guided teacher trajectories from TRAIN batches (their own stream: seed + 1), at the student's noise
-    levels: {"states": (steps + 1, n, ...), cond keys: (n, ...)}. Every rank builds the same set."""
-    path = run / "trajectories.safetensors"
-    if path.is_file():
-        t, meta, _ = load_tensors(path, "trajectories")
-        if meta == {"distill": dataclasses.asdict(dcfg), "n": n, "seed": args.seed, "crop": crop}:
-            log(f"trajectories: {n} read from {path}")
-            return t
-    chunk = 8    # a fixed build batch: the set does not depend on --batch or the number of ranks
-    feed = GlobalBatches(len(data), chunk, 1, 0, args.seed + 1)
-    loader1 = iter(DataLoader(data, batch_size=chunk, sampler=feed))
-    parts, done = [], 0
-    for k in tqdm(range((n + chunk - 1) // chunk), desc="teacher trajectories", disable=not dist.main):
-        cond, x = batch_inputs(next(loader1), step_generator(args.seed + 1, k))
-        states = teacher_trajectory(teacher, stage, cascade.diffusion, dcfg, cond, x)
-        parts.append({"states": states.cpu(), **{k2: v.cpu() for k2, v in cond.items()}})
-        done += x.shape[0]
-    t = {"states": torch.cat([q["states"] for q in parts], dim=1)[:, :n]}
-    t.update({k: torch.cat([q[k] for q in parts])[:n] for k in parts[0] if k != "states"})
-    if dist.main:
-        save_tensors(path, t, "trajectories", {"distill": dataclasses.asdict(dcfg), "n": n, "seed": args.seed,
-                                               "crop": crop})
-    log(f"trajectories: {n} solved by the guided teacher ({dcfg.steps} x {dcfg.substeps} teacher steps each)")
-    return t
 
 
 # ---- training loop ---------------------------------------------------------------------------

@@ -151,3 +151,18 @@ def find_bundles(root) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file())
+
+
+def link_bundle(src, out) -> Path:
+    """A new bundle at `out` whose files are src's, referenced by relative path (no weights copied): a variant
+    of src (e.g. distilled stages, train/distill.py) that replaces some entries and keeps the rest."""
+    src, out = Path(src), Path(out)
+    man = read_manifest(src)
+    rel = lambda f: os.path.relpath((src / f).resolve(), out.resolve())  # noqa: E731
+    man["stages"] = {k: rel(v) for k, v in man.get("stages", {}).items()}
+    for key in ("regressor", "tracer"):
+        if man.get(key):
+            man[key] = rel(man[key])
+    man.pop("format", None)
+    write_manifest(out, man)
+    return out
