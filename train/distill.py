@@ -176,6 +176,33 @@ def export():
     log(f"exported the EMA student at step {state['step']}")
 
 
+def build_trajectories(n: int) -> dict:
+    """n guided teacher trajectories from TRAIN batches (their own stream: seed + 1), at the student's noise
+    levels: {"states": (steps + 1, n, ...), cond keys: (n, ...)}. Every rank builds the same set."""
+    path = run / "trajectories.safetensors"
+    if path.is_file():
+        t, meta, _ = load_tensors(path, "trajectories")
+        if meta == {"distill": dataclasses.asdict(dcfg), "n": n, "seed": args.seed, "crop": crop}:
+            log(f"trajectories: {n} read from {path}")
+            return t
+    chunk = 8    # a fixed build batch: the set does not depend on --batch or the number of ranks
+    feed = GlobalBatches(len(data), chunk, 1, 0, args.seed + 1)
+    loader1 = iter(DataLoader(data, batch_size=chunk, sampler=feed))
+    parts, done = [], 0
+    for k in tqdm(range((n + chunk - 1) // chunk), desc="teacher trajectories", disable=not dist.main):
+        cond, x = batch_inputs(next(loader1), step_generator(args.seed + 1, k))
+        states = teacher_trajectory(teacher, stage, cascade.diffusion, dcfg, cond, x)
+        parts.append({"states": states.cpu(), **{k2: v.cpu() for k2, v in cond.items()}})
+        done += x.shape[0]
+    t = {"states": torch.cat([q["states"] for q in parts], dim=1)[:, :n]}
+    t.update({k: torch.cat([q[k] for q in parts])[:n] for k in parts[0] if k != "states"})
+    if dist.main:
+        save_tensors(path, t, "trajectories", {"distill": dataclasses.asdict(dcfg), "n": n, "seed": args.seed,
+                                               "crop": crop})
+    log(f"trajectories: {n} solved by the guided teacher ({dcfg.steps} x {dcfg.substeps} teacher steps each)")
+    return t
+
+
 # ---- training loop ---------------------------------------------------------------------------
 cache = build_trajectories(args.trajectories) if args.trajectories else None
 if cache is not None:   # training draws batches of trajectories (global-batch slots, as the data stream)
