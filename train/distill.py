@@ -87,7 +87,8 @@ teacher_cascade = Cascade.load(args.teacher)
 cascade = teacher_cascade.config
 stage = cascade.stage(args.stage)
 dcfg = DistillConfig(steps=args.steps_student, substeps=args.substeps, sigma_min=args.sigma_min,
-                     teacher_forcing=args.teacher_forcing, teacher_sampler=args.teacher_sampler)
+                     teacher_forcing=1.0 if args.trajectories else args.teacher_forcing,   # a cache: teacher states only
+                     teacher_sampler=args.teacher_sampler)
 student_cfg = student_stage(stage, dcfg)
 if not stage.is_base and student_cfg.sample_sigma_min and student_cfg.sample_sigma_min >= stage.sigma_start > 0:
     raise SystemExit(f"error: --sigma-min {args.sigma_min} must be below the stage's sigma_start {stage.sigma_start}")
@@ -160,7 +161,9 @@ def export():
     meta = dict(preset=cascade.name, steps=str(state["step"]),
                 distilled_from=json.dumps({"teacher": str(args.teacher), "stage": stage.name, "sampler": stage.sampler,
                                            "steps": stage.steps, "guidance": stage.guidance,
-                                           "distill": dataclasses.asdict(dcfg), "iters": state["step"]}))
+                                           "distill": dataclasses.asdict(dcfg), "iters": state["step"],
+                                           "batch": batch * dist.world, "lr": args.lr, "trajectories": args.trajectories,
+                                           "data": str(args.data)}))
     save_tensors(run / f"{stage.name}.safetensors", ema.model.net.state_dict(), "stage", cfg, **meta)
     if args.bundle:
         out = Path(args.bundle)
