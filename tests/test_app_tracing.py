@@ -112,6 +112,12 @@ def test_volume_plot_and_readout_with_a_known_trace(tmp_path):
     html = readout_html(r)
     assert "EF by LV tracing" in html and "40.0" in html and "trained on X" in html and "trained on Y" in html
     assert "a4c-check-readout" in html and "no ultrasound sector found" in html
+    assert "disagree" not in html and "may jump" not in html          # 41 vs 40, a whole cycle
+    # readings 10+ points apart: the readout says so (as `echogen ef --method both`); a loop that is the whole
+    # clip (no clean cycle) is said to be one
+    far = dict(r, tracing=dict(s, ef=8.0), loop={"complete": False, "method": "whole clip: no cycle wraps"})
+    html = readout_html(far)
+    assert "disagree by 33.0 points" in html and "may jump when it repeats" in html
 
 
 @pytest.mark.slow

@@ -58,6 +58,16 @@ def describe_dataset(root) -> str:
     return f"{name} ({n_train} TRAIN videos)"
 
 
+DISAGREE = 10.0     # EF points between the regressor's and LV tracing's readings above which a readout warns
+
+
+def disagreement(regressor_ef, tracing_ef) -> float | None:
+    """|regressor - tracing| in EF points, rounded as printed (0.1), or None unless both read the clip."""
+    if regressor_ef is None or tracing_ef is None:
+        return None
+    return round(abs(round(float(regressor_ef), 1) - round(float(tracing_ef), 1)), 1)
+
+
 def model_provenance(weights, kind: str = "regressor") -> str:
     """'<what> trained on <data>' for the regressor or tracer of a bundle (or a .safetensors file), from
     the file's metadata, else the bundle manifest's provenance, else says it is unrecorded."""

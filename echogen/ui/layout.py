@@ -5,6 +5,8 @@ import html
 
 import gradio as gr
 
+from echogen.eval.readout import DISAGREE, disagreement
+
 THEME = gr.themes.Soft(primary_hue="teal", secondary_hue="sky", neutral_hue="slate",
                        font=["DejaVu Sans", "Helvetica", "Arial", "sans-serif"])
 
@@ -108,6 +110,15 @@ def readout_html(r: dict) -> str:
     tr = r.get("tracing")
     if tr and tr.get("ef") is not None and r.get("read_by") != "LV tracing":
         tiles.append(_tile("EF by LV tracing", f"{tr['ef']:.1f}&thinsp;%"))
+        gap = disagreement(r.get("read_ef"), tr["ef"])
+        if gap is not None and gap > DISAGREE:
+            foot = (f"<b>⚠ The regressor ({r['read_ef']:.1f}&thinsp;%) and LV tracing ({tr['ef']:.1f}&thinsp;%) disagree "
+                    f"by {gap:.1f} points: trust neither reading without looking at the loop (and the traced "
+                    "contour).</b><br>") + foot
+    loop = r.get("loop") or {}
+    if loop and not loop.get("complete", True):
+        foot += (f"<br><b>Loop:</b> no whole heart cycle that repeats without a jump was found ({html.escape(str(loop.get('method', '')))}); "
+                 "the whole clip is shown and may jump when it repeats.")
     sampled = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" if s["sampled"] else f"{s['stage']} upsampled"
                         for s in r.get("stages", []))
     foot += f"<br>Weights: {html.escape(r.get('weights', ''))} · seed {r.get('seed')} · {sampled}"
@@ -135,7 +146,11 @@ def banner_html(engine) -> str:
 
 
 def weights_md(engine) -> str:
+    from echogen.diffusion.stage import cascade_nfe
     st = " → ".join(f"{s.name} {s.size}px×{s.frames}f" for s in engine.stages)
     reg = "EF regressor: yes" if engine.regressor is not None else engine.regressor_note
     tr = "LV tracer: yes" if getattr(engine, "tracer", None) is not None else "no LV tracer"
-    return f"{engine.label} · {st} · {reg} · {tr}"
+    from echogen.ui.live import LIVE_MAX_NFE
+    nfe = cascade_nfe(engine.cascade.config)
+    kind = "fast (live EF on)" if nfe <= LIVE_MAX_NFE else "multi-step (quality; slower)"
+    return f"{engine.label} · **{kind}, {nfe} network evaluations per loop** · {st} · {reg} · {tr}"

@@ -39,9 +39,6 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a sentence")
 
 
-DISAGREE = 10.0    # EF points between the regressor and LV tracing above which `ef` warns
-
-
 def _default_weights() -> Path:
     from echogen.diffusion.cascade import DEFAULT_WEIGHTS
     return Path(DEFAULT_WEIGHTS)
@@ -146,7 +143,8 @@ def main(args) -> int:
         lines.append(f"  method: LV tracing (area curve -> ED/ES -> method of disks); model: {provenance(model)}")
     both = [f"{out[k]['ef']:.1f}" for k in ("regressor", "tracing") if k in out and out[k]["ef"] is not None]
     if len(both) == 2:     # the gap between the readings as printed
-        gap = round(abs(float(both[0]) - float(both[1])), 1)
+        from echogen.eval.readout import DISAGREE, disagreement
+        gap = disagreement(*both)
         out["disagreement"] = gap
         if gap > DISAGREE:
             lines.append(f"⚠ the two readings disagree by {gap:.1f} EF points (regressor {both[0]}, LV tracing "
