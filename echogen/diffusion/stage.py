@@ -134,7 +134,8 @@ def sample_stage(denoiser, stage: StageConfig, diffusion: DiffusionConfig, cond:
 
 
 def describe(settings: dict) -> str:
-    s = f"{settings['sampler']}, {settings['steps']} steps, guidance {settings['guidance']:g}"
+    n = settings["steps"]
+    s = f"{settings['sampler']}, {n} step{'' if n == 1 else 's'}, guidance {settings['guidance']:g}"
     return s + (f", from its input at sigma {settings['sigma_start']:g}" if settings["sigma_start"] > 0 else "")
 
 
