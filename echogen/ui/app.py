@@ -385,7 +385,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                             show_label=False, height=240,
                                             interactive=False, buttons=[], elem_id="curve")
                         gr.Markdown("Each loop is one heart cycle, end-diastole to end-diastole, so it repeats "
-                                    "without a jump; the whole generated clip is among the downloads.",
+                                    "without a jump (when no such cycle is found, the readout says so and the whole "
+                                    "clip is shown); the whole generated clip is among the downloads.",
                                     elem_classes="eg-small")
                         with gr.Accordion("Downloads (loop MP4 + GIF per stage, the full clip) and details",
                                           open=False):
