@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MIN_PERIOD_S = 0.45        # fastest heart rate considered: ~133 bpm (the simulators train 45-120 bpm; a shorter
-                           # "cycle" in a generated clip is speckle or a tracer glitch, not a beat)
+MIN_PERIOD_S = 0.33        # fastest heart rate considered: ~180 bpm
 MAX_PERIOD_S = 2.0         # slowest: 30 bpm
 MIN_FRAMES = 8             # a cycle shorter than this is not a displayable heart cycle (and not told from noise)
 
