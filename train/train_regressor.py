@@ -318,4 +318,5 @@ if args.test_videos != 0 and (run / "regressor.safetensors").is_file():
             f"clips; best model from step {state['best_step']})")
     else:
         log("no TEST videos: final evaluation skipped")
+distributed.barrier(dist)   # every rank tears gloo down together (an early teardown aborted a rank: train_tracer.py)
 distributed.cleanup(dist)

@@ -256,4 +256,5 @@ if dist.main and args.test_videos != 0 and (run / "tracer.safetensors").is_file(
             f"{summary['traced_frames']} traced frames; tracing EF R^2 {te.get('r2', float('nan')):.4f} "
             f"MAE {te.get('mae', float('nan')):.2f} on {summary['videos'] - summary['tracing_failed']} of "
             f"{summary['videos']} videos")
+distributed.barrier(dist)   # the other ranks wait for rank 0's TEST pass: tearing gloo down early aborted rank 1
 distributed.cleanup(dist)
