@@ -28,13 +28,14 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from app_process import free_port, stop_app    # bench/app_process.py (this script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -45,12 +46,6 @@ FIELDS = ["utc", "weights", "nfe", "cpus", "load_1min_start", "load_1min_end", "
           "releases", "release_to_playing_median_s", "release_to_playing_min_s", "release_to_playing_max_s",
           "scrub_fill_s", "scrub_server_s", "switches", "cached_answer_median_s", "cached_switch_median_s",
           "cached_switch_max_s"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bundle_nfe(weights: Path) -> int:
@@ -193,14 +188,7 @@ def main(argv=None) -> int:
                            cached_answer_median_s=round(statistics.median(answered), 3))
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        import shutil
-        shutil.rmtree(work, ignore_errors=True)
+        stop_app(proc, log, work)
     row["load_1min_end"] = round(os.getloadavg()[0], 2)
     row["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     print(json.dumps(row, indent=1))

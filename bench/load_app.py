@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from app_process import free_port, stop_app    # bench/app_process.py (this script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,12 +39,6 @@ def rss_mb(pid: int) -> tuple[float, float]:
     kb = {k: float(v.split()[0]) for k, v in (ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
           if k in ("VmRSS", "VmHWM")}
     return kb.get("VmRSS", float("nan")) / 1024, kb.get("VmHWM", float("nan")) / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values, q):
@@ -164,14 +159,7 @@ def main(argv=None) -> int:
               f"{len(errors)} |")
         return 0 if not errors else 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        import shutil
-        shutil.rmtree(work, ignore_errors=True)
+        stop_app(proc, log, work)
 
 
 if __name__ == "__main__":
