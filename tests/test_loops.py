@@ -1,6 +1,7 @@
 """Seamless loops (echogen.data.loops): one whole heart cycle, end-diastole to end-diastole, that repeats
 without a jump."""
 import numpy as np
+import pytest
 
 from echogen.data.loops import dark_area_curve, end_diastoles, frame_steps, repeat_to, seamless_loop, wrap_ok
 
@@ -100,9 +101,33 @@ def test_generate_cli_cuts_the_loop_on_the_bundle_tracer_area(tmp_path):
     (the dark-area curve gave a spurious 10-frame cycle, issue 19), else on the dark-area curve."""
     from echogen.cli.commands.generate import _tracer_area
     from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade
+    from echogen.data.phantom.dataset import make_video
     area = _tracer_area(DEFAULT_WEIGHTS, "cpu")
     assert callable(area)
-    v = np.random.default_rng(0).random((12, 112, 112)).astype(np.float32)
-    assert np.asarray(area(v, 25.0)).shape == (12,)
+    row, _, clip = make_video(0, 0, sim="v2")                 # a simulator-v2 echo (T, 112, 112) uint8
+    a = np.asarray(area(clip.astype(np.float32) / 255.0, float(row["FPS"])))
+    assert a.shape == (len(clip),) and a.min() > 0           # every frame has an LV area
+    noise = np.random.default_rng(0).random((12, 112, 112)).astype(np.float32)
+    with pytest.raises(ValueError, match="LV"):              # noise has no LV: a reason, not a curve
+        area(noise, 25.0)
     Cascade.random("tiny").save(tmp_path / "b")           # a bundle without a tracer
     assert _tracer_area(tmp_path / "b", "cpu") is None and _tracer_area(None, "cpu") is None
+
+
+def test_a_diastolic_bump_in_the_area_curve_does_not_make_a_half_cycle_loop():
+    """An LV-area curve with a second bump per beat (a noisy trace, an atrial kick) has end-diastoles half a
+    cycle apart; the frames themselves repeat once per cycle (cycle_period), so the loop is one whole cycle."""
+    from echogen.data.loops import cycle_period
+
+    fps, period = 25.0, 0.72
+    v, radius = beating(n=48, fps=fps, period_s=period, seed=3)
+    assert abs(cycle_period(v, fps) - period * fps) <= 1
+    t = np.arange(48) / fps
+    phase = 2 * np.pi * (t - 0.2) / period
+    area = np.cos(phase) + 1.6 * np.exp(-((np.angle(np.exp(1j * (phase - np.pi)))) / 0.8) ** 2)   # bump at mid-cycle
+    eds = end_diastoles(area, fps)
+    assert min(np.diff(eds)) <= 0.6 * period * fps                 # the curve alone gives half cycles
+    cut = seamless_loop(v, fps, area=area)
+    assert cut.complete and abs(cut.frames - period * fps) <= 2 and "period" in cut.method
+    still = np.full((30, 16, 16), 0.3, np.float32) + np.random.default_rng(0).normal(0, 0.01, (30, 16, 16)).astype(np.float32)
+    assert cycle_period(still, fps) is None                        # no beat: no period

@@ -128,6 +128,49 @@ def test_trace_video_reads_a_known_ef(monkeypatch):
     assert len(res["beats"]) >= 1 and res["area"].shape == (n,) and res["confidence"] > 0.9
 
 
+def test_trace_video_never_reads_a_frame_with_no_plausible_lv(monkeypatch):
+    """A frame where the tracer finds nothing, one where it collapses to a sliver and one where it leaks: none of
+    them may become ES (a 0 % volume) or ED; they are flagged, get confidence 0 and are interpolated, and the EF
+    is the clean clip's. With more than 20 % such frames the clip fails with the reason."""
+    import echogen.nets.tracer as T
+
+    fps, period, n = 25.0, 1.0, 50
+    t = np.arange(n) / fps
+    c = 0.5 - 0.5 * np.cos(2 * np.pi * (t - 0.2) / period)
+    a, b = 40 - 6 * c, 16 - 5 * c
+    clean = np.stack([polygon_mask(ellipse(ai, bi), (112, 112), soft=True) for ai, bi in zip(a, b)])
+    broken = clean.copy()
+    broken[10] = 0.0                                                       # nothing traced
+    broken[16] = polygon_mask(ellipse(9, 4), (112, 112), soft=True)       # collapsed (near the true ES, 17)
+    broken[30] = polygon_mask(ellipse(48, 30), (112, 112), soft=True)     # leaked into the LA
+    model = LVTracer(get_tracer_preset("tiny"))
+    video = np.zeros((n, 112, 112), np.uint8)
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(clean))
+    ref = trace_video(model, video, fps)
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(broken))
+    res = trace_video(model, video, fps)
+    assert not res["failed"] and res["usable"].sum() == n - 3
+    assert not res["usable"][[10, 16, 30]].any()
+    assert res["ef"] == pytest.approx(ref["ef"], abs=1.5)
+    assert res["volume"].min() > 0.3 * res["volume"].max()               # no 0 % frame left in the curve
+    assert res["confidence"] < ref["confidence"] and (np.asarray(res["frame_confidence"])[[10, 16, 30]] == 0).all()
+    many = clean.copy()
+    many[::4] = polygon_mask(ellipse(8, 3), (112, 112), soft=True)        # 13 of 50 frames collapsed
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(many))
+    res = trace_video(model, video, fps)
+    assert "no plausible LV trace in 13 of 50 frames" in res["failed"] and np.isnan(res["ef"])
+
+
+def test_implausible_frames_keeps_a_real_beat_at_any_rate():
+    """The spike test must not eat true extrema: fast hearts at 25 fps, and 8 fps clips (no spike test)."""
+    from echogen.eval.lv_volume import implausible_frames
+
+    for fps, period in ((25.0, 0.5), (25.0, 1.3), (8.0, 0.5), (50.0, 0.4)):
+        t = np.arange(int(3 * period * fps)) / fps
+        area = 1000 * (1 - 0.45 * (0.5 - 0.5 * np.cos(2 * np.pi * t / period)))   # EF ~60 % area swing
+        assert not implausible_frames(area, np.ones(len(t), bool), fps).any(), (fps, period)
+
+
 def test_trace_video_refuses_a_clip_too_short_for_a_beat(monkeypatch):
     """0.20 s (10 frames at 50 fps) cannot hold end-diastole and end-systole: no EF, and the reason."""
     import echogen.nets.tracer as T

@@ -109,6 +109,29 @@ def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S) -> list[
     return [int(max(range(max(0, i - 1), min(n, i + 2)), key=lambda k: a[k])) for i in keep]
 
 
+def cycle_period(video, fps: float, clear: float = 0.8) -> int | None:
+    """The heart cycle's length in frames from the clip itself: the lag L (one shortest to one longest cycle,
+    leaving a quarter of the clip to compare) at which frames repeat best, i.e. the smallest local minimum
+    of the mean |frame[t + L] - frame[t]| within 10 % of the deepest one, not at either end of the range.
+    None when there is no such dip or it is not clear (its depth > `clear` x the largest difference: a heart
+    that hardly moves, or noise): the LV-area curve alone then decides. Whole frames carry the beat even where one traced LV area is noisy."""
+    v = _float(video)
+    n = len(v)
+    lo, hi = max(MIN_FRAMES, int(MIN_PERIOD_S * fps)), min(int(MAX_PERIOD_S * fps), n - max(2, n // 4))
+    if hi - lo < 2:
+        return None
+    f = v.reshape(n, -1)
+    lags = np.arange(lo, hi + 1)
+    d = np.array([np.abs(f[lag:] - f[:-lag]).mean() for lag in lags])
+    if d.min() > clear * d.max():
+        return None
+    near = d.min() + 0.1 * (d.max() - d.min())
+    for k in range(1, len(d) - 1):                # a dip inside the range: at its ends the cycle may lie beyond
+        if d[k] <= near and d[k] <= d[k - 1] and d[k] <= d[k + 1]:
+            return int(lags[k])
+    return None
+
+
 def crossfaded(video, start: int, stop: int, k: int) -> np.ndarray:
     """Frames [start, stop) whose last k frames are blended towards the k frames before `start` (the same
     phase of the previous beat): weight m/k for the m-th of them, so the last frame is frame start-1 (averaged
@@ -161,8 +184,15 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     eds = end_diastoles(area, fps)
     steps = frame_steps(fv)
     lo, hi = max(MIN_FRAMES, int(MIN_PERIOD_S * fps)), int(MAX_PERIOD_S * fps) + 1
+    pairs = list(zip(eds, eds[1:]))                       # consecutive end-diastoles: one cycle each
+    period = cycle_period(fv, fps)
+    if period is not None:                                # keep the cycles as long as the clip's own period
+        tol = max(2, round(0.2 * period))                 # (an area bump in diastole is not an end-diastole),
+        pairs = [(i, j) for i, j in pairs if abs(j - i - period) <= tol]        # and one period on from an ED
+        pairs += [(i, i + period) for i in eds if i + period <= n and (i, i + period) not in pairs]
+        method += f", period {period} frames"
     best = None                                           # (score, start, stop, wrap, max_step)
-    for i0, j0 in zip(eds, eds[1:]):
+    for i0, j0 in pairs:
         for i in range(max(0, i0 - max_shift), min(n - 1, i0 + max_shift) + 1):
             for j in range(max(i + 1, j0 - max_shift), min(n, j0 + max_shift) + 1):   # loop = [i, j)
                 if not lo <= j - i <= hi:
@@ -177,7 +207,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         _, i, j, wrap, mx = best
         return LoopCut(v[i:j], i, j, float(fps), True, f"ED to ED ({method})", eds, area, wrap, mx)
     if crossfade > 0:                                     # closest to the EDs found first
-        cands = sorted(((abs(i - i0) + abs(j - j0), i, j) for i0, j0 in zip(eds, eds[1:])
+        cands = sorted(((abs(i - i0) + abs(j - j0), i, j) for i0, j0 in pairs
                         for i in range(max(crossfade, i0 - max_shift), min(n - 1, i0 + max_shift) + 1)
                         for j in range(max(i + 1, j0 - max_shift), min(n, j0 + max_shift) + 1)
                         if lo <= j - i <= hi and j - i > 2 * crossfade))
@@ -189,7 +219,8 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
                 return LoopCut(loop, i, j, float(fps), True, f"ED to ED, {crossfade}-frame crossfade ({method})",
                                eds, area, wrap, mx, crossfade)
     wrap = frame_diff(fv[-1], fv[0]) if n > 1 else 0.0
-    why = "fewer than two end-diastoles" if len(eds) < 2 else "no cycle wraps without a jump"
+    why = ("fewer than two end-diastoles" if len(eds) < 2 and not pairs else
+           "no cycle wraps without a jump" if pairs else f"no two end-diastoles one period ({period} frames) apart")
     return LoopCut(v, 0, n, float(fps), False, f"whole clip: {why} ({method})", eds, area, wrap,
                    float(steps.max()) if len(steps) else 0.0)
 

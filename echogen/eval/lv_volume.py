@@ -216,6 +216,48 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     return [(refine(ed, np.argmax), refine(es, np.argmin)) for ed, es in beats]
 
 
+def implausible_frames(area, found, fps: float, volume=None) -> np.ndarray:
+    """Frames (T,) bool whose traced LV cannot be this heart's LV, so they must not set ED, ES or a volume:
+    no cavity found; an area under 30 % or over 250 % of the clip's median traced area (a trace that
+    collapsed or leaked into the next chamber: an LV at EF 85 % still keeps ~45 % of its median area); a
+    method-of-disks volume (when given) under 10 % or over 400 % of the median volume (a thin sliver keeps
+    area but has no volume; at EF 90 % the ESV is still ~20 % of the median volume); or,
+    at >= 15 fps, a one-frame spike: a frame that differs from BOTH neighbours in the same direction by more
+    than max(35 % of the curve's 5-95 % range, 15 % of the median area) (40 ms apart, the LV cannot jump
+    out and back). Below 15 fps neighbouring frames may legitimately straddle a whole systole: no spike test."""
+    a = np.asarray(area, np.float64)
+    bad = ~np.asarray(found, bool)
+    if bad.all():
+        return bad
+    med = float(np.median(a[~bad]))
+    bad = bad | (a < 0.3 * med) | (a > 2.5 * med)
+    if volume is not None:
+        vol = np.asarray(volume, np.float64)
+        vmed = float(np.median(vol[np.asarray(found, bool)]))
+        bad = bad | (vol < 0.1 * vmed) | (vol > 4.0 * vmed)
+    if fps >= 15 and len(a) >= 5 and (~bad).sum() >= 5:
+        ok = ~bad
+        rng = float(np.percentile(a[ok], 95) - np.percentile(a[ok], 5))
+        tol = max(0.35 * rng, 0.15 * med)
+        for i in range(1, len(a) - 1):
+            if ok[i] and ok[i - 1] and ok[i + 1]:
+                d0, d1 = a[i] - a[i - 1], a[i] - a[i + 1]
+                if d0 * d1 > 0 and min(abs(d0), abs(d1)) > tol:
+                    bad[i] = True
+    return bad
+
+
+def fill_frames(values, bad) -> np.ndarray:
+    """values (T,) with the `bad` frames replaced by linear interpolation between the nearest good ones
+    (held flat beyond the first / last good frame)."""
+    v = np.asarray(values, np.float64).copy()
+    bad = np.asarray(bad, bool)
+    if bad.any() and (~bad).any():
+        i = np.arange(len(v))
+        v[bad] = np.interp(i[bad], i[~bad], v[~bad])
+    return v
+
+
 def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
     """EF from per-frame volumes with ED / ES found on the area curve: one EF per beat, the median
     reported. Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
-from echogen.eval.lv_volume import N_DISKS, disks_from_mask, ef_from_volumes
+from echogen.eval.lv_volume import N_DISKS, disks_from_mask, ef_from_volumes, fill_frames, implausible_frames
 from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
 
 KIND = "tracer"
@@ -221,7 +221,9 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
 
     Returns trace_frames' arrays plus {"frames": source-frame index of each traced frame, "fps": rate traced
     at, "ef", "edv", "esv", "ed", "es" (indices into the traced frames), "beats", "confidence" (mean),
-    "failed": a reason string or ""}."""
+    "usable" (T,) bool, "failed": a reason string or ""}. Frames whose trace is implausible
+    (echogen.eval.lv_volume.implausible_frames: no cavity, collapsed, leaking, a one-frame spike) get
+    confidence 0 and their area / volume interpolated from the neighbouring frames; over 20 % of them fail the clip."""
     from echogen.nets.regressor import resample_indices
 
     cfg = cfg or model.cfg
@@ -234,6 +236,11 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
     res = trace_frames(model, v[torch.as_tensor(idx)], cfg)
     res["frames"], res["fps"] = idx, rate
     found = res["found"]
+    bad = implausible_frames(res["area"], found, rate, res["volume"])
+    res["usable"] = ~bad
+    res["confidence"] = np.where(bad, 0.0, res["confidence"])         # an implausible trace is not a confident one
+    if bad.any() and not bad.all():                                    # never a 0 volume at a frame with no LV
+        res["area"], res["volume"] = fill_frames(res["area"], bad), fill_frames(res["volume"], bad)
     failed = ""
     if len(idx) < 2:
         failed = "a single frame has no ED and ES"
@@ -242,6 +249,9 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
                   f"(at least {MIN_TRACE_S:.2f} s)")
     elif found.mean() < 0.8:
         failed = f"no LV cavity found in {int((~found).sum())} of {len(found)} frames"
+    elif bad.mean() > 0.2:
+        failed = (f"no plausible LV trace in {int(bad.sum())} of {len(bad)} frames (collapsed, leaking or "
+                  f"jumping from frame to frame)")
     if failed:
         res.update(ef=math.nan, edv=math.nan, esv=math.nan, ed=-1, es=-1, beats=[])
     else:

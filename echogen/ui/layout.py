@@ -67,6 +67,8 @@ def methods_html(r: dict) -> str:
         extra = ""
         if m["method"] == "LV tracing" and m.get("ef") is not None:
             extra = f", ED frame {m['ed_frame']}, ES frame {m['es_frame']}, confidence {m['confidence']:.2f}"
+            if m.get("interpolated_frames"):
+                extra += f", {m['interpolated_frames']} frame(s) with no plausible trace (interpolated)"
         who = html.escape(m.get("model") or "")
         items.append(f"<li><b>{html.escape(m['method'])}</b>: {val}{extra} — {who}</li>")
     return ("<div id='ef-methods' class='eg-methods'>EF read by " + " and ".join(html.escape(m["method"]) for m in rows)

@@ -232,6 +232,7 @@ def tracing_summary(res: dict, fps: float) -> dict:
             "edv_px3": round(float(res["edv"]), 1) if ok else None,
             "esv_px3": round(float(res["esv"]), 1) if ok else None,
             "beats": len(res.get("beats") or []), "confidence": round(float(res["confidence"]), 3),
+            "interpolated_frames": int((~np.asarray(res.get("usable", []), bool)).sum()),
             "traced_fps": float(res["fps"]), "fps": float(fps)}
 
 
@@ -293,6 +294,9 @@ def plot_volume(res: dict, source_fps: float, path, loop: tuple | None = None, l
     if loop is not None:
         ax.axvspan(loop[0] / source_fps, loop[1] / source_fps, color="#14b8a6", alpha=0.12, lw=0, label="shown loop")
     ax.plot(t, y, marker="o", ms=2.5, lw=1.4, color="#0f766e", label=label or "LV volume (traced)")
+    bad = ~np.asarray(res.get("usable", np.ones(len(t), bool)), bool)
+    if bad.any() and len(bad) == len(t):
+        ax.plot(t[bad], y[bad], "x", color="#b45309", ms=7, mew=1.6, label="no plausible trace (interpolated)")
     if s["ef"] is not None:
         ed, es = int(res["ed"]), int(res["es"])
         ax.plot([t[ed]], [y[ed]], "^", color="#b91c1c", ms=8, label="ED")
@@ -365,7 +369,8 @@ def ef_readers(engine: Engine, regressor_read, tracing: dict | None) -> list[dic
         rows.append({"method": "LV tracing", "how": "LV traced per frame; ED/ES from the area curve; volumes by the "
                      "single-plane method of disks", "ef": tracing["ef"], "failed": tracing["failed"],
                      "model": engine.tracer_from, "confidence": tracing["confidence"],
-                     "ed_frame": tracing["ed_frame"], "es_frame": tracing["es_frame"]})
+                     "ed_frame": tracing["ed_frame"], "es_frame": tracing["es_frame"],
+                     "interpolated_frames": tracing.get("interpolated_frames", 0)})
     return rows
 
 
