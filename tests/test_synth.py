@@ -77,6 +77,32 @@ def _tiny_regressor():
     return EFRegressor(cfg).eval(), cfg
 
 
+def test_combine_links_videos_and_carries_the_tracings(tmp_path):
+    """combine: two EchoNet-format folders -> one (the rows chosen, symlinked videos, and the VolumeTracings.csv
+    rows of exactly those videos, so the LV tracer trains on the mix); a name in two parts is refused."""
+    from echogen.data.echonet import read_filelist
+    from echogen.data.phantom import write_phantom
+
+    write_phantom(tmp_path / "a", videos=3, seed=1, sim="v1")
+    write_phantom(tmp_path / "b", videos=3, seed=2, sim="v2")
+    ra, rb = read_filelist(tmp_path / "a"), read_filelist(tmp_path / "b")
+    n = synth.combine(tmp_path / "mix", [(tmp_path / "a", ra[:2]), (tmp_path / "b", rb)])
+    rows = read_filelist(tmp_path / "mix")
+    names = {r["FileName"] for r in rows}
+    assert n == 5 and names == {r["FileName"] for r in ra[:2] + rb}
+    assert all((tmp_path / "mix" / "Videos" / f"{x}.avi").is_symlink() for x in names)
+    with open(tmp_path / "mix" / "VolumeTracings.csv", newline="") as f:
+        traced = [r["FileName"][:-4] for r in csv.DictReader(f)]
+    assert set(traced) == names                                       # the third video of `a` is not there
+    with open(tmp_path / "a" / "VolumeTracings.csv", newline="") as f:
+        want = sum(1 for r in csv.DictReader(f) if r["FileName"][:-4] in names)
+    with open(tmp_path / "b" / "VolumeTracings.csv", newline="") as f:
+        want += sum(1 for r in csv.DictReader(f) if r["FileName"][:-4] in names)
+    assert len(traced) == want
+    with pytest.raises(synth.SynthError, match="twice"):
+        synth.combine(tmp_path / "dup", [(tmp_path / "a", ra), (tmp_path / "a", ra[:1])])
+
+
 def test_privacy_nearest_finds_a_copy(tmp_path):
     from echogen.data.video_io import write_video
 

@@ -440,7 +440,8 @@ def combine(out, parts, link: bool = True) -> int:
     """An EchoNet-format folder OUT from parts [(root, rows)], rows: dicts of FileList rows of root (with
     FileName and Split, e.g. from read_filelist or read_rows); videos are symlinked (copied when link is False
     or symlinks fail). E.g. real VAL/TEST + a real TRAIN subset + a synthetic FileList.csv for
-    train/train_regressor.py. Returns the number of rows written."""
+    train/train_regressor.py. The parts' VolumeTracings.csv rows of the written videos are combined too
+    (train/train_tracer.py reads them). Returns the number of rows written."""
     import shutil
 
     out = Path(out)
@@ -469,4 +470,30 @@ def combine(out, parts, link: bool = True) -> int:
         w.writeheader()
         for r in written:
             w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
+    _combine_tracings(out, [Path(root) for root, _ in parts], seen)
     return len(written)
+
+
+def _combine_tracings(out: Path, roots: list, names: set) -> None:
+    """OUT/VolumeTracings.csv: the tracing rows of the combined videos from every root that has them (so the
+    combined folder trains the LV tracer too); no file when no root has tracings."""
+    header, rows = None, []
+    for root in dict.fromkeys(roots):
+        path = root / "VolumeTracings.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            r = csv.reader(f)
+            h = next(r, None)
+            if h is None:
+                continue
+            if header is not None and h != header:
+                raise SynthError(f"combine: {path} has columns {h}, another part has {header}")
+            header = h
+            rows += [row for row in r if row and Path(row[0]).stem in names]
+    if header is None:
+        return
+    with open(out / "VolumeTracings.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
