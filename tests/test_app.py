@@ -170,6 +170,12 @@ def test_generation_without_regressor_never_makes_up_an_ef(tmp_path):
     assert len(g.files) == 7 and all(Path(f).stat().st_size > 0 for f in g.files)     # loops + the full clip
     assert g.files[-1].name.endswith("temporal_fullclip.mp4") and decode(g.files[-1]).shape[0] == 8
     assert decode(g.display["temporal"]).shape == (8, S.DISPLAY, S.DISPLAY)
+    # each stage's caption gives the frames of the loop it shows (not the generated clip's, unless it is the clip)
+    from echogen.ui.layout import stage_label
+    for r, row in zip(g.stages, g.readout["stages"]):
+        n = decode(g.display[r.name]).shape[0]
+        assert row["loop_frames"] == n
+        assert f"{n} frames ({n / r.fps:.2f} s" in stage_label(r, eng, row["loop_frames"], g.readout["loop"]["complete"])
 
 
 def test_clip_ef_defaults_the_slider_only_when_there_is_a_regressor_and_a_clip(tmp_path):
@@ -218,6 +224,8 @@ def test_generate_endpoint(client, served):
     assert "temporal" in str(caps[2]) and "sampled" in str(caps[2])
     assert all(p and Path(p).is_file() for p in shown)
     assert [decode(p).shape[0] for p in shown] == [4, 4, 8]                   # tiny: 4 -> 4 -> 8 frames
+    for p, cap, row in zip(shown, caps, readout["stages"]):                    # captions: the frames shown
+        assert row["loop_frames"] == decode(p).shape[0] and f"{row['loop_frames']} frames" in str(cap)
     assert readout["requested_ef"] == 45 and readout["untrained"] is False
     assert readout["read_ef"] is not None and readout["per_clip_ef"]
     assert readout["difference"] == pytest.approx(readout["read_ef"] - 45, abs=0.11)

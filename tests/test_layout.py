@@ -46,3 +46,41 @@ def test_no_sys_path_edits_anywhere():
             if "sys.path.insert" in p.read_text() and p.name != "test_layout.py"]
     hits += ["app.py"] if "sys.path" in (ROOT / "app.py").read_text() else []
     assert not hits
+
+
+# ------------------------------------------------------------------------------ the Generate page's wording
+def _stage(name="temporal", frames=32, side=112, fps=25.0, sampled=True):
+    from types import SimpleNamespace
+    return SimpleNamespace(name=name, video=SimpleNamespace(shape=(1, 1, frames, side, side)), fps=fps, sampled=sampled)
+
+
+def test_stage_caption_gives_the_loops_frames_and_duration_not_the_clips():
+    from types import SimpleNamespace
+    from echogen.ui.layout import stage_label
+    eng = SimpleNamespace(untrained=False)
+    cap = stage_label(_stage(), eng, loop_frames=14, complete=True)
+    assert "loop: 14 frames" in cap and "0.56 s" in cap and "25 fps" in cap      # 14 frames / 25 fps
+    assert "32-frame clip" in cap and "32 frames" not in cap                     # the clip only as its source
+    assert "**temporal**" in cap and "112×112 px" in cap and "sampled" in cap
+    base = stage_label(_stage("base", 16, 28, 12.5), eng, loop_frames=7, complete=True)
+    assert "loop: 7 frames" in base and "0.56 s" in base and "16-frame clip" in base
+    # no seamless cycle found: the whole clip is shown, and the caption says so
+    whole = stage_label(_stage(), eng, loop_frames=32, complete=False)
+    assert "whole clip" in whole and "no seamless heart cycle" in whole and "32 frames" in whole and "1.28 s" in whole
+    assert "whole clip" in stage_label(_stage(), eng)                            # no loop length given
+    assert "OFF: upsampled" in stage_label(_stage(sampled=False), eng, 14)
+    assert "UNTRAINED" in stage_label(_stage(), SimpleNamespace(untrained=True), 14)
+
+
+def test_readout_tiles_have_short_keys():
+    """Tile keys stay short (the reader, the sign convention go in a small note), so they do not wrap word by word."""
+    import re
+    from echogen.ui.layout import readout_html
+    r = {"requested_ef": 35.0, "read_ef": 34.1, "difference": -0.9, "per_clip_ef": [34.1], "read_by": "EF regressor",
+         "regressor": "r", "weights": "w", "seed": 6, "stages": [], "readers": [],
+         "tracing": {"ef": 28.4}}
+    html = readout_html(r)
+    keys = re.findall(r"<div class='k'>(.*?)</div>", html)
+    assert keys == ["Requested EF", "EF read from the loop (EF regressor)", "Difference", "EF by LV tracing"]
+    assert all(len(k) <= 36 for k in keys)
+    assert "<div class='n'>read − requested</div>" in html and "class='eg-tiles'" in html

@@ -265,7 +265,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             if i < len(g.stages):
                 r = g.stages[i]
                 vids.append(gr.update(value=str(g.display[r.name]), visible=True))
-                caps.append(gr.update(value=stage_label(r, engine), visible=True))
+                row = g.readout["stages"][i]
+                caps.append(gr.update(value=stage_label(r, engine, row.get("loop_frames"),
+                                                        g.readout["loop"]["complete"]), visible=True))
             else:
                 vids.append(gr.update(value=None, visible=False))
                 caps.append(gr.update(value="", visible=False))
@@ -326,9 +328,12 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                         examples_per_page=8)
                         frame_pick = gr.Slider(0, 9999, value=0, step=1, label="Frame of the clip to condition on",
                                                visible=False, elem_id="frame-pick")
+                        # the caption sits above the image (a shown label of gr.Image floats over the picture)
+                        gr.Markdown("Conditioning frame (112×112, preprocessed)", elem_classes="eg-image-caption",
+                                    elem_id="preview-caption")
                         with gr.Row():
-                            preview = gr.Image(label="Conditioning frame (112×112, preprocessed)", height=224,
-                                               width=224,
+                            preview = gr.Image(label="Conditioning frame (112×112, preprocessed)", show_label=False,
+                                               height=224, width=224,
                                                interactive=False, buttons=[], elem_id="preview")
                         input_info = gr.Markdown(elem_classes="eg-small", elem_id="input-info")
                         a4c = gr.HTML("", elem_id="a4c-box")      # the apical-4-chamber check of the upload
@@ -374,8 +379,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                                                 else "", elem_classes="eg-caption",
                                                                 elem_id=f"caption-{i}"))
                         with gr.Row():
-                            lv_overlay = gr.Checkbox(False, label="Show the traced LV contour (LV tracer)",
-                                                     elem_id="lv-overlay", scale=0)
+                            lv_overlay = gr.Checkbox(False, label="Show traced LV contour",
+                                                     info="the LV tracer's outline, drawn on every loop",
+                                                     elem_id="lv-overlay", scale=0, min_width=300)
                             shown = gr.State({})     # display loops of the last generation: plain / with contour
                         with gr.Row(equal_height=False):
                             readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>"

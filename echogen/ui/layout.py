@@ -18,13 +18,22 @@ CSS = """
 .eg-video video {background: #000;}
 .eg-readout {display: flex; flex-wrap: wrap; gap: .6rem; padding: .2rem 0;}
 .eg-readout.muted {opacity: .6; padding: 1rem;}
-.eg-tile {flex: 1 1 8rem; border-radius: 10px; padding: .6rem .8rem; background: var(--block-background-fill);
+/* readout tiles: two columns (asked | read, difference | second reading), each as wide as its key on one line
+   when there is room; only a column too narrow for that wraps its keys (balanced, never mid-word) */
+.eg-tiles {flex-basis: 100%; display: grid; grid-template-columns: auto 1fr; gap: .6rem;}
+.eg-tile {min-width: 0; border-radius: 10px; padding: .55rem .8rem; background: var(--block-background-fill);
           border: 1px solid var(--border-color-primary);}
-.eg-tile .k {font-size: .78rem; text-transform: uppercase; letter-spacing: .05em; opacity: .7;}
-.eg-tile .v {font-size: 1.8rem; font-weight: 700; font-variant-numeric: tabular-nums;}
+.eg-tile .k {font-size: .8rem; font-weight: 600; letter-spacing: .01em; opacity: .75; text-wrap: balance;}
+.eg-tile .n {font-size: .74rem; opacity: .65; text-wrap: balance;}
+.eg-tile .v {font-size: 1.7rem; font-weight: 700; line-height: 1.25; font-variant-numeric: tabular-nums;
+             white-space: nowrap;}
 .eg-tile.good .v {color: #0f766e;} .eg-tile.warn .v {color: #b45309;} .eg-tile.bad .v {color: #b91c1c;}
 .eg-foot {flex-basis: 100%; font-size: .8rem; opacity: .75;}
 .eg-caption {text-align: center; font-size: .85rem; margin-top: .3rem;}
+.eg-caption p {margin: 0;}
+.eg-image-caption {font-size: .85rem; font-weight: 600; margin: 0 0 .2rem 0;}
+.eg-image-caption p {margin: 0;}
+#lv-overlay label {white-space: nowrap;}
 .eg-check {padding: .45rem .7rem; border-radius: 8px; font-size: .88rem;}
 .eg-check.bad {background: #fef3c7; color: #7c2d12; border: 2px solid #b45309; font-weight: 600;}
 .eg-check.bad ul {font-weight: 400; margin: .3rem 0 0 1rem;}
@@ -48,8 +57,11 @@ def ef_class(ef: float) -> str:
     return categorise(float(ef), parse_categories("esc2021"))
 
 
-def _tile(key: str, value: str, cls: str = "") -> str:
-    return f"<div class='eg-tile {cls}'><div class='k'>{html.escape(key)}</div><div class='v'>{value}</div></div>"
+def _tile(key: str, value: str, cls: str = "", note: str = "") -> str:
+    """One readout tile: key (one short line), an optional small note under it (who read it, how), the value."""
+    n = f"<div class='n'>{html.escape(note)}</div>" if note else ""
+    return (f"<div class='eg-tile {cls}'><div class='k'>{html.escape(key)}</div>{n}"
+            f"<div class='v'>{value}</div></div>")
 
 
 def methods_html(r: dict) -> str:
@@ -93,7 +105,7 @@ def readout_html(r: dict) -> str:
     """The EF readout beside the loops: requested, read back (by which method), difference, and every
     reader with what it was trained on (never a made-up number)."""
     req = r["requested_ef"]
-    tiles = [_tile("requested EF", f"{req:.0f}&thinsp;%") + ""]
+    tiles = [_tile("Requested EF", f"{req:.0f}&thinsp;%")]
     if r.get("read_ef") is None:
         tiles.append(_tile("EF read from the loop", "—"))
         foot = html.escape(r.get("regressor") or "no EF regressor in this bundle")
@@ -102,7 +114,7 @@ def readout_html(r: dict) -> str:
         cls = "good" if abs(d) <= 5 else "warn" if abs(d) <= 10 else "bad"
         by = r.get("read_by") or "EF regressor"
         tiles.append(_tile(f"EF read from the loop ({by})", f"{r['read_ef']:.1f}&thinsp;%"))
-        tiles.append(_tile("difference", f"{d:+.1f}", cls))
+        tiles.append(_tile("Difference", f"{d:+.1f}", cls, note="read − requested"))
         clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
         foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. " if clips else "")
         foot += (f"2021 ESC class: requested {req:.0f}&thinsp;% = {ef_class(req)} EF, read {r['read_ef']:.1f}&thinsp;% = "
@@ -128,16 +140,25 @@ def readout_html(r: dict) -> str:
         foot = "<b style='color:#b91c1c'>UNTRAINED weights — noise, for testing only.</b> " + foot
     check = r.get("input_check")
     warn = check_html(check, "a4c-check-readout") if check and not check.get("ok") else ""
-    return (f"<div id='ef-readout' class='eg-readout'>{warn}{''.join(tiles)}{methods_html(r)}"
+    return (f"<div id='ef-readout' class='eg-readout'>{warn}<div class='eg-tiles'>{''.join(tiles)}</div>{methods_html(r)}"
             f"<div class='eg-foot'>{foot}</div></div>")
 
 
-def stage_label(r, engine) -> str:
-    """Video label: what this stage is and whether it was sampled or replaced by upsampling."""
+def stage_label(r, engine, loop_frames: int | None = None, complete: bool = True) -> str:
+    """Video caption: what this stage is, whether it was sampled or replaced by upsampling, and what is shown:
+    the loop (one heart cycle cut from the generated clip: loop_frames of the stage's frames, its duration)
+    or, when no seamless cycle was found (complete False) or no loop length is given, the whole clip."""
     h = r.video.shape[-1]
+    clip = int(r.video.shape[2])
     how = "sampled" if r.sampled else "OFF: upsampled"
     tag = " · UNTRAINED" if engine.untrained else ""
-    return f"**{r.name}** · {h}×{h} px · {r.video.shape[2]} frames @ {r.fps:g} fps · {how}{tag}"
+    head = f"**{r.name}** · {h}×{h} px · {how}{tag}"
+    if loop_frames is None or not complete or int(loop_frames) >= clip:
+        why = " (no seamless heart cycle found)" if loop_frames is not None and not complete else ""
+        return f"{head}<br>whole clip{why}: {clip} frames ({clip / r.fps:.2f} s @ {r.fps:g} fps)"
+    n = int(loop_frames)
+    return (f"{head}<br>loop: {n} frames ({n / r.fps:.2f} s @ {r.fps:g} fps), one heart cycle cut from the "
+            f"{clip}-frame clip")
 
 
 def banner_html(engine) -> str:

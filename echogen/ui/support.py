@@ -413,6 +413,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
         read = read_ef(engine, r.video[0], r.fps)
         stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
                            "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))],
+                           "loop_frames": int(len(v)),                    # frames of the loop shown (captions)
                            "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
                            "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
     files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",
@@ -425,7 +426,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                "regressor": engine.regressor_note, "weights": engine.label, "untrained": engine.untrained,
                "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows,
                "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
-                        "frames": int(res[-1].video.shape[2])},
+                        "frames": int(res[-1].video.shape[2]), "loop_frames": int(len(loops[last.name]))},
                "plot": "LV volume (LV tracing)" if traced is not None else "blood-pool (dark-pixel) area",
                "input_check": None if check is None else check.to_dict()}
     if final is not None:
