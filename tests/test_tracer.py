@@ -161,6 +161,24 @@ def test_trace_video_never_reads_a_frame_with_no_plausible_lv(monkeypatch):
     assert "no plausible LV trace in 13 of 50 frames" in res["failed"] and np.isnan(res["ef"])
 
 
+def test_beats_that_disagree_lower_the_confidence(monkeypatch):
+    """Two beats of one clip at EF ~50 and ~20 (a trace that follows the LV in one beat only): the EF is still
+    reported, but the confidence falls (x0.5 at a 30-point spread); one consistent clip keeps it."""
+    import echogen.nets.tracer as T
+
+    fps, n = 25.0, 50
+    t = np.arange(n) / fps
+    c = 0.5 - 0.5 * np.cos(2 * np.pi * (t - 0.2) / 1.0)
+    depth = np.where(t < 0.7, 1.0, 0.3)                                   # the second beat barely contracts
+    masks = np.stack([polygon_mask(ellipse(40 - 8 * ci * d, 16 - 6 * ci * d), (112, 112), soft=True)
+                      for ci, d in zip(c, depth)])
+    monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(masks))
+    model = LVTracer(get_tracer_preset("tiny"))
+    res = trace_video(model, np.zeros((n, 112, 112), np.uint8), fps)
+    assert not res["failed"] and len(res["beats"]) == 2 and res["beat_spread"] > 30
+    assert res["confidence"] == pytest.approx(0.5 * np.mean(res["frame_confidence"]), rel=1e-6)
+
+
 def test_implausible_frames_keeps_a_real_beat_at_any_rate():
     """The spike test must not eat true extrema: fast hearts at 25 fps, and 8 fps clips (no spike test)."""
     from echogen.eval.lv_volume import implausible_frames

@@ -27,6 +27,7 @@ from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors
 KIND = "tracer"
 TRACE_FPS = 25.0          # clips faster than this are traced at this rate (ES is found to within 40 ms)
 MIN_TRACE_S = 0.3         # shortest clip traced for an EF: end-systole comes ~0.3 s after end-diastole
+BEAT_SPREAD = 10.0        # EF points between a clip's beats beyond which its confidence falls (to half at 30)
 
 
 @dataclass
@@ -223,7 +224,8 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
     at, "ef", "edv", "esv", "ed", "es" (indices into the traced frames), "beats", "confidence" (mean),
     "usable" (T,) bool, "failed": a reason string or ""}. Frames whose trace is implausible
     (echogen.eval.lv_volume.implausible_frames: no cavity, collapsed, leaking, a one-frame spike) get
-    confidence 0 and their area / volume interpolated from the neighbouring frames; over 20 % of them fail the clip."""
+    confidence 0 and their area / volume interpolated from the neighbouring frames; over 20 % of them fail the clip.
+    "beat_spread": max - min of the beats' EFs; beyond BEAT_SPREAD points the confidence falls (x0.5 at 30)."""
     from echogen.nets.regressor import resample_indices
 
     cfg = cfg or model.cfg
@@ -260,6 +262,10 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
             failed = "no beat with ESV below EDV (the traced volumes do not follow the LV area)"
     res["frame_confidence"] = res["confidence"]
     res["confidence"] = float(np.mean(res["frame_confidence"])) if len(idx) else 0.0
+    efs = [b[2] for b in res.get("beats") or []]
+    res["beat_spread"] = float(max(efs) - min(efs)) if len(efs) > 1 else 0.0
+    if res["beat_spread"] > BEAT_SPREAD:          # beats of one clip that disagree: the tracing is not reliable
+        res["confidence"] *= max(0.5, 1.0 - (res["beat_spread"] - BEAT_SPREAD) / 40.0)
     res["failed"] = failed
     return res
 
