@@ -358,6 +358,12 @@ def test_describe_dataset_names_the_simulator(phantom, tmp_path):
     write_phantom(tmp_path / "v1", videos=3, seed=0, sim="v1")
     assert describe_dataset(tmp_path / "v1").startswith("EchoGen phantom v1")
     assert describe_dataset(phantom).startswith("EchoGen phantom v2") and "TRAIN videos" in describe_dataset(phantom)
+    from echogen.data import synth
+    from echogen.data.echonet import read_filelist
+    write_phantom(tmp_path / "v2", videos=3, seed=5, sim="v2")
+    synth.combine(tmp_path / "mix", [(tmp_path / d, read_filelist(tmp_path / d)) for d in ("v1", "v2")])
+    mixed = describe_dataset(tmp_path / "mix")                  # a combined folder names every part
+    assert "EchoGen phantom v1 (synthetic) (1 TRAIN videos)" in mixed and "EchoGen phantom v2 (synthetic)" in mixed
     (tmp_path / "v1" / "dataset.json").write_text('{"name": "My echoes", "version": "3"}')
     assert describe_dataset(tmp_path / "v1") == "My echoes 3 (1 TRAIN videos)"
     cfg = get_tracer_preset("tiny")

@@ -47,15 +47,29 @@ def describe_dataset(root) -> str:
         rows = read_filelist(root)
     except (FileNotFoundError, ValueError):
         rows = []
-    if name is None:
-        if rows and all(re.fullmatch(r"PH\d{4}X\d{6}", r["FileName"]) for r in rows[:50]):
-            # both phantoms name videos PH<seed>X<index>; v1 writes every video at 50 fps, v2 at 30-80 fps
-            fps = {round(float(r.get("FPS", 0) or 0), 3) for r in rows[:50]}
-            name = "EchoGen phantom v1 (synthetic)" if fps == {50.0} else "EchoGen phantom v2 (synthetic)"
-        else:
-            name = f"EchoNet-format data '{root.name}'"
     n_train = sum(r["Split"] == "TRAIN" for r in rows)
-    return f"{name} ({n_train} TRAIN videos)"
+    if name is not None:
+        return f"{name} ({n_train} TRAIN videos)"
+    # Recognised by file name, per group (a folder combined from several datasets: echogen.data.synth.combine):
+    # phantoms PH<seed>X<index> (v1 writes every video of a seed at 50 fps, v2 at 30-80 fps), synth's SY<seed>X<index>
+    groups: dict = {}
+    for r in rows:
+        m = re.fullmatch(r"(PH|SY)(\d{4})X\d{6}", r["FileName"])
+        key = (m.group(1), m.group(2)) if m else ("", "")
+        groups.setdefault(key, []).append(r)
+    parts = {}
+    for (kind, _), rs in groups.items():
+        if kind == "PH":
+            fps = {round(float(r.get("FPS", 0) or 0), 3) for r in rs}
+            label = "EchoGen phantom v1 (synthetic)" if fps == {50.0} else "EchoGen phantom v2 (synthetic)"
+        elif kind == "SY":
+            label = "EchoGen cascade samples (synthetic, echogen synth)"
+        else:
+            label = f"EchoNet-format data '{root.name}'"
+        parts[label] = parts.get(label, 0) + sum(r["Split"] == "TRAIN" for r in rs)
+    if len(parts) <= 1:
+        return f"{next(iter(parts), f'EchoNet-format data {root.name!r}')} ({n_train} TRAIN videos)"
+    return " + ".join(f"{label} ({n} TRAIN videos)" for label, n in sorted(parts.items(), key=lambda x: -x[1]))
 
 
 DISAGREE = 10.0     # EF points between the regressor's and LV tracing's readings above which a readout warns
