@@ -210,9 +210,9 @@ def _tracer_check(prepared: np.ndarray, tracer, fps: float) -> tuple[float, str]
 
     frames = prepared[:64] if fps <= 0 else prepared
     res = trace_video(tracer, frames, fps if len(frames) > 1 else 0.0)
-    found = res["found"]
+    found = np.asarray(res.get("usable", res["found"]), bool)      # a cavity, and a plausible one (see trace_video)
     if found.mean() < 0.5:
-        return 0.0, _line(False, f"the LV tracer finds no left-ventricular cavity ({int(found.sum())} of "
+        return 0.0, _line(False, f"the LV tracer finds no plausible left-ventricular cavity ({int(found.sum())} of "
                                  f"{len(found)} frames)")
     area = res["area"][found] / prepared.shape[1] / prepared.shape[2]
     conf = res["confidence"]
