@@ -184,9 +184,27 @@ def test_clip_ef_defaults_the_slider_only_when_there_is_a_regressor_and_a_clip(t
     with_reg = S.load_engine(str(make_bundle(tmp_path / "a")))
     without = S.load_engine(str(make_bundle(tmp_path / "b", regressor=False)))
     est = S.clip_ef(with_reg, frames, info["fps"])
-    assert isinstance(est, float) and 0 < est < 100
+    assert isinstance(est[0], float) and 0 < est[0] < 100 and est[1] == "EF regressor"
     assert S.clip_ef(without, frames, info["fps"]) is None
     assert S.clip_ef(with_reg, frames[:1], info["fps"]) is None
+
+
+def test_clip_ef_reads_with_the_bundles_clip_reader_first(tmp_path, monkeypatch):
+    """A bundle whose manifest says clip_reader "tracing" reads an upload by LV tracing; when tracing fails on
+    the clip, the regressor reads it (and says so); without the key, the regressor reads first."""
+    from echogen.weights.bundle import update_manifest
+    files = make_inputs(tmp_path)
+    frames, info = S.read_input(files["avi"])
+    b = make_bundle(tmp_path / "a")
+    assert S.load_engine(str(b)).clip_reader == "regressor"
+    update_manifest(b, clip_reader="tracing")
+    eng = S.load_engine(str(b))
+    eng.tracer = ("model", "cfg")                     # a tracer whose readings the test controls
+    monkeypatch.setattr(S, "trace_clip", lambda engine, video, fps: {"failed": "", "ef": 42.0})
+    assert S.clip_ef(eng, frames, info["fps"]) == (42.0, "LV tracing")
+    monkeypatch.setattr(S, "trace_clip", lambda engine, video, fps: {"failed": "no LV cavity found", "ef": float("nan")})
+    ef, who = S.clip_ef(eng, frames, info["fps"])
+    assert who == "EF regressor" and 0 < ef < 100
 
 
 # ------------------------------------------------------------------------------ the app via its API

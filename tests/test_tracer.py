@@ -237,6 +237,18 @@ def test_ef_both_warns_when_the_readings_disagree(monkeypatch, tmp_path, capsys)
     assert main(args + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["disagreement"] > 10 and out["regressor"]["short_clip"] is True
+    # THE EF of the clip: the regressor's unless the bundle says its LV tracing reads users' clips better
+    assert out["method"] == "regressor" and out["ef"] == out["regressor"]["ef"] == 60.0
+    from echogen.weights.bundle import update_manifest
+    update_manifest(tmp_path, clip_reader="tracing")
+    assert main(args + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "tracing" and out["ef"] == out["tracing"]["ef"] < 30
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "by LV tracing" in first                                      # printed first, too
+    update_manifest(tmp_path, clip_reader="doctor")
+    assert main(args) == 2                                                # a bad manifest value: a clear error
 
 
 # ------------------------------------------------------------------------------------ training script

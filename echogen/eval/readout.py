@@ -82,6 +82,34 @@ def disagreement(regressor_ef, tracing_ef) -> float | None:
     return round(abs(round(float(regressor_ef), 1) - round(float(tracing_ef), 1)), 1)
 
 
+CLIP_READERS = ("regressor", "tracing")
+
+
+def clip_reader(bundle) -> str:
+    """Which reader's EF comes FIRST for a user's clip (`echogen ef`, the app's EF of an upload): the bundle
+    manifest's "clip_reader" ("tracing" | "regressor"), set by whoever measured which of its readers reads
+    real-looking clips better (the demo bundles: LV tracing; docs/RESULTS.md "Which reader reads a user's
+    clip"); "regressor" when unset (older and converted bundles). Both readings are always shown."""
+    from echogen.weights.bundle import MANIFEST, read_manifest
+
+    b = Path(bundle) if bundle is not None else None
+    if b is None or not (b / MANIFEST).is_file():
+        return "regressor"
+    r = read_manifest(b).get("clip_reader", "regressor")
+    if r not in CLIP_READERS:
+        raise ValueError(f"{b}: manifest clip_reader must be one of {CLIP_READERS}, got {r!r}")
+    return r
+
+
+def headline(readings: dict, first: str = "regressor") -> tuple[str, float] | None:
+    """The EF to state first: (method, EF) of reader `first` when it read the clip, else of the other one;
+    readings {"regressor": EF or None, "tracing": EF or None}; None when neither read it."""
+    for m in (first,) + tuple(r for r in CLIP_READERS if r != first):
+        if readings.get(m) is not None:
+            return m, float(readings[m])
+    return None
+
+
 def model_provenance(weights, kind: str = "regressor") -> str:
     """'<what> trained on <data>' for the regressor or tracer of a bundle (or a .safetensors file), from
     the file's metadata, else the bundle manifest's provenance, else says it is unrecorded."""

@@ -167,8 +167,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         except Exception as e:  # an estimate is a convenience; never block the upload on it
             est, note = None, note + f" · (EF estimate failed: {G.scrub(e, path)})"
         if est is not None:
-            ef = gr.update(value=round(min(90, max(10, est))))
-            note += f" · regressor reads EF {est:.1f}% from this clip (slider set to it)"
+            ef = gr.update(value=round(min(90, max(10, est[0]))))
+            note += f" · {est[1]} reads EF {est[0]:.1f}% from this clip (slider set to it)"
         picker = gr.update(visible=n > 1, maximum=max(1, n - 1), value=0)
         return picker, S.display_frames(frame[None])[0], note, ef
 

@@ -47,6 +47,7 @@ class Engine:
     tracer: object = None             # (LVTracer, TracerConfig) or None: LV tracing (echogen.nets.tracer)
     regressor_from: str = ""          # "EF regressor ... trained on ..." (echogen.eval.readout.model_provenance)
     tracer_from: str = ""             # "LV tracer ... trained on ..."
+    clip_reader: str = "regressor"    # who reads an uploaded clip's EF first (echogen.eval.readout.clip_reader)
 
     @property
     def stages(self):
@@ -66,7 +67,7 @@ def load_engine(choice: str, device="cpu") -> Engine:
     reg, note = (load_regressor(choice, device), "") if man.get("regressor") else (None, "no EF regressor in this bundle")
     untrained = str((man.get("provenance") or {}).get("untrained", "")).lower() in ("1", "true", "yes")
     # likewise the LV tracer: optional, but one the manifest names must load
-    from echogen.eval.readout import model_provenance
+    from echogen.eval.readout import clip_reader, model_provenance
     tracer = None
     if man.get("tracer"):
         from echogen.nets.tracer import load_tracer
@@ -74,7 +75,8 @@ def load_engine(choice: str, device="cpu") -> Engine:
     return Engine(casc, reg, f"{Path(choice).name} (preset {man.get('preset')})", untrained,
                   note or "regressor from this bundle", tracer=tracer,
                   regressor_from=model_provenance(choice, "regressor") if reg is not None else "",
-                  tracer_from=model_provenance(choice, "tracer") if tracer is not None else "")
+                  tracer_from=model_provenance(choice, "tracer") if tracer is not None else "",
+                  clip_reader=clip_reader(choice))
 
 
 def weight_choices(weights: str | None, random_init: bool, root=None) -> list[str]:
@@ -153,16 +155,29 @@ def input_summary(info: dict, index: int) -> str:
     return " · ".join(parts)
 
 
-def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> float | None:
-    """The regressor's EF of an uploaded clip (None without a regressor or for a single frame)."""
-    if engine.regressor is None or len(frames) < 2:
+def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> tuple[float, str] | None:
+    """The EF of an uploaded clip and who read it ("LV tracing" / "EF regressor"): the bundle's clip reader
+    first (echogen.eval.readout.clip_reader: manifest "clip_reader"), the other when that one cannot read
+    the clip; None for a single frame or with no reader."""
+    if len(frames) < 2 or (engine.regressor is None and engine.tracer is None):
         return None
     from echogen.data.inputs import prepare_array
-    size = engine.regressor[1].size
+    from echogen.eval.readout import headline
     f = np.asarray(frames)
-    if not (f.ndim == 3 and f.shape[1:] == (size, size)):
-        f = np.stack([prepare_array(x, size=size) for x in f[:256]])
-    return float(video_ef(engine.regressor, f, fps or 0.0)[0])
+    if not (f.ndim == 3 and f.shape[1:] == (112, 112)):
+        f = np.stack([prepare_array(x, size=112) for x in f[:256]])
+    readings = {"regressor": None, "tracing": None}
+    order = (engine.clip_reader, "tracing" if engine.clip_reader == "regressor" else "regressor")
+    for m in order:                              # the second reader runs only when the first cannot read the clip
+        if m == "regressor" and engine.regressor is not None:
+            readings[m] = float(video_ef(engine.regressor, f, fps or 0.0)[0])
+        elif m == "tracing" and engine.tracer is not None:
+            t = trace_clip(engine, f, fps or 25.0)
+            readings[m] = None if t["failed"] or not np.isfinite(t["ef"]) else float(t["ef"])
+        if readings[m] is not None:
+            break
+    top = headline(readings, engine.clip_reader)
+    return None if top is None else (top[1], "LV tracing" if top[0] == "tracing" else "EF regressor")
 
 
 # ------------------------------------------------------------------------------------------ outputs

@@ -70,7 +70,7 @@ def _readers(weights: Path, method: str, device):
 
 def main(args) -> int:
     from echogen.device import pick_device
-    from echogen.eval.readout import assess_input, model_provenance
+    from echogen.eval.readout import assess_input, clip_reader, headline, model_provenance
     from echogen.nets.regressor import load_regressor, predict_ef
     from echogen.nets.tracer import provenance, trace_video
 
@@ -99,7 +99,7 @@ def main(args) -> int:
     if args.stride is not None and args.stride < 1:
         raise UserError(f"--stride must be >= 1, got {args.stride}")
     out = {"video": str(path), "frames": int(frames.shape[0])}
-    lines = []
+    lines, tr_lines = [], []
     if reg:
         model, cfg = reg
         rfps = cfg.fps if assumed else fps
@@ -117,7 +117,8 @@ def main(args) -> int:
         else:
             how = f"mean of {len(per_clip)} clip(s) of {cfg.frames} frames @ {cfg.fps:g} fps{spread}"
         out["regressor"]["short_clip"] = bool(span < cfg.frames)
-        lines.append(f"EF {round(mean, 2):.1f} %  ({path.name}: {frames.shape[0]} frames @ {rfps:g} fps{note}; {how})")
+        by = " by the EF regressor" if tr else ""
+        lines.append(f"EF {round(mean, 2):.1f} %{by}  ({path.name}: {frames.shape[0]} frames @ {rfps:g} fps{note}; {how})")
         lines.append(f"  method: EF regressor; model: {who}")
     if tr:
         model, cfg = tr
@@ -132,15 +133,21 @@ def main(args) -> int:
              "esv_px3": None if res["failed"] else round(res["esv"], 1), "beats": len(res["beats"]),
              "lv_area_px": [round(float(a), 1) for a in res["area"]], "traced_fps": res["fps"]}
         out["tracing"] = t
-        if "ef" not in out:
-            out.update({"ef": t["ef"], "fps": tfps, "fps_assumed": assumed})
+        if "fps" not in out:
+            out.update({"fps": tfps, "fps_assumed": assumed})
         if res["failed"]:
-            lines.append(f"EF not read by LV tracing: {res['failed']} ({path.name})")
+            tr_lines.append(f"EF not read by LV tracing: {res['failed']} ({path.name})")
         else:
-            lines.append(f"EF {t['ef']:.1f} % by LV tracing  ({path.name}: ED frame {t['ed_frame']}, ES frame "
-                         f"{t['es_frame']}, EDV {res['edv']:.0f} / ESV {res['esv']:.0f} px^3 by the method of disks, "
-                         f"{len(res['beats'])} beat(s), tracer confidence {res['confidence']:.2f})")
-        lines.append(f"  method: LV tracing (area curve -> ED/ES -> method of disks); model: {provenance(model)}")
+            tr_lines.append(f"EF {t['ef']:.1f} % by LV tracing  ({path.name}: ED frame {t['ed_frame']}, ES frame "
+                            f"{t['es_frame']}, EDV {res['edv']:.0f} / ESV {res['esv']:.0f} px^3 by the method of "
+                            f"disks, {len(res['beats'])} beat(s), tracer confidence {res['confidence']:.2f})")
+        tr_lines.append(f"  method: LV tracing (area curve -> ED/ES -> method of disks); model: {provenance(model)}")
+    # which reading is THE EF of this clip (JSON "ef", printed first): the bundle's clip_reader when it read the
+    # clip, else the other one (echogen.eval.readout.clip_reader / headline); both are printed
+    first = clip_reader(weights) if weights.is_dir() else ("tracing" if tr and not reg else "regressor")
+    top = headline({"regressor": out.get("regressor", {}).get("ef"), "tracing": out.get("tracing", {}).get("ef")}, first)
+    out["ef"], out["method"] = (None, None) if top is None else (round(top[1], 2), top[0])
+    lines = tr_lines + lines if top is not None and top[0] == "tracing" else lines + tr_lines
     both = [f"{out[k]['ef']:.1f}" for k in ("regressor", "tracing") if k in out and out[k]["ef"] is not None]
     if len(both) == 2:     # the gap between the readings as printed
         from echogen.eval.readout import DISAGREE, disagreement
