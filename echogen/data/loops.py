@@ -114,7 +114,8 @@ def cycle_period(video, fps: float, clear: float = 0.8) -> int | None:
     leaving a quarter of the clip to compare) at which frames repeat best, i.e. the smallest local minimum
     of the mean |frame[t + L] - frame[t]| within 10 % of the deepest one, not at either end of the range.
     None when there is no such dip or it is not clear (its depth > `clear` x the largest difference: a heart
-    that hardly moves, or noise): the LV-area curve alone then decides. Whole frames carry the beat even where one traced LV area is noisy."""
+    that hardly moves, or noise): the LV-area curve alone then decides. Whole frames carry the beat even
+    where one traced LV area is noisy."""
     v = _float(video)
     n = len(v)
     lo, hi = max(MIN_FRAMES, int(MIN_PERIOD_S * fps)), min(int(MAX_PERIOD_S * fps), n - max(2, n // 4))
@@ -160,7 +161,9 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     area: an LV-area curve (T,) to use; else tracer(video, fps) -> (T,) when a tracer function is given
     (see echogen.teaching.gate.tracer_area); else dark_area_curve(video, frame).
     Between two consecutive end-diastoles i < j the loop is frames [i, j): frame j (the next ED) is where
-    the loop starts again. The boundaries may move by up to max_shift frames around the ED found (an area
+    the loop starts again. When the clip's own period is clear (cycle_period), only ED pairs about one period
+    apart count, and one period on from an ED counts as the next ED (a bump of the area curve in diastole
+    made half-cycle loops). The boundaries may move by up to max_shift frames around the ED found (an area
     curve is coarse) to make the wrap no larger than the largest in-loop step. Generated speckle is not
     periodic even when the heart is (two frames a beat apart differ by more than neighbouring frames when
     the LV barely moves, as at a low EF), so when no plain cut wraps cleanly the last `crossfade` frames
