@@ -162,21 +162,40 @@ def test_trace_video_never_reads_a_frame_with_no_plausible_lv(monkeypatch):
 
 
 def test_beats_that_disagree_lower_the_confidence(monkeypatch):
-    """Two beats of one clip at EF ~50 and ~20 (a trace that follows the LV in one beat only): the EF is still
-    reported, but the confidence falls (x0.5 at a 30-point spread); one consistent clip keeps it."""
+    """Two beats of one clip at EF ~70 and ~45 (a trace that follows the LV well in one beat only): the EF is
+    still reported, but the confidence falls (x0.5 at a 30-point spread); one consistent clip keeps it."""
     import echogen.nets.tracer as T
 
     fps, n = 25.0, 50
     t = np.arange(n) / fps
     c = 0.5 - 0.5 * np.cos(2 * np.pi * (t - 0.2) / 1.0)
-    depth = np.where(t < 0.7, 1.0, 0.3)                                   # the second beat barely contracts
+    depth = np.where(t < 0.7, 1.0, 0.55)                                  # the second beat contracts less
     masks = np.stack([polygon_mask(ellipse(40 - 8 * ci * d, 16 - 6 * ci * d), (112, 112), soft=True)
                       for ci, d in zip(c, depth)])
     monkeypatch.setattr(T, "predict_probs", lambda model, frames, batch_size=32: torch.from_numpy(masks))
     model = LVTracer(get_tracer_preset("tiny"))
     res = trace_video(model, np.zeros((n, 112, 112), np.uint8), fps)
-    assert not res["failed"] and len(res["beats"]) == 2 and res["beat_spread"] > 30
-    assert res["confidence"] == pytest.approx(0.5 * np.mean(res["frame_confidence"]), rel=1e-6)
+    assert not res["failed"] and len(res["beats"]) == 2 and res["beat_spread"] > 20
+    factor = max(0.5, 1 - (res["beat_spread"] - 10) / 40)
+    assert factor < 0.75 and res["confidence"] == pytest.approx(factor * np.mean(res["frame_confidence"]), rel=1e-6)
+    # the EF reported is the reported beat's own: (EDV - ESV) / EDV of the EDV and ESV shown with it
+    assert res["ef"] == pytest.approx(100 * (res["edv"] - res["esv"]) / res["edv"], abs=1e-9)
+
+
+def test_a_wiggle_of_the_area_curve_is_not_a_beat():
+    """A beat of EF ~25 followed by a small wiggle (the area falls ~10 % as far): the wiggle is not a beat, so
+    the EF is the real beat's, and it agrees with the EDV / ESV reported (it used to be the median of both)."""
+    fps = 25.0
+    t = np.arange(40) / fps
+    filling = 0.05 * np.exp(-((t - 0.25) / 0.1) ** 2)                     # end-diastole at 0.25 s
+    beat = 0.2 * np.exp(-((t - 0.6) / 0.12) ** 2)                          # one contraction, ES at 0.6 s
+    wiggle = 0.02 * np.exp(-((t - 1.2) / 0.08) ** 2)                       # a dip a tenth as deep at 1.2 s
+    area = 1000 * (1 + filling - beat - wiggle)
+    vol = area ** 1.5
+    r = ef_from_volumes(vol, area, fps)
+    want = 100 * (1 - (area[15] / area[6]) ** 1.5)
+    assert len(r["beats"]) == 1 and (r["ed"], r["es"]) == (6, 15) and r["ef"] == pytest.approx(want, abs=0.5)
+    assert r["ef"] == pytest.approx(100 * (r["edv"] - r["esv"]) / r["edv"], abs=1e-9)
 
 
 def test_implausible_frames_keeps_a_real_beat_at_any_rate():

@@ -259,22 +259,28 @@ def fill_frames(values, bad) -> np.ndarray:
 
 
 def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
-    """EF from per-frame volumes with ED / ES found on the area curve: one EF per beat, the median
-    reported. Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a
-    broken tracing) are dropped; with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
+    """EF from per-frame volumes with ED / ES found on the area curve: one EF per beat; the median beat is
+    reported (the upper median for an even count), so EF = (EDV - ESV) / EDV of the EDV and ESV reported.
+    Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a broken
+    tracing) are dropped, and so are beats whose area falls less than half as far as the deepest beat's (a
+    wiggle of the curve, not a contraction); with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
     vol = np.asarray(volumes, dtype=np.float64)
-    beats = beats_from_curve(area, fps)
+    a = np.asarray(area, dtype=np.float64)
+    beats = beats_from_curve(a, fps)
     rows = []
     for ed, es in beats:
         edv, esv = _peak_value(vol, ed, fps, max), _peak_value(vol, es, fps, min)
         if edv > 0 and 0.0 <= 100.0 * (edv - esv) / edv < 100.0:      # ESV > EDV: a broken tracing, not a beat
             rows.append((int(ed), int(es), 100.0 * (edv - esv) / edv))
+    if len(rows) > 1:            # a wiggle of the curve is not a beat: keep beats whose area falls at least half as
+        drop = [a[ed] - a[es] for ed, es, _ in rows]      # far as the deepest one's (a weak heart keeps its beats)
+        rows = [r for r, d in zip(rows, drop) if d >= 0.5 * max(drop)]
     if not rows:
         return {"ef": math.nan, "edv": math.nan, "esv": math.nan, "ed": -1, "es": -1, "beats": []}
     efs = np.array([r[2] for r in rows])
     k = int(np.argsort(efs)[len(efs) // 2])          # the median beat (upper median for an even count)
-    ed, es, _ = rows[k]
-    return {"ef": float(np.median(efs)), "edv": _peak_value(vol, ed, fps, max), "esv": _peak_value(vol, es, fps, min),
+    ed, es, ef = rows[k]                             # its EF, EDV and ESV: the numbers shown agree with each other
+    return {"ef": float(ef), "edv": _peak_value(vol, ed, fps, max), "esv": _peak_value(vol, es, fps, min),
             "ed": ed, "es": es, "beats": rows}
 
 

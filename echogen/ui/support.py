@@ -161,11 +161,9 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> tuple[float, str]
     the clip; None for a single frame or with no reader."""
     if len(frames) < 2 or (engine.regressor is None and engine.tracer is None):
         return None
-    from echogen.data.inputs import prepare_array
+    from echogen.data.clips import to_model_frames
     from echogen.eval.readout import headline
-    f = np.asarray(frames)
-    if not (f.ndim == 3 and f.shape[1:] == (112, 112)):
-        f = np.stack([prepare_array(x, size=112) for x in f[:256]])
+    f = to_model_frames(np.asarray(frames)[:256], 112)   # as `echogen ef` prepares a clip: one crop for all frames
     readings = {"regressor": None, "tracing": None}
     order = (engine.clip_reader, "tracing" if engine.clip_reader == "regressor" else "regressor")
     for m in order:                              # the second reader runs only when the first cannot read the clip
