@@ -68,6 +68,7 @@ def test_stage_caption_gives_the_loops_frames_and_duration_not_the_clips():
     whole = stage_label(_stage(), eng, loop_frames=32, complete=False)
     assert "whole clip" in whole and "no seamless heart cycle" in whole and "32 frames" in whole and "1.28 s" in whole
     assert "whole clip" in stage_label(_stage(), eng)                            # no loop length given
+    assert "crossfaded" not in cap and "last 4 frames crossfaded" in stage_label(_stage(), eng, 14, True, 4)
     assert "OFF: upsampled" in stage_label(_stage(sampled=False), eng, 14)
     assert "UNTRAINED" in stage_label(_stage(), SimpleNamespace(untrained=True), 14)
 

@@ -266,8 +266,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 r = g.stages[i]
                 vids.append(gr.update(value=str(g.display[r.name]), visible=True))
                 row = g.readout["stages"][i]
-                caps.append(gr.update(value=stage_label(r, engine, row.get("loop_frames"),
-                                                        g.readout["loop"]["complete"]), visible=True))
+                last = i == len(g.stages) - 1                   # the crossfade is the last stage's
+                caps.append(gr.update(value=stage_label(r, engine, row.get("loop_frames"), g.readout["loop"]["complete"],
+                                                        g.readout["loop"]["crossfade"] if last else 0), visible=True))
             else:
                 vids.append(gr.update(value=None, visible=False))
                 caps.append(gr.update(value="", visible=False))
@@ -405,9 +406,14 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                         with gr.Row():
                             efs = gr.Textbox(value=", ".join(str(v) for v in S.SWEEP_EFS), label="EFs (%)", scale=3)
                             go_sweep = gr.Button("Run sweep", variant="primary", scale=1, elem_id="sweep-btn")
-                        grid = gr.Video(label="Sweep (asked EF and the EF read back above each loop)", autoplay=True,
+                        # the caption above the grid (a shown label of gr.Video floats over the first tiles' captions)
+                        gr.Markdown("Sweep: the asked EF and the EF the regressor reads back are written above each "
+                                    "loop; each loop is resampled to one common length, so heart rates in the grid "
+                                    "are not real (the downloads are)", elem_classes="eg-image-caption",
+                                    elem_id="sweep-caption")
+                        grid = gr.Video(label="Sweep", show_label=False, autoplay=True,
                                         loop=True, interactive=False, elem_id="sweep-grid")
-                        table = gr.Dataframe(headers=["requested EF %", "read EF %", "difference"], interactive=False,
+                        table = gr.Dataframe(headers=["requested EF %", "read EF % (regressor)", "difference"], interactive=False,
                                              label="Sweep readout", elem_id="sweep-table")
                         sweep_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
             if teaching is not None:   # Build pool / EF trainer / Blinded review (echogen/ui/teaching.py)

@@ -439,7 +439,8 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                "regressor": engine.regressor_note, "weights": engine.label, "untrained": engine.untrained,
                "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows,
                "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
-                        "frames": int(res[-1].video.shape[2]), "loop_frames": int(len(loops[last.name]))},
+                        "frames": int(res[-1].video.shape[2]), "loop_frames": int(len(loops[last.name])),
+                        "crossfade": int(cut.crossfade)},
                "plot": "LV volume (LV tracing)" if traced is not None else "blood-pool (dark-pixel) area",
                "input_check": None if check is None else check.to_dict()}
     if final is not None:
