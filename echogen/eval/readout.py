@@ -103,10 +103,14 @@ def clip_reader(bundle) -> str:
 
 def headline(readings: dict, first: str = "regressor") -> tuple[str, float] | None:
     """The EF to state first: (method, EF) of reader `first` when it read the clip, else of the other one;
-    readings {"regressor": EF or None, "tracing": EF or None}; None when neither read it."""
+    readings {"regressor": ..., "tracing": ...}, each an EF, None (did not read it), or a function () -> EF or
+    None that is called only when its turn comes (a reader that need not run does not); None when neither
+    read it."""
     for m in (first,) + tuple(r for r in CLIP_READERS if r != first):
-        if readings.get(m) is not None:
-            return m, float(readings[m])
+        ef = readings.get(m)
+        ef = ef() if callable(ef) else ef
+        if ef is not None:
+            return m, float(ef)
     return None
 
 

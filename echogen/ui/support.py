@@ -164,17 +164,17 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> tuple[float, str]
     from echogen.data.clips import to_model_frames
     from echogen.eval.readout import headline
     f = to_model_frames(np.asarray(frames)[:256], 112)   # as `echogen ef` prepares a clip: one crop for all frames
-    readings = {"regressor": None, "tracing": None}
-    order = (engine.clip_reader, "tracing" if engine.clip_reader == "regressor" else "regressor")
-    for m in order:                              # the second reader runs only when the first cannot read the clip
-        if m == "regressor" and engine.regressor is not None:
-            readings[m] = float(video_ef(engine.regressor, f, fps or 0.0)[0])
-        elif m == "tracing" and engine.tracer is not None:
-            t = trace_clip(engine, f, fps or 25.0)
-            readings[m] = None if t["failed"] or not np.isfinite(t["ef"]) else float(t["ef"])
-        if readings[m] is not None:
-            break
-    top = headline(readings, engine.clip_reader)
+
+    def tracing():
+        t = trace_clip(engine, f, fps or 25.0)
+        return None if t["failed"] or not np.isfinite(t["ef"]) else float(t["ef"])
+
+    def regressor():
+        return video_ef(engine.regressor, f, fps or 0.0)[0]
+
+    # the second reader runs only when the first cannot read the clip (headline calls them in turn)
+    top = headline({"regressor": regressor if engine.regressor is not None else None,
+                    "tracing": tracing if engine.tracer is not None else None}, engine.clip_reader)
     return None if top is None else (top[1], "LV tracing" if top[0] == "tracing" else "EF regressor")
 
 
@@ -439,8 +439,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                "regressor": engine.regressor_note, "weights": engine.label, "untrained": engine.untrained,
                "seed": int(seed), "seconds": round(sum(r.seconds for r in res), 2), "stages": stage_rows,
                "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
-                        "frames": int(res[-1].video.shape[2]), "loop_frames": int(len(loops[last.name])),
-                        "crossfade": int(cut.crossfade)},
+                        "frames": int(res[-1].video.shape[2]), "crossfade": int(cut.crossfade)},
                "plot": "LV volume (LV tracing)" if traced is not None else "blood-pool (dark-pixel) area",
                "input_check": None if check is None else check.to_dict()}
     if final is not None:

@@ -144,8 +144,8 @@ def main(args) -> int:
         tr_lines.append(f"  method: LV tracing (area curve -> ED/ES -> method of disks); model: {provenance(model)}")
     # which reading is THE EF of this clip (JSON "ef", printed first): the bundle's clip_reader when it read the
     # clip, else the other one (echogen.eval.readout.clip_reader / headline); both are printed
-    first = clip_reader(weights) if weights.is_dir() else ("tracing" if tr and not reg else "regressor")
-    top = headline({"regressor": out.get("regressor", {}).get("ef"), "tracing": out.get("tracing", {}).get("ef")}, first)
+    top = headline({"regressor": out.get("regressor", {}).get("ef"), "tracing": out.get("tracing", {}).get("ef")},
+                   clip_reader(weights))
     out["ef"], out["method"] = (None, None) if top is None else (round(top[1], 2), top[0])
     lines = tr_lines + lines if top is not None and top[0] == "tracing" else lines + tr_lines
     both = [f"{out[k]['ef']:.1f}" for k in ("regressor", "tracing") if k in out and out[k]["ef"] is not None]
