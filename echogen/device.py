@@ -25,14 +25,16 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")   # torch.compile
 
 
 def resolve_precision(device: torch.device, precision: str = "auto") -> str:
-    """fp32 | bf16 | fp16: what `precision` means on `device`. auto: bf16 on CUDA (fp16 where the GPU lacks
-    bf16), float32 on the CPU; bf16 runs on CUDA or the CPU (slow on CPUs without native bf16); fp16 is
-    CUDA only (ValueError otherwise, as for an unknown name)."""
+    """fp32 | bf16 | fp16: what `precision` means on `device`. auto: float32 everywhere (on CUDA torch's
+    default TF32 convolutions): on an H200 at one video, bf16 autocast was no faster than float32 for any paper
+    preset (1SCM 18.6 vs 15.7 s, 2SCM 36.3 vs 35.0 s, 4SCM 72.6 vs 65.8 s per video; docs/RESULTS.md "GPU").
+    bf16 runs on CUDA or the CPU (slow on CPUs without native bf16); fp16 is CUDA only (ValueError otherwise,
+    as for an unknown name)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
     cuda = torch.device(device).type == "cuda"
     if precision == "auto":
-        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        return "fp32"
     if precision == "fp16" and not cuda:
         raise ValueError("fp16 autocast needs a CUDA device; on the CPU use fp32 or bf16")
     return precision

@@ -33,7 +33,7 @@ def add_speed_arguments(p) -> None:
     """--precision / --compile, shared by the commands that sample (Cascade.set_speed)."""
     from echogen.device import COMPILE_MODES, PRECISIONS
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="sampling precision: auto = bf16 autocast on CUDA, float32 on the CPU (default auto)")
+                   help="sampling precision: auto = float32 (TF32 convolutions on CUDA; bf16 was no faster on an H200) (default auto)")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    choices=COMPILE_MODES,
                    help="torch.compile each stage's network (MODE default | reduce-overhead | max-autotune); "
