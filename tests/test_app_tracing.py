@@ -256,3 +256,37 @@ def test_warning_method_line_and_overlay_in_chromium(served):
         page.wait_for_function(
             "() => (document.querySelector('#video-2 video')?.currentSrc || '').includes('_lv.mp4')")
         browser.close()
+
+
+def test_app_and_cli_read_the_same_ef_from_one_file(tmp_path, capsys):
+    """One decode path: the app's slider EF for an upload equals `echogen ef`'s headline EF for the same file
+    (a real apical DICOM and a clip larger than the decode side; they read 1.6 points apart when only the
+    app shrank frames while decoding)."""
+    import json
+
+    from pydicom.data import get_testdata_file
+
+    from echogen.cli.main import main as cli_main
+    from echogen.data.clips import READ_SIDE
+    bundle = ROOT / "assets" / "weights" / "demo-fast"
+    eng = S.load_engine(str(bundle))
+    t = np.arange(24)[:, None, None]
+    y, x = np.mgrid[0:300, 0:400]
+    big = np.clip(40 + 150 * (((y - 150) ** 2 / 90 ** 2 + (x - 200) ** 2 / (60 + 15 * np.sin(t / 3)) ** 2) > 1)
+                  * (np.hypot(y, x - 200) < 290), 0, 255).astype(np.uint8)               # (24, 300, 400) > READ_SIDE
+    assert max(big.shape[1:]) > READ_SIDE
+    avi = tmp_path / "big.avi"
+    from echogen.data.video_io import write_video
+    write_video(avi, big.astype(np.float32) / 255, 30.0)
+    files = [avi]
+    dcm = get_testdata_file("examples_ybr_color.dcm")
+    if dcm is not None:
+        files.append(Path(dcm))
+    for f in files:
+        frames, info = S.read_input(f)
+        app = S.clip_ef(eng, frames, float(info.get("fps") or 0.0))
+        assert cli_main(["ef", "--video", str(f), "--weights", str(bundle), "--json"]) == 0
+        cli = json.loads(capsys.readouterr().out)
+        assert app is not None and cli["ef"] is not None, f.name
+        assert app[0] == pytest.approx(cli["ef"], abs=0.01), (f.name, app, cli["ef"])
+        assert (app[1] == "LV tracing") == (cli["method"] == "tracing"), (f.name, app[1], cli["method"])

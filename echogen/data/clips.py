@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from echogen.data.inputs import find_sector, load_frames
-from echogen.data.video_io import read_video
 
-VIDEO_EXTS = {".avi", ".mp4", ".gif", ".npy", ".mov", ".mkv", ".webm"}
 
 
 def _grey(frames: np.ndarray) -> np.ndarray:
@@ -45,14 +43,27 @@ def prepare_clip(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in canvas])
 
 
+READ_SIDE = 256   # every frame of an input is area-shrunk to at most this side as it is decoded
+EF_FRAMES = 256   # the EF of a clip is read from at most its first EF_FRAMES frames
+
+
+def read_input(path) -> tuple[np.ndarray, dict]:
+    """The ONE decode of a user's input for the app and the CLI alike (they read the same file 1.6 EF points
+    apart when only the app shrank while decoding): uint8 (T, H, W) or (T, H, W, 3) frames, each shrunk to at
+    most READ_SIDE a side as it is decoded (also the memory bound for hostile uploads), at most the input
+    limits' max_frames, and the safe info dict of echogen.data.inputs.load_frames. Raises InputError."""
+    return load_frames(path, shrink=READ_SIDE)
+
+
 def read_frames(path: Path) -> tuple[np.ndarray, float]:
-    """The raw frames of an input, uint8 (T, H, W) or (T, H, W, 3), and its fps (0 when unknown)."""
-    if path.suffix.lower() in VIDEO_EXTS:
-        frames, fps = read_video(path, grey=False) if path.suffix.lower() != ".npy" else read_video(path)
-    else:
-        frames, info = load_frames(path)
-        fps = float(info.get("fps") or 0.0)
-    return frames, float(fps or 0.0)
+    """read_input's frames and the input's fps (0 when unknown)."""
+    frames, info = read_input(path)
+    return frames, float(info.get("fps") or 0.0)
+
+
+def ef_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """The frames an EF is read from (app and CLI): the first EF_FRAMES of read_input's, as to_model_frames."""
+    return to_model_frames(np.asarray(frames)[:EF_FRAMES], size)
 
 
 def to_model_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -63,8 +74,3 @@ def to_model_frames(frames: np.ndarray, size: int) -> np.ndarray:
         return _grey(frames)
     return prepare_clip(frames, size)
 
-
-def load_clip(path: Path, size: int) -> tuple[np.ndarray, float]:
-    """Read a clip as (T, size, size) uint8 greyscale, and its fps (0 when unknown)."""
-    frames, fps = read_frames(path)
-    return to_model_frames(frames, size), fps

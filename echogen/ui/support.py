@@ -16,6 +16,7 @@ import torch
 
 from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade, StageResult
 from echogen.config import get_preset
+from echogen.data.clips import read_input  # noqa: F401  (one decode for the app and the CLI: S.read_input)
 from echogen.eval.reading import video_ef
 from echogen.weights.bundle import find_bundles, read_manifest
 
@@ -126,16 +127,6 @@ def list_examples(folder) -> list[str]:
     return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in exts and p.is_file()]
 
 
-READ_SIDE = 256          # frames of an upload are kept at most this big (for the clip's EF and the picker)
-
-
-def read_input(path) -> tuple[np.ndarray, dict]:
-    """The frames (uint8, each shrunk to at most READ_SIDE a side as it is decoded; at most the input
-    limits' max_frames) of an upload and safe info (never header identifiers). Raises InputError."""
-    from echogen.data.inputs import load_frames
-    return load_frames(path, shrink=READ_SIDE)
-
-
 def conditioning_frame(path, index: int = 0) -> tuple[np.ndarray, dict]:
     """Frame `index` of the upload, preprocessed to the model's 112x112 float [0,1] frame."""
     from echogen.data.inputs import prepare_frame
@@ -161,9 +152,9 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> tuple[float, str]
     the clip; None for a single frame or with no reader."""
     if len(frames) < 2 or (engine.regressor is None and engine.tracer is None):
         return None
-    from echogen.data.clips import to_model_frames
+    from echogen.data.clips import ef_frames
     from echogen.eval.readout import headline
-    f = to_model_frames(np.asarray(frames)[:256], 112)   # as `echogen ef` prepares a clip: one crop for all frames
+    f = ef_frames(frames, 112)                         # as `echogen ef` prepares a clip: one crop for all frames
 
     def tracing():
         t = trace_clip(engine, f, fps or 25.0)

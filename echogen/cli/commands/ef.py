@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from echogen.cli.main import UserError
-from echogen.data.clips import read_frames, to_model_frames
+from echogen.data.clips import ef_frames, read_frames
 
 
 
@@ -88,7 +88,7 @@ def main(args) -> int:
     reg, tr = _readers(weights, args.method, device)
     size = reg[1].size if reg else tr[1].size
     raw, fps = read_frames(path)
-    frames = to_model_frames(raw, size)
+    frames = ef_frames(raw, size)
     if frames.shape[0] < 2:
         raise UserError(f"{path}: EF is read from a clip, and this input has {frames.shape[0]} frame")
     if args.fps is not None:
