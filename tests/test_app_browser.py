@@ -113,6 +113,15 @@ def test_app_in_chromium(tmp_path):
                     page.wait_for_timeout(500)
                 page.mouse.move(0, 0)
                 page.screenshot(path=shot, full_page=True)
+            else:   # a refused upload after a generation: the old input's loops and readout go (not shown as its)
+                page.locator("#input-file button[aria-label='Clear'], #input-file button[title='Clear']").first.click()
+                page.locator("#input-file input[type=file]").set_input_files(str(files["garbage"]))
+                page.wait_for_function(
+                    "() => (document.querySelector('#input-info')?.innerText || '').includes('not an image')")
+                page.wait_for_function(
+                    "() => (document.querySelector('#ef-readout')?.innerText || '').includes('No loop generated yet')")
+                for i in range(3):
+                    assert not page.eval_on_selector(f"#video-{i}", "e => !!e.querySelector('video')?.currentSrc")
             browser.close()
     finally:
         stop_app(proc)

@@ -167,7 +167,7 @@ def test_ef_command(tmp_path, capsys):
     assert main(["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(wpath), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     want, per = predict_ef(model, cfg, video, fps=cfg.fps)
-    assert out["fps_assumed"] and len(out["clips"]) == len(per)
+    assert out["fps_assumed"] and len(out["regressor"]["clips"]) == len(per) and "clips" not in out
     assert out["ef"] == pytest.approx(want, abs=0.01)
     # an AVI at 50 fps is resampled to 25 fps; a bundle folder works as --weights
     write_video(tmp_path / "clip.avi", video, fps=50)

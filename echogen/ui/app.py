@@ -183,6 +183,17 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             fail(e, path)
         return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
 
+    def clear_results(weights):
+        """A new, cleared or refused input: the loops, readout, plot, downloads and sweep of the previous input
+        go, so nobody takes them for this input's results."""
+        try:
+            names = [st.name for st in engines.get(bundle(weights)).stages]
+        except Exception:  # noqa: BLE001  the weights menu says what is wrong with a bundle
+            names = []
+        caps = [f"**{names[i]}**" if i < len(names) else "" for i in range(n_cols)]
+        empty = "<div id='ef-readout' class='eg-readout muted'>No loop generated yet for this input.</div>"
+        return [None] * n_cols + caps + [empty, None, None, None, {}, None, None, None]
+
     def on_check(path, weights):
         """Upload check (issue 19): does it look like an apical-4-chamber echo? A warning with the score;
         generation stays allowed."""
@@ -430,6 +441,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                        concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
+        file_in.change(clear_results, [weights], videos + captions + [readout, plot, files, details, shown, grid,
+                                                       table, sweep_files], api_name=False, queue=False)
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],

@@ -105,9 +105,10 @@ def main(args) -> int:
         rfps = cfg.fps if assumed else fps
         mean, per_clip = predict_ef(model, cfg, frames, rfps, stride=args.stride)
         who = model_provenance(weights, "regressor")
-        out.update({"ef": round(mean, 2), "clips": [round(e, 2) for e in per_clip], "fps": rfps,
-                    "fps_assumed": assumed, "clip_frames": cfg.frames, "clip_fps": cfg.fps,
-                    "regressor": {"ef": round(mean, 2), "method": "EF regressor (video network)", "model": who}})
+        out.update({"fps": rfps, "fps_assumed": assumed,      # the clip's; each reader's own fields are its own
+                    "regressor": {"ef": round(mean, 2), "method": "EF regressor (video network)", "model": who,
+                                  "clips": [round(e, 2) for e in per_clip], "clip_frames": cfg.frames,
+                                  "clip_fps": cfg.fps}})
         note = f" (fps unknown; taken as {cfg.fps:g})" if assumed else ""
         spread = f", clips range {min(per_clip):.1f}-{max(per_clip):.1f}" if len(per_clip) > 1 else ""
         span = frames.shape[0] * cfg.fps / rfps            # frames once resampled to the regressor's rate
