@@ -5,7 +5,8 @@ a test-sized imagen3d cascade): 2 ranks at batch 2 give the same loss curve and 
 batch 4; a checkpoint written under torchrun resumes under torchrun onto the same curve; only rank 0
 writes; the bundle exported by the torchrun run loads and generates. Then two single-process "nodes"
 joined by a c10d rendezvous, each with its own run folder (no shared filesystem): the node of rank 0
-alone writes, and resuming works from that node's checkpoint. The same for train/train_regressor.py.
+alone writes, and resuming works from that node's checkpoint. The same for train/train_regressor.py and
+train/train_tracer.py.
 """
 import json
 import os
@@ -238,5 +239,40 @@ def test_regressor_two_nodes_equal_one_process_and_resume(phantom, tmp_path):
     assert curve((one / "log.txt").read_text()) == curve(log)
     a = {k: v for k, v in _tensors(one / "ckpt.safetensors").items() if k.startswith(("model.", "ema."))}
     b = {k: v for k, v in _tensors(run / "ckpt.safetensors").items() if k.startswith(("model.", "ema."))}
+    _close(a, b, 1e-4)
+    assert json.loads((run / "state.json").read_text())["seen"] == 4 * 2
+
+
+TRACER = ROOT / "train" / "train_tracer.py"
+
+
+def test_tracer_two_nodes_equal_one_process_and_resume(phantom, tmp_path):
+    """train_tracer.py as train_regressor.py: each "node" with its own --out, only rank 0's folder is written,
+    a resume from it continues the single-process curve (the empty node gets the state by broadcast), and with
+    the empty node as rank 0 every rank stops with a message instead of restarting the run."""
+    common = ["--data", phantom, "--preset", "tiny", "--eval-every", 2, "--log-every", 1, "--threads", 1,
+              "--test-videos", 0]
+    one = tmp_path / "one"
+    _run(TRACER, common + ["--out", one, "--steps", 4, "--batch", 2])
+    nodes = [tmp_path / "node_a", tmp_path / "node_b"]
+    _two_nodes(TRACER, [common + ["--out", n, "--steps", 2, "--batch", 1] for n in nodes])
+    made = [n for n in nodes if n.exists()]
+    assert len(made) == 1, made                            # the other node wrote nothing
+    run, empty = made[0], [n for n in nodes if n != made[0]][0]
+    procs, outs = _two_nodes(TRACER, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (empty, run)],
+                             static=True, expect_ok=False)
+    assert all(p.returncode != 0 for p in procs) and "sees a checkpoint at step 2" in "".join(outs)
+    _two_nodes(TRACER, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (run, empty)], static=True)
+    assert not empty.exists()
+    log = (run / "log.txt").read_text()
+    assert "resumed from" in log and "at step 2" in log and "batch 1 x 2" in log
+    def curve(text):  # "step 3 loss 0.9 lr ..." lines, without time stamps
+        return [ln.split(" ", 2)[2].split(" lr")[0] for ln in text.splitlines() if " loss " in ln]
+    a_curve, b_curve = curve((one / "log.txt").read_text()), curve(log)
+    assert len(a_curve) == 4 and len(b_curve) == 4
+    for x, y in zip(a_curve, b_curve):
+        assert x.split()[:3] == y.split()[:3] and abs(float(x.split()[3]) - float(y.split()[3])) < 1e-3, (x, y)
+    a = {k: v for k, v in _tensors(one / "ckpt.safetensors").items() if k.startswith("model.")}
+    b = {k: v for k, v in _tensors(run / "ckpt.safetensors").items() if k.startswith("model.")}
     _close(a, b, 1e-4)
     assert json.loads((run / "state.json").read_text())["seen"] == 4 * 2

@@ -1,7 +1,9 @@
 """Train the LV tracer (echogen.nets.tracer) on an EchoNet-format dataset's VolumeTracings.csv.
 
   python train/train_tracer.py --data DIR --out runs/tracer [--bundle assets/weights/demo]
-  torchrun --nproc_per_node=2 train/train_tracer.py ... (same flags; DDP, only rank 0 writes)
+  torchrun --nproc_per_node=2 train/train_tracer.py ... (same flags; DDP: N ranks at --batch B train on the
+  frames and augmentations one process at batch N*B does (GlobalBatches); only rank 0 reads and writes the run
+  folder, the other ranks (nodes) get its state by broadcast, as in train_regressor.py)
 
 The labels are the LV cavity masks of the traced frames (ED and ES of one beat per video), rasterised from
 EchoNet's long axis + 20 chords (echogen.eval.lv_volume.tracing_mask), so the same script trains on the phantom,
@@ -31,10 +33,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from echogen import distributed
 from echogen.data.augment import get_augment_preset, augment_clips
+from echogen.data.batches import GlobalBatches
 from echogen.eval import tracer_eval
 from echogen.eval.readout import describe_dataset
 from echogen.nets.tracer import (LVTracer, TracerConfig, dice, get_tracer_preset, load_tracer, num_params,
                             predict_probs, save_tracer)
+from echogen.rng import sample_generators
 from echogen.weights.bundle import load_state_strict, load_tensors, save_tensors, update_manifest
 
 DEFAULTS = {"small": (16, 3000), "full": (32, 20000), "tiny": (2, 20)}   # batch per process, steps
@@ -67,6 +71,8 @@ if args.threads:
     torch.set_num_threads(args.threads)
 dist = distributed.setup(args.device)
 run = Path(args.out)
+_mine = run / "state.json"   # before anything is written: does another rank see a newer checkpoint?
+distributed.check_resume(dist, json.loads(_mine.read_text())["step"] if _mine.is_file() else 0, run)
 if dist.main:
     run.mkdir(parents=True, exist_ok=True)
 distributed.barrier(dist)
@@ -79,17 +85,22 @@ def traced_frames(split: str, limit=None):
 
 
 # ---- config / resume --------------------------------------------------------------------------
+# Rank 0 alone reads the run folder (the other nodes may not see it); the others get its config, counters and
+# tensors by broadcast, as in train_regressor.py.
 ckpt_path, state_path = run / "ckpt.safetensors", run / "state.json"
-resume = ckpt_path.is_file() and state_path.is_file()
-if resume:
+resume = distributed.broadcast_object(dist.main and ckpt_path.is_file() and state_path.is_file(), dist)
+if resume and dist.main:
     ck_tensors, cfg_dict, ck_meta = load_tensors(ckpt_path, "tracer_checkpoint")
     cfg = TracerConfig.from_dict(cfg_dict)
     state = json.loads(ck_meta["train_state"])
     if ck_meta.get("preset") != args.preset:
         raise SystemExit(f"error: {run} holds a '{ck_meta.get('preset')}' run; --preset {args.preset} differs")
-else:
+elif not resume:
     cfg = get_tracer_preset(args.preset)
     state = {"step": 0, "seen": 0, "best_val_dice": None, "best_step": None}
+else:
+    cfg, state = None, None
+cfg, state = distributed.broadcast_object((cfg, state), dist)
 batch = args.batch or DEFAULTS.get(args.preset, (16, 3000))[0]
 steps = args.steps or DEFAULTS.get(args.preset, (16, 3000))[1]
 
@@ -112,13 +123,15 @@ if dist.main:
 torch.manual_seed(args.seed)
 model = LVTracer(cfg).to(dist.device)
 opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-if resume:
+if resume and dist.main:
     load_state_strict(model, {k[6:]: v for k, v in ck_tensors.items() if k.startswith("model.")}, str(ckpt_path))
     for i, prm in enumerate(model.parameters()):
         st = {k.split(".")[-1]: v.to(dist.device) for k, v in ck_tensors.items() if k.startswith(f"optim.p{i}.")}
         if st:
             st["step"] = st["step"].cpu()
             opt.state[prm] = st
+state = distributed.broadcast_training_state(dist, model, None, opt, state)
+if resume:
     log(f"resumed from {ckpt_path} at step {state['step']}")
 log(f"LV tracer '{args.preset}': {num_params(model) / 1e6:.3f} M params, widths {cfg.widths}, input mean/std "
     f"{cfg.mean:.3f}/{cfg.std:.3f}, batch {batch} x {dist.world}, lr {args.lr}, augment {args.augment}, "
@@ -131,15 +144,21 @@ def lr_at(step: int) -> float:
     return args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0))))
 
 
+sampler = GlobalBatches(len(train[0]), batch, dist.world, dist.rank, args.seed)
+
+
 def batch_at(step: int):
-    """The batch of one rank at one step: a function of (seed, rank, step) only, so a resumed run draws
-    what an uninterrupted one would have."""
-    g = torch.Generator().manual_seed(args.seed * 1_000_003 + dist.rank * 7919 + step * 104729)
-    idx = torch.randint(0, len(train[0]), (batch,), generator=g)
-    x = torch.from_numpy(train[0][idx.numpy()]).float().div_(255.0)[:, None]       # (B, 1, S, S)
-    m = torch.from_numpy(train[1][idx.numpy()])[:, None]
+    """This rank's share of global batch `step` (echogen.data.batches.GlobalBatches: a function of (seed, step)
+    only, so N ranks at batch B train on what one process at batch N*B does, and a resumed run draws what an
+    uninterrupted one would have); each frame augmented with its own generator (per-sample seed)."""
+    idx, seeds = zip(*sampler.step_items(step))
+    idx = list(idx)
+    x = torch.from_numpy(train[0][idx]).float().div_(255.0)[:, None]                   # (B, 1, S, S)
+    m = torch.from_numpy(train[1][idx])[:, None]
     if args.augment != "off":
-        x, m = augment_clips(x, g, aug_cfg, masks=m, temporal=False)              # (B, T=1, S, S)
+        pairs = [augment_clips(x[k:k + 1], g, aug_cfg, masks=m[k:k + 1], temporal=False)
+                 for k, g in enumerate(sample_generators(seeds))]
+        x, m = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])       # (B, T=1, S, S)
     return x, (m >= 0.5).float()
 
 
