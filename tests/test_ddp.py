@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,16 +80,32 @@ def _two_nodes(script, args_of_node, static=False, expect_ok=True, timeout=240):
     """Two torchrun launchers of one process each on 127.0.0.1 (two "nodes"): a c10d rendezvous (node
     ranks assigned at the rendezvous), or static=True: the static rendezvous, node i gets --node_rank=i."""
     port = _free_port()
-    procs = []
+    procs, logs = [], []
     for i, node_args in enumerate(args_of_node):
         rdzv = [f"--node_rank={i}", "--master_addr=127.0.0.1", f"--master_port={port}"] if static else \
             ["--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=test{port}"]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", *rdzv,
                str(script)] + [str(a) for a in node_args]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # output to files, not pipes: waiting on one launcher while the other fills an undrained 64 KiB pipe
+        # (progress bars: more of them the slower the box) blocked that one inside a collective -> both hung
+        logs.append(tempfile.TemporaryFile("w+"))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=logs[-1], stderr=subprocess.STDOUT,
                                       text=True))
+
+    def output(i):
+        procs[i].wait()
+        logs[i].seek(0)
+        return logs[i].read()
     if expect_ok:
-        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+        deadline = time.monotonic() + timeout
+        try:
+            for p in procs:
+                p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise AssertionError("two-node run hung:\n" + "\n---\n".join(output(i)[-3000:] for i in range(len(procs))))
+        outs = [output(i) for i in range(len(procs))]
     else:   # a failure is expected: once a node's launcher has exited, the other gets a grace period. The workers
         # stop with their message; torchelastic's launcher of the master node can outlive its failed peer,
         # waiting for a rendezvous that never comes (seen once in a fresh-clone run on an idle box): killed then.
@@ -97,13 +114,13 @@ def _two_nodes(script, args_of_node, static=False, expect_ok=True, timeout=240):
         while any(o is None for o in outs):
             for i, p in enumerate(procs):
                 if outs[i] is None and p.poll() is not None:
-                    outs[i] = p.communicate()[0]
+                    outs[i] = output(i)
                     grace = grace or time.monotonic() + 60
             if time.monotonic() > min(deadline, grace or deadline):
                 for i, p in enumerate(procs):
                     if outs[i] is None:
                         p.kill()
-                        outs[i] = p.communicate()[0] + "\n[killed: outlived its failed peer]"
+                        outs[i] = output(i) + "\n[killed: outlived its failed peer]"
             time.sleep(0.2)
         return procs, outs
     for p, out in zip(procs, outs):
@@ -220,59 +237,52 @@ def test_two_nodes_without_shared_filesystem(phantom, tmp_path):
     _close(_tensors(one / "ckpt/model.safetensors"), _tensors(run / "ckpt/model.safetensors"), 1e-4)
 
 
-def test_regressor_two_nodes_equal_one_process_and_resume(phantom, tmp_path):
+def _one_process_then_two_nodes(script, phantom, tmp_path):
+    """The single-process reference (4 steps at batch 2) and a two-"node" run (own --out each, 2 steps at batch 1)
+    resumed to 4 steps from rank 0's folder after the empty node as rank 0 was refused; returns (one, run, log)."""
     common = ["--data", phantom, "--preset", "tiny", "--eval-every", 2, "--log-every", 1, "--threads", 1,
               "--test-videos", 0]
     one = tmp_path / "one"
-    _run(REGRESSOR, common + ["--out", one, "--steps", 4, "--batch", 2])
+    _run(script, common + ["--out", one, "--steps", 4, "--batch", 2])
     nodes = [tmp_path / "node_a", tmp_path / "node_b"]
-    _two_nodes(REGRESSOR, [common + ["--out", n, "--steps", 2, "--batch", 1] for n in nodes])
+    _two_nodes(script, [common + ["--out", n, "--steps", 2, "--batch", 1] for n in nodes])
     made = [n for n in nodes if n.exists()]
     assert len(made) == 1, made                            # the other node wrote nothing
     run, empty = made[0], [n for n in nodes if n != made[0]][0]
-    _two_nodes(REGRESSOR, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (run, empty)], static=True)
+    procs, outs = _two_nodes(script, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (empty, run)],
+                             static=True, expect_ok=False)
+    assert all(p.returncode != 0 for p in procs) and "sees a checkpoint at step 2" in "".join(outs)
+    _two_nodes(script, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (run, empty)], static=True)
     assert not empty.exists()
     log = (run / "log.txt").read_text()
     assert "resumed from" in log and "at step 2" in log and "batch 1 x 2" in log
+    assert json.loads((run / "state.json").read_text())["seen"] == 4 * 2
+    return one, run, log
+
+
+def test_regressor_two_nodes_equal_one_process_and_resume(phantom, tmp_path):
+    one, run, log = _one_process_then_two_nodes(REGRESSOR, phantom, tmp_path)
     def curve(text):  # "step 3 train RMSE 24.291" and "step 2 VAL MAE ..." lines, without time stamps
         return [ln.split(" ", 2)[2].split(" (")[0] for ln in text.splitlines() if "RMSE" in ln]
     assert curve((one / "log.txt").read_text()) == curve(log)
     a = {k: v for k, v in _tensors(one / "ckpt.safetensors").items() if k.startswith(("model.", "ema."))}
     b = {k: v for k, v in _tensors(run / "ckpt.safetensors").items() if k.startswith(("model.", "ema."))}
     _close(a, b, 1e-4)
-    assert json.loads((run / "state.json").read_text())["seen"] == 4 * 2
 
 
 TRACER = ROOT / "train" / "train_tracer.py"
 
 
 def test_tracer_two_nodes_equal_one_process_and_resume(phantom, tmp_path):
-    """train_tracer.py as train_regressor.py: each "node" with its own --out, only rank 0's folder is written,
-    a resume from it continues the single-process curve (the empty node gets the state by broadcast), and with
-    the empty node as rank 0 every rank stops with a message instead of restarting the run."""
-    common = ["--data", phantom, "--preset", "tiny", "--eval-every", 2, "--log-every", 1, "--threads", 1,
-              "--test-videos", 0]
-    one = tmp_path / "one"
-    _run(TRACER, common + ["--out", one, "--steps", 4, "--batch", 2])
-    nodes = [tmp_path / "node_a", tmp_path / "node_b"]
-    _two_nodes(TRACER, [common + ["--out", n, "--steps", 2, "--batch", 1] for n in nodes])
-    made = [n for n in nodes if n.exists()]
-    assert len(made) == 1, made                            # the other node wrote nothing
-    run, empty = made[0], [n for n in nodes if n != made[0]][0]
-    procs, outs = _two_nodes(TRACER, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (empty, run)],
-                             static=True, expect_ok=False)
-    assert all(p.returncode != 0 for p in procs) and "sees a checkpoint at step 2" in "".join(outs)
-    _two_nodes(TRACER, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (run, empty)], static=True)
-    assert not empty.exists()
-    log = (run / "log.txt").read_text()
-    assert "resumed from" in log and "at step 2" in log and "batch 1 x 2" in log
+    """train_tracer.py as train_regressor.py: only rank 0's folder is written, a resume from it continues the
+    single-process curve (the empty node gets the state by broadcast), the empty node as rank 0 is refused."""
+    one, run, log = _one_process_then_two_nodes(TRACER, phantom, tmp_path)
     def curve(text):  # "step 3 loss 0.9 lr ..." lines, without time stamps
-        return [ln.split(" ", 2)[2].split(" lr")[0] for ln in text.splitlines() if " loss " in ln]
+        return [ln.split(" ", 2)[2].split(" lr")[0].split() for ln in text.splitlines() if " loss " in ln]
     a_curve, b_curve = curve((one / "log.txt").read_text()), curve(log)
-    assert len(a_curve) == 4 and len(b_curve) == 4
+    assert len(a_curve) == len(b_curve) == 4
     for x, y in zip(a_curve, b_curve):
-        assert x.split()[:3] == y.split()[:3] and abs(float(x.split()[3]) - float(y.split()[3])) < 1e-3, (x, y)
+        assert x[:3] == y[:3] and abs(float(x[3]) - float(y[3])) < 1e-3, (x, y)
     a = {k: v for k, v in _tensors(one / "ckpt.safetensors").items() if k.startswith("model.")}
     b = {k: v for k, v in _tensors(run / "ckpt.safetensors").items() if k.startswith("model.")}
     _close(a, b, 1e-4)
-    assert json.loads((run / "state.json").read_text())["seen"] == 4 * 2
