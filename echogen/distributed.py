@@ -73,7 +73,13 @@ def barrier(d: Dist) -> None:
 
 
 def cleanup(d: Dist) -> None:
+    """Tear the process group down. Drop the DDP wrappers first (`del ddp` / `del sync`): a DDP reducer keeps the
+    gloo group alive past destroy_process_group until the interpreter's finalisation, where its worker threads
+    can abort the process ("terminate called without an active exception", SIGABRT) after a finished run, and
+    the other node's torchrun then waits out its exit barrier."""
     if d.enabled and dist.is_initialized():
+        import gc
+        gc.collect()                      # the dropped wrappers' reducers (and their hold on the group) go now
         dist.destroy_process_group()
 
 

@@ -258,4 +258,5 @@ if len(step_times) > 2:
     log(f"mean step time {sum(step_times[2:]) / len(step_times[2:]):.3f} s over {len(step_times) - 2} steps "
         f"(rank 0, world {dist.world})")
 distributed.barrier(dist)
+del sync   # before the group goes: a live DDP reducer holds it (distributed.cleanup)
 distributed.cleanup(dist)

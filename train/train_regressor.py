@@ -319,4 +319,5 @@ if args.test_videos != 0 and (run / "regressor.safetensors").is_file():
     else:
         log("no TEST videos: final evaluation skipped")
 distributed.barrier(dist)   # every rank tears gloo down together (an early teardown aborted a rank: train_tracer.py)
+del ddp   # before the group goes: a live DDP reducer holds it (distributed.cleanup)
 distributed.cleanup(dist)

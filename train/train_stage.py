@@ -201,4 +201,5 @@ if len(step_times) > 2:  # the first two steps warm up (allocator, DDP's first-i
     log(f"mean step time {sum(step_times[2:]) / len(step_times[2:]):.4f} s over {len(step_times) - 2} steps "
         f"(rank 0, data loading included; --ddp {args.ddp}, world {dist.world})")
 distributed.barrier(dist)
+del sync   # before the group goes: a live DDP reducer holds it (distributed.cleanup)
 distributed.cleanup(dist)

@@ -276,4 +276,5 @@ if dist.main and args.test_videos != 0 and (run / "tracer.safetensors").is_file(
             f"MAE {te.get('mae', float('nan')):.2f} on {summary['videos'] - summary['tracing_failed']} of "
             f"{summary['videos']} videos")
 distributed.barrier(dist)   # the other ranks wait for rank 0's TEST pass: tearing gloo down early aborted rank 1
+del ddp   # before the group goes: a live DDP reducer holds it (distributed.cleanup)
 distributed.cleanup(dist)
