@@ -1,0 +1,46 @@
+"""Score EF regressors on an EchoNet-format split, each video read as the mean over all its clips (EchoNet).
+
+  python train/eval_regressor.py --data data/sim2_1k --regressor assets/weights/demo runs/reg/regressor.safetensors
+      [--split TEST] [--n N] [--threads 1]
+
+Prints one row per regressor: R^2, MAE, RMSE, Pearson r and the MAE per EF bin, on the same videos.
+"""
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from echogen.data.echonet import load_video, read_filelist
+from echogen.eval.metrics import regression_metrics
+from echogen.nets.regressor import load_regressor, predict_ef
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("--data", required=True)
+p.add_argument("--regressor", nargs="+", required=True, help="regressor .safetensors files or bundles")
+p.add_argument("--split", default="TEST")
+p.add_argument("--n", type=int, default=0, help="first N videos of the split (0 = all)")
+p.add_argument("--threads", type=int, default=0)
+args = p.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
+rows = [r for r in read_filelist(args.data) if r["Split"] == args.split.upper()]
+rows = rows[:args.n] if args.n else rows
+if not rows:
+    sys.exit(f"error: {args.data}: no {args.split} videos")
+models = [load_regressor(w) for w in args.regressor]
+truth, preds = [], [[] for _ in models]
+for r in rows:
+    video, fps = load_video(args.data, r["FileName"])
+    truth.append(float(r["EF"]))
+    for k, (model, cfg) in enumerate(models):
+        preds[k].append(predict_ef(model, cfg, video, fps)[0])
+t = np.array(truth)
+edges = (0, 35, 50, 65, 100)
+print(f"{args.data} {args.split}: {len(rows)} videos; MAE per EF bin {', '.join(f'{a}-{b}' for a, b in zip(edges, edges[1:]))}")
+for w, pr in zip(args.regressor, preds):
+    m = regression_metrics(t, np.array(pr))
+    bins = [np.abs(np.array(pr) - t)[(t >= a) & (t < b)] for a, b in zip(edges, edges[1:])]
+    per = " / ".join(f"{b.mean():.2f}" if len(b) else "-" for b in bins)
+    print(f"{w}: R^2 {m['r2']:.3f}  MAE {m['mae']:.2f}  RMSE {m['rmse']:.2f}  r {np.corrcoef(pr, t)[0, 1]:.3f}  "
+          f"bins {per}")
