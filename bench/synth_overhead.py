@@ -16,12 +16,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from echogen.cli.commands.generate import load_cascade  # noqa: E402
-from echogen.data import synth  # noqa: E402
-from echogen.device import pick_device  # noqa: E402
-from echogen.nets.regressor import load_regressor  # noqa: E402
+from echogen.cli.commands.generate import load_cascade
+from echogen.data import synth
+from echogen.device import pick_device
+from echogen.nets.regressor import load_regressor
 
 
 def _sync(device):
