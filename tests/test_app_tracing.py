@@ -290,3 +290,6 @@ def test_app_and_cli_read_the_same_ef_from_one_file(tmp_path, capsys):
         assert app is not None and cli["ef"] is not None, f.name
         assert app[0] == pytest.approx(cli["ef"], abs=0.01), (f.name, app, cli["ef"])
         assert (app[1] == "LV tracing") == (cli["method"] == "tracing"), (f.name, app[1], cli["method"])
+        first, other = S.clip_ef(eng, frames, float(info.get("fps") or 0.0), both=True)   # the app shows both
+        assert first == app and other is not None
+        assert other[0] == pytest.approx(cli["regressor" if app[1] == "LV tracing" else "tracing"]["ef"], abs=0.01)

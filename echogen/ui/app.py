@@ -163,12 +163,19 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         if info.get("truncated"):
             note += f" · {info['truncated']}"
         try:
-            est = S.clip_ef(engines.get(bundle(weights)), frames, float(info.get("fps") or 0))
+            est, other = S.clip_ef(engines.get(bundle(weights)), frames, float(info.get("fps") or 0), both=True)
         except Exception as e:  # an estimate is a convenience; never block the upload on it
-            est, note = None, note + f" · (EF estimate failed: {G.scrub(e, path)})"
+            est, other, note = None, None, note + f" · (EF estimate failed: {G.scrub(e, path)})"
         if est is not None:
             ef = gr.update(value=round(min(90, max(10, est[0]))))
             note += f" · {est[1]} reads EF {est[0]:.1f}% from this clip (slider set to it)"
+        if est is not None and other is not None:   # both readings, as `echogen ef` prints them
+            from echogen.eval.readout import DISAGREE, disagreement
+            gap = disagreement(est[0], other[0])
+            note += f"; {other[1]} reads {other[0]:.1f}%"
+            if gap > DISAGREE:
+                note += (f" · ⚠ the two readings disagree by {gap:.1f} EF points: trust neither without looking "
+                         "at the clip")
         picker = gr.update(visible=n > 1, maximum=max(1, n - 1), value=0)
         return picker, S.display_frames(frame[None])[0], note, ef
 

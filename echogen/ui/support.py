@@ -146,12 +146,13 @@ def input_summary(info: dict, index: int) -> str:
     return " · ".join(parts)
 
 
-def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> tuple[float, str] | None:
+def clip_ef(engine: Engine, frames: np.ndarray, fps: float, both: bool = False):
     """The EF of an uploaded clip and who read it ("LV tracing" / "EF regressor"): the bundle's clip reader
     first (echogen.eval.readout.clip_reader: manifest "clip_reader"), the other when that one cannot read
-    the clip; None for a single frame or with no reader."""
+    the clip; None for a single frame or with no reader. both=True: ((ef, who), other) where other is the
+    other reader's (ef, who) or None, read too (as `echogen ef` does), so a disagreement can be shown."""
     if len(frames) < 2 or (engine.regressor is None and engine.tracer is None):
-        return None
+        return (None, None) if both else None
     from echogen.data.clips import ef_frames
     from echogen.eval.readout import headline
     f = ef_frames(frames, 112)                         # as `echogen ef` prepares a clip: one crop for all frames
@@ -163,10 +164,20 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float) -> tuple[float, str]
     def regressor():
         return video_ef(engine.regressor, f, fps or 0.0)[0]
 
+    readers = {"regressor": regressor if engine.regressor is not None else None,
+               "tracing": tracing if engine.tracer is not None else None}
+    name = {"tracing": "LV tracing", "regressor": "EF regressor"}
     # the second reader runs only when the first cannot read the clip (headline calls them in turn)
-    top = headline({"regressor": regressor if engine.regressor is not None else None,
-                    "tracing": tracing if engine.tracer is not None else None}, engine.clip_reader)
-    return None if top is None else (top[1], "LV tracing" if top[0] == "tracing" else "EF regressor")
+    top = headline(readers, engine.clip_reader)
+    first = None if top is None else (top[1], name[top[0]])
+    if not both:
+        return first
+    other = None
+    if top is not None:
+        rest = [m for m in readers if m != top[0] and readers[m] is not None]
+        ef = readers[rest[0]]() if rest else None
+        other = None if ef is None else (float(ef), name[rest[0]])
+    return first, other
 
 
 # ------------------------------------------------------------------------------------------ outputs
