@@ -86,3 +86,36 @@ def test_torchrun_two_cpu_ranks_agree(phantom, tmp_path):
     state = json.loads((run / "state.json").read_text())
     assert state["seen"] == 3 * 1 * 2                         # batch 1 per rank, 2 ranks
     assert "batch 1 x 2" in (run / "log.txt").read_text()
+
+
+def test_ship_regressor_writes_fp16_with_provenance_and_refuses_a_bad_copy(phantom, tmp_path):
+    """train/ship_regressor.py: the fp16 file in the bundle, named in the manifest, loads as float32, carries the
+    run's metadata and the given provenance; a threshold fp16 cannot meet writes nothing."""
+    import torch
+
+    from echogen.eval.readout import model_provenance
+    from echogen.nets.regressor import EFRegressor, get_regressor_preset, load_regressor, save_regressor
+    from echogen.weights.bundle import read_manifest, read_metadata
+    cfg = get_regressor_preset("tiny")
+    torch.manual_seed(0)
+    src = save_regressor(tmp_path / "run.safetensors", EFRegressor(cfg), cfg, preset="tiny", steps="7")
+    ship = ROOT / "train" / "ship_regressor.py"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()                                                                  # no manifest yet
+    r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
+                        str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "7 + 3"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = bundle / "regressor.safetensors"
+    assert read_manifest(bundle)["regressor"] == "regressor.safetensors"
+    assert out.stat().st_size < src.stat().st_size * 0.75                         # fp16 on disk
+    model, got = load_regressor(bundle)
+    assert all(p.dtype == torch.float32 for p in model.parameters()) and got.widths == cfg.widths
+    meta = read_metadata(out)
+    assert meta["preset"] == "tiny" and "fp16" in meta["stored_as"]
+    assert model_provenance(bundle) == "EF regressor 'tiny' (7 + 3 steps) trained on unit-test phantom"
+    out.unlink()
+    r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
+                        str(bundle), "--videos", "1", "--max-ef-change", "0"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "not shipped" in r.stderr and not out.exists()
