@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from echogen.data.echonet import load_video, read_filelist
-from echogen.eval.readout import describe_dataset
+from echogen.eval.readout import shipped_metadata
 from echogen.nets.regressor import load_regressor, predict_ef, save_regressor
-from echogen.weights.bundle import read_metadata, update_manifest
+from echogen.weights.bundle import update_manifest
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--regressor", required=True, help="the training run's fp32 regressor .safetensors")
@@ -43,11 +43,8 @@ for r in rows:
 print(f"fp16 vs fp32 on {len(rows)} VAL videos: largest EF change {change:.4f} points")
 if change >= args.max_ef_change:
     sys.exit(f"error: fp16 changes an EF by {change:.4f} points (>= {args.max_ef_change}); not shipped")
-meta = {k: v for k, v in read_metadata(args.regressor).items() if k not in ("echogen_kind", "echogen_config")}
-meta["trained_on"] = args.trained_on or describe_dataset(args.data)
-if args.steps:
-    meta["steps"] = args.steps
-meta["stored_as"] = f"fp16 (from the fp32 run output {Path(args.regressor).name}; largest EF change {change:.4f})"
+meta = shipped_metadata(args.regressor, args.data, args.trained_on, steps=args.steps, stored_as=(
+    f"fp16 (from the fp32 run output {Path(args.regressor).name}; largest EF change {change:.4f})"))
 out = Path(args.bundle) / "regressor.safetensors"
 save_regressor(out, copy.deepcopy(model32).half(), cfg, **meta)
 update_manifest(args.bundle, regressor="regressor.safetensors")

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from echogen.eval import tracer_eval
-from echogen.eval.readout import describe_dataset
+from echogen.eval.readout import shipped_metadata
 from echogen.nets.tracer import load_tracer, predict_probs, save_tracer
-from echogen.weights.bundle import read_metadata, update_manifest
+from echogen.weights.bundle import update_manifest
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--tracer", required=True, help="the training run's fp32 tracer .safetensors")
@@ -44,9 +44,8 @@ print(f"fp16 vs fp32 on {len(frames)} VAL frames: largest probability change {ch
       f"{100 * flipped:.4f} % of mask pixels flipped")
 if change >= args.max_prob_change:
     sys.exit(f"error: fp16 changes a probability by {change:.4f} (>= {args.max_prob_change}); not shipped")
-meta = {k: v for k, v in read_metadata(args.tracer).items() if k not in ("echogen_kind", "echogen_config")}
-meta["trained_on"] = args.trained_on or describe_dataset(args.data)
-meta["stored_as"] = f"fp16 (from the fp32 run output {Path(args.tracer).name}; largest probability change {change:.4f})"
+meta = shipped_metadata(args.tracer, args.data, args.trained_on, stored_as=(
+    f"fp16 (from the fp32 run output {Path(args.tracer).name}; largest probability change {change:.4f})"))
 out = Path(args.bundle) / "tracer.safetensors"
 save_tracer(out, copy.deepcopy(model32).half(), cfg, **meta)
 update_manifest(args.bundle, tracer="tracer.safetensors")

@@ -114,6 +114,20 @@ def headline(readings: dict, first: str = "regressor") -> tuple[str, float] | No
     return None
 
 
+def shipped_metadata(run_file, data, trained_on: str | None = None, stored_as: str = "", steps: str | None = None) -> dict:
+    """Metadata of a reader shipped into a bundle (train/ship_tracer.py, train/ship_regressor.py): the run file's
+    own (without kind and config, which the writer sets), `trained_on` (default: describe_dataset(data)), how it is
+    stored and, when given, a steps label; model_provenance reads them back."""
+    from echogen.weights.bundle import read_metadata
+
+    meta = {k: v for k, v in read_metadata(run_file).items() if k not in ("echogen_kind", "echogen_config")}
+    meta["trained_on"] = trained_on or describe_dataset(data)
+    meta["stored_as"] = stored_as
+    if steps:
+        meta["steps"] = steps
+    return meta
+
+
 def model_provenance(weights, kind: str = "regressor") -> str:
     """'<what> trained on <data>' for the regressor or tracer of a bundle (or a .safetensors file), from
     the file's metadata, else the bundle manifest's provenance, else says it is unrecorded."""

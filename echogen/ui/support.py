@@ -167,17 +167,15 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float, both: bool = False):
     readers = {"regressor": regressor if engine.regressor is not None else None,
                "tracing": tracing if engine.tracer is not None else None}
     name = {"tracing": "LV tracing", "regressor": "EF regressor"}
-    # the second reader runs only when the first cannot read the clip (headline calls them in turn)
-    top = headline(readers, engine.clip_reader)
-    first = None if top is None else (top[1], name[top[0]])
-    if not both:
-        return first
-    other = None
-    if top is not None:
-        rest = [m for m in readers if m != top[0] and readers[m] is not None]
-        ef = readers[rest[0]]() if rest else None
-        other = None if ef is None else (float(ef), name[rest[0]])
-    return first, other
+    if not both:   # the second reader runs only when the first cannot read the clip (headline calls them in turn)
+        top = headline(readers, engine.clip_reader)
+        return None if top is None else (top[1], name[top[0]])
+    efs = {m: r() if r is not None else None for m, r in readers.items()}      # each reader once
+    top = headline(efs, engine.clip_reader)
+    if top is None:
+        return None, None
+    rest = [m for m in efs if m != top[0] and efs[m] is not None]
+    return (top[1], name[top[0]]), ((float(efs[rest[0]]), name[rest[0]]) if rest else None)
 
 
 # ------------------------------------------------------------------------------------------ outputs
