@@ -52,6 +52,11 @@ def test_app_in_chromium(tmp_path):
             page.goto(url)
             page.wait_for_selector("#generate-btn")
 
+            # Generate before any input: the result area says what is missing (not only a toast)
+            page.locator("#generate-btn").click()
+            page.wait_for_function(
+                "() => (document.querySelector('#ef-readout')?.innerText || '').includes('Upload an echo frame')")
+
             # a bad upload: a clear warning, and the page keeps working
             page.locator("#input-file input[type=file]").set_input_files(str(files["garbage"]))
             page.wait_for_function(
@@ -63,6 +68,9 @@ def test_app_in_chromium(tmp_path):
             # upload the example frame: the 112x112 conditioning frame appears
             page.locator("#input-file input[type=file]").set_input_files(str(files["png"]))
             page.wait_for_selector("#preview img")
+            # one frame has no EF to read: the note says the slider keeps its value (55 at start)
+            page.wait_for_function(
+                "() => (document.querySelector('#input-info')?.innerText || '').includes('slider stays at 55')")
             # the upload's own events (preview, A4C input check) finish before Generate is pressed, as a user
             # sees them: their progress text is not the generation's (the count below is the generation's)
             page.wait_for_function("() => (document.querySelector('#a4c-box')?.innerText || '').includes('Input check')"

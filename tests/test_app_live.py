@@ -532,3 +532,30 @@ def test_live_and_scrub_through_the_api_match_generate(served):
     # another page (client) has no set of its own
     other = Client(served["url"], verbose=False).predict(*args(35), False, api_name="/scrub_show")
     assert other[2] == other[-1] == {"__type__": "update"}
+
+
+def test_page_inputs_drop_a_live_loop_whose_input_changed_while_it_ran(tmp_path):
+    """✕ or a new upload during a live generation: its loop must not land after the page cleared its results."""
+    inputs = L.PageInputs(max_pages=2)
+    inputs.changed("a")
+    seen = inputs.now("a")
+    inputs.check("a", seen)                                   # unchanged: fine
+    inputs.changed("b")
+    inputs.check("a", seen)                                   # another page's change: fine
+    inputs.changed("a")
+    with pytest.raises(L.InputChanged):
+        inputs.check("a", seen)
+    inputs.changed("c")                                       # the oldest page is forgotten, not grown without end
+    assert len(inputs._count) == 2 and inputs.now("b") == 0
+    app = FakeApp(tmp_path)
+    page_inputs = L.PageInputs()
+    h = L.make_handlers(app.hooks(), C.ScrubCache(), L.LiveRequests(), page_inputs)
+    up, req = _page(tmp_path)
+    blank = [{"__type__": "update"}] * (2 * 3 + 6)
+    app.during = lambda step: step == 1 and page_inputs.changed(req.session_hash)
+    assert h.live(*_args(up, 45), True, False, request=req) == blank[:-1] + [""]
+    assert app.calls == [45.0] and "input changed" in app.logs[-1]
+    app.during = None                                         # the next request for the new input shows its loop
+    assert h.live(*_args(up, 45), True, False, request=req)[2 * 3 + 3]["requested_ef"] == 45.0
+    h.closed(req)
+    assert page_inputs.now(req.session_hash) == 0

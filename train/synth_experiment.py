@@ -44,6 +44,10 @@ p.add_argument("--synth-ef", default="balanced", help="target EFs of (b)/(c)'s s
 p.add_argument("--low-ef", type=float, default=35.0, help="(d) drops TRAIN EFs below this")
 p.add_argument("--low-min", type=float, default=10.0, help="lowest target EF of (d)'s synthetic videos")
 p.add_argument("--n-low", type=int, default=100, help="synthetic low-EF videos added in (d)")
+p.add_argument("--low-frames", type=float, default=1.0,
+               help="condition (d)'s low-EF videos on this fraction of (d)'s TRAIN videos with the largest EDV "
+                    "(1 = all of them). Low-EF hearts are usually dilated (phantom v1: mean EDV 199 below EF 20, "
+                    "118 above EF 50); EchoNet-Dynamic's FileList carries EDV")
 p.add_argument("--gen-steps", default=None, help="cascade sampler steps (synth --steps)")
 p.add_argument("--filter-tolerance", type=float, default=5.0)
 p.add_argument("--synth-args", default="", help="more `echogen synth` flags, e.g. '--privacy-max 500'")
@@ -117,7 +121,17 @@ if {"b_real_synth", "c_synth"} & set(arms):
     data_dirs["b_real_synth"] = folder("b_real_synth", [(args.data, subset_a + evalrows), (sdir, srows)])[0]
     data_dirs["c_synth"] = folder("c_synth", [(args.data, evalrows), (sdir, srows)])[0]
 if "d_plus_low" in arms:
-    sdir, srows = make_synth("d_low", real_d, args.n_low, f"uniform:{args.low_min:g},{args.low_ef - 0.01:g}")
+    low_src, low_name = real_d, "d_low"
+    if args.low_frames < 1.0:
+        if not 0 < args.low_frames or not all(np.isfinite(r.get("EDV", np.nan)) for r in subset_d):
+            sys.exit("--low-frames needs a fraction in (0, 1] and an EDV for every TRAIN video in FileList.csv")
+        big = sorted(subset_d, key=lambda r: -r["EDV"])[:max(1, round(args.low_frames * len(subset_d)))]
+        low_src = folder(f"d_lowsrc{args.low_frames:g}", [(args.data, big + evalrows)])[0]
+        low_name = f"d_low_edv{args.low_frames:g}"
+        log(f"(d) low-EF videos conditioned on the {len(big)} TRAIN videos of (d) with the largest EDV "
+            f"({big[-1]['EDV']:.0f}-{big[0]['EDV']:.0f})")
+        args.synth_args += f" --privacy-ref {shlex.quote(str(real_d))}"
+    sdir, srows = make_synth(low_name, low_src, args.n_low, f"uniform:{args.low_min:g},{args.low_ef - 0.01:g}")
     data_dirs["d_plus_low"] = folder("d_plus_low", [(args.data, subset_d + evalrows), (sdir, srows)])[0]
 
 

@@ -45,6 +45,10 @@ class Serving:
     upload_ttl_s: int = 3600              # gradio's cache (uploads, output copies) kept at most this long
 
 
+NO_INPUT = live.NO_INPUT
+NO_INPUT_HTML = f"<div id='ef-readout' class='eg-readout muted'>⚠ {NO_INPUT}</div>"
+
+
 def weight_labels(choices: list[str]) -> dict[str, str]:
     """Picker label -> bundle folder. Labels (the folder's name) are what browsers and API clients see and
     send: no absolute server path reaches /config or a message."""
@@ -80,6 +84,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
     labels = weight_labels(choices)
     first = engines.get(choices[0])
     n_cols = max(S.stage_count(c) for c in choices)   # one loop column per stage of the largest cascade
+    page_inputs = live.PageInputs()                    # per page: input changes (a stale generation shows nothing)
 
     def bundle(label) -> str:
         if label in labels:
@@ -142,8 +147,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
 
     # ---- events -------------------------------------------------------------------------------
     @guarded
-    def on_input(path, weights, request: gr.Request):
-        """New upload/example: frame picker, conditioning frame preview, EF default from a clip."""
+    def on_input(path, weights, current_ef, request: gr.Request):
+        """New upload/example: frame picker, conditioning frame preview, EF default from a clip (a single frame
+        has no motion to read: the note says the slider keeps its value)."""
         if not path:
             return gr.update(visible=False, value=0), None, "", gr.update()
         if serving.uploads is not None:       # kept while this page is open, deleted when it closes
@@ -169,6 +175,13 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         if est is not None:
             ef = gr.update(value=round(min(90, max(10, est[0]))))
             note += f" · {est[1]} reads EF {est[0]:.1f}% from this clip (slider set to it)"
+        elif n == 1:
+            try:
+                kept = f" at {float(current_ef):g} %"
+            except (TypeError, ValueError):
+                kept = ""
+            note += (f" · one frame has no motion to read an EF from: the EF slider stays{kept}; set the EF you "
+                     "want the loop to have")
         if est is not None and other is not None:   # both readings, as `echogen ef` prints them
             from echogen.eval.readout import DISAGREE, disagreement
             gap = disagreement(est[0], other[0])
@@ -190,9 +203,11 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             fail(e, path)
         return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
 
-    def clear_results(weights):
+    def clear_results(weights, request: gr.Request):
         """A new, cleared or refused input: the loops, readout, plot, downloads and sweep of the previous input
-        go, so nobody takes them for this input's results."""
+        go, so nobody takes them for this input's results (and a generation still running for it shows nothing:
+        page_inputs)."""
+        page_inputs.changed(session(request))
         try:
             names = [st.name for st in engines.get(bundle(weights)).stages]
         except Exception:  # noqa: BLE001  the weights menu says what is wrong with a bundle
@@ -241,18 +256,29 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
 
     def _setup(path, frame_index, weights, stages, seed, slots, ef=None):
         if not path:
-            raise gr.Error("Upload an echo frame, DICOM or clip (or pick an example) first.",
-                           print_exception=False)
+            raise gr.Error(NO_INPUT, print_exception=False)
         _, engine, frame_index, enabled, steps, guidance, seed, ef = _settings(frame_index, weights, stages, seed,
                                                                                slots, ef, path)
         return engine, _frame(path, frame_index), enabled, steps, guidance, seed, ef
 
+    def dropped(e, n_out):
+        """A request whose input the page no longer has (live.InputChanged): nothing shown, one line said."""
+        log(f"request dropped: {e}")
+        gr.Info("The input changed while this was being generated: its result is not shown.")
+        return [gr.update()] * n_out
+
     @guarded
     def generate(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
                  request: gr.Request, progress=gr.Progress()):
+        sess = session(request)
+        seen = page_inputs.now(sess)
         try:
-            return _generate(input_file, frame_index, ef, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
-                             progress)
+            out = _generate(input_file, frame_index, ef, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
+                            progress, stop=lambda: page_inputs.check(sess, seen))
+            page_inputs.check(sess, seen)
+            return out
+        except live.InputChanged as e:
+            return dropped(e, 2 * n_cols + 5)
         finally:
             finish(request, input_file)
 
@@ -295,13 +321,19 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
     @guarded
     def sweep(input_file, frame_index, efs, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
               request: gr.Request, progress=gr.Progress()):
+        sess = session(request)
+        seen = page_inputs.now(sess)
         try:
-            return _sweep(input_file, frame_index, efs, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
-                          progress)
+            out = _sweep(input_file, frame_index, efs, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
+                         progress, stop=lambda: page_inputs.check(sess, seen))
+            page_inputs.check(sess, seen)
+            return out
+        except live.InputChanged as e:
+            return dropped(e, 3)
         finally:
             finish(request, input_file)
 
-    def _sweep(input_file, frame_index, efs, stages, weights, seed, slots, progress):
+    def _sweep(input_file, frame_index, efs, stages, weights, seed, slots, progress, stop=None):
         engine, frame, enabled, steps, guidance, seed, _ = _setup(input_file, frame_index, weights, stages, seed,
                                                                   slots)
         try:
@@ -316,6 +348,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             progress((i + (k + step / total) / len(names)) / len(values),
                      desc=f"EF {values[i]:g}%: {stage} step {step}/{total}")
             budget.check()
+            if stop is not None:
+                stop()
 
         try:
             grid, rows, files, _ = S.run_sweep(engine, frame, values, enabled, steps, guidance, seed,
@@ -444,11 +478,11 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                         gr.Markdown(f"**Teaching tabs are off:** {teaching_off}", elem_id=f"{tid}-off")
 
         # ---- wiring ---------------------------------------------------------------------------
-        file_in.change(on_input, [file_in, weights], [frame_pick, preview, input_info, ef], api_name=False,
+        file_in.change(on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef], api_name=False,
                        concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
-        file_in.change(clear_results, [weights], videos + captions + [readout, plot, files, details, shown, grid,
+        file_in.change(typed(clear_results), [weights], videos + captions + [readout, plot, files, details, shown, grid,
                                                        table, sweep_files], api_name=False, queue=False)
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
@@ -459,6 +493,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 serving.uploads.release(session(request))
             demo.unload(typed(page_closed))
         dice.click(lambda: random.randint(0, SEED_MAX), None, seed, api_name=False)
+        # no input: say so where the result would be (the error toast alone was missed by a new user)
+        go.click(lambda f: gr.update() if f else NO_INPUT_HTML, [file_in], [readout], queue=False, api_name=False,
+                 show_progress="hidden")
         # one progress bar (on the readout), not one per output component
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
                  videos + captions + [readout, plot, files, details, shown], api_name="generate",
@@ -469,7 +506,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         live.wire(demo, live_ui, ef, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
                   videos + captions + [readout, plot, files, details, shown], lv_overlay, readout,
                   live.Hooks(_generate, _settings, _frame, session, finish, show_overlay, fail,
-                             lambda: G.Budget(serving.budget_s), log, n_cols), guarded)
+                             lambda: G.Budget(serving.budget_s), log, n_cols), guarded, page_inputs=page_inputs)
         go_sweep.click(sweep, [file_in, frame_pick, efs, toggles, weights, seed] + slots,
                        [grid, table, sweep_files], api_name="sweep", show_progress_on=[grid])
     return demo

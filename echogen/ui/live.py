@@ -10,6 +10,9 @@ the last EF). A live generation checks after every sampler step whether a releas
 since it began, and stops (`Superseded`, nothing shown) if so. A live request for what the page's last one made
 (same frame, seed, bundle, settings and EF: a bit-identical loop) shows that again without a model call.
 
+A page whose input changes (new upload, ✕, a refused file) while one of its generations runs gets nothing from that
+generation (`PageInputs`: the generation stops at its next sampler step), so no old loop lands after the clear.
+
 Scrub: for the current frame, seed, bundle, stages, steps and guidance, pre-generate EF 15, 20, ..., 85
 (`SCRUB_EFS`, 15 loops) through the same generate path, under the same guards (request checks, the server's
 time budget for the whole scrub) and per-page limits (echogen/ui/scrub.py ScrubLimits). Moving the slider then
@@ -29,6 +32,7 @@ from typing import Callable
 
 from echogen.ui.scrub import SCRUB_EFS, FrameDigests, ScrubCache, ScrubGone, ScrubKey, ScrubRefused
 
+NO_INPUT = "Upload an echo frame, DICOM or clip (or pick an example) first."
 LIVE_MAX_NFE = 6                          # live mode is on by default up to this many network evaluations per loop
 EF_RANGE = (10, 90)                       # the app's EF slider
 
@@ -133,6 +137,44 @@ def shown_files(out: list, n_cols: int) -> list:
     return [out[2 * n_cols + 1], *out[2 * n_cols + 2], *shown.get("plain", []), *shown.get("overlay", [])]
 
 
+# --------------------------------------------------------------------------------------------- page inputs
+class InputChanged(Exception):
+    """The page's input changed (a new upload or example, ✕, a refused file) while a request for the old one ran."""
+
+
+class PageInputs:
+    """Per page (session): how many times its input has changed. A generating request notes the count when it
+    begins (`now`) and checks it after every sampler step and before its outputs are returned (`check`): the
+    loops of an input the page no longer shows are dropped, so they cannot land after the page cleared its
+    results for the new input (or for ✕). At most `max_pages` pages are remembered, the oldest forgotten first."""
+
+    def __init__(self, max_pages: int = 4096):
+        self.max_pages = int(max_pages)
+        self._count: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def changed(self, session: str | None) -> None:
+        if not session:
+            return
+        with self._lock:
+            self._count[session] = self._count.get(session, 0) + 1
+            self._count.move_to_end(session)
+            while len(self._count) > self.max_pages:
+                self._count.popitem(last=False)
+
+    def now(self, session: str | None) -> int:
+        with self._lock:
+            return self._count.get(session, 0) if session else 0
+
+    def check(self, session: str | None, seen: int) -> None:
+        if session and self.now(session) != seen:
+            raise InputChanged("the input changed while this request ran: its results are not shown")
+
+    def release(self, session: str | None) -> None:
+        with self._lock:
+            self._count.pop(session, None)
+
+
 # --------------------------------------------------------------------------------------------------- gradio
 @dataclass
 class Hooks:
@@ -190,12 +232,14 @@ class Handlers:
     closed: Callable                      # (request): the page closed
 
 
-def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Handlers:
+def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests,
+                  inputs: PageInputs | None = None) -> Handlers:
     """The event functions. Inputs: (input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2,
     s3, g3) as the Generate button has them, then live's (live on, contour on) / show's (contour on); outputs:
     the Generate button's, then the live status line (scrub: the status line only)."""
     import gradio as gr
     digests = FrameDigests()
+    inputs = inputs if inputs is not None else PageInputs()
     n_out = 2 * hooks.n_cols + 5
 
     def noop(status=None):
@@ -247,10 +291,11 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
         if again is not None:
             hooks.log(f"live: EF {float(ef):g} % shown again (the same request as the last one: no model call)")
             return shown_with(again, contour) + [f"Live: EF {float(ef):g} % (the loop just generated for it)."]
-        started, t0 = wanted.start(), time.monotonic()
+        started, seen, t0 = wanted.start(), inputs.now(sess), time.monotonic()
 
         def stop():
             wanted.check(sess, started, ef)
+            inputs.check(sess, seen)
         try:
             stop()
             out = hooks.generate(input_file, frame_index, ef, stages, weights, seed, slots, progress, stop=stop)
@@ -258,6 +303,9 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
         except Superseded as e:
             hooks.log(f"live: {e}")
             return noop(f"Live: {e}.")
+        except InputChanged as e:
+            hooks.log(f"live: {e}")
+            return noop("")
         dt = time.monotonic() - t0
         wanted.remember(sess, key, ef, out, shown_files(out, hooks.n_cols))
         hooks.log(f"live: EF {float(ef):g} % generated in {dt:.1f} s")
@@ -306,7 +354,7 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
 
     def _scrub(input_file, frame_index, stages, weights, seed, slots, sess, progress):
         if not input_file:
-            hooks.fail("Upload an echo frame, DICOM or clip (or pick an example) first.")
+            hooks.fail(NO_INPUT)
         key = key_for(input_file, frame_index, stages, weights, seed, slots)
         try:
             s = cache.begin(sess, key)
@@ -342,16 +390,18 @@ def make_handlers(hooks: Hooks, cache: ScrubCache, wanted: LiveRequests) -> Hand
         sess = hooks.session(request)
         cache.release(sess)
         wanted.release(sess)
+        inputs.release(sess)
 
     return Handlers(want, live, show, scrub, closed)
 
 
 def wire(demo, c: Controls, ef, inputs: list, outputs: list, contour, progress_on, hooks: Hooks,
-         guarded: Callable, cache: ScrubCache | None = None, wanted: LiveRequests | None = None) -> Handlers:
+         guarded: Callable, cache: ScrubCache | None = None, wanted: LiveRequests | None = None,
+         page_inputs: PageInputs | None = None) -> Handlers:
     """Live mode's and scrub's events. inputs / outputs: the Generate button's; contour: the LV-contour checkbox;
     progress_on: the component that shows a live generation's progress (the Generate button's); guarded: the
     app's wrapper (one scrubbed line for any unexpected error)."""
-    h = make_handlers(hooks, cache or ScrubCache(), wanted or LiveRequests())
+    h = make_handlers(hooks, cache or ScrubCache(), wanted or LiveRequests(), page_inputs)
     outs = outputs + [c.status]
     # every release reaches the server at once (a stale live generation stops early); then the live event:
     # always_last, so while one runs the page sends only its last release afterwards

@@ -171,7 +171,7 @@ def _run(args, d, out, tol, synth, parse_per_stage) -> int:
               flush=True)
     frames_cache: dict = {}
     t0 = time.perf_counter()
-    made = 0
+    made = kept = 0
     bar = tqdm(total=len(mine), desc=f"synth r{d.rank}", position=d.rank, dynamic_ncols=True,
                disable=len(mine) == 0)
     for it in mine:
@@ -182,8 +182,9 @@ def _run(args, d, out, tol, synth, parse_per_stage) -> int:
         row = synth.make_item(cascade, it, frames_cache[key], regressor, settings, out, privacy, d.rank)
         synth.append_row(synth.rank_file(out, d.rank), row)
         made += 1
-        bar.update(1)
-        bar.set_postfix(kept=row["Accepted"], ef=f"{row['TargetEF']}/{row['ReadEF'] or '-'}")
+        kept += int(row["Accepted"])
+        bar.update(1)   # kept so far on this rank; the last item's target / read EF
+        bar.set_postfix(kept=f"{kept}/{made}", ef=f"{row['TargetEF']}/{row['ReadEF'] or '-'}")
     bar.close()
     seconds = time.perf_counter() - t0
     rate = torch.tensor([float(made), seconds], dtype=torch.float64)
