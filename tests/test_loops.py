@@ -131,3 +131,21 @@ def test_a_diastolic_bump_in_the_area_curve_does_not_make_a_half_cycle_loop():
     assert cut.complete and abs(cut.frames - period * fps) <= 2 and "period" in cut.method
     still = np.full((30, 16, 16), 0.3, np.float32) + np.random.default_rng(0).normal(0, 0.01, (30, 16, 16)).astype(np.float32)
     assert cycle_period(still, fps) is None                        # no beat: no period
+
+
+def test_the_loop_prefers_a_cycle_whose_ends_are_both_refilled():
+    """A generated heart that refills to only ~half of its size in one beat: of the cycles that wrap cleanly,
+    the loop is the one between two full end-diastoles (a new user saw loops "ED to ED" where the LV had not
+    refilled)."""
+    fps, period, n = 25.0, 0.72, 64
+    v, radius = beating(n=n, fps=fps, period_s=period, seed=4)
+    t = np.arange(n) / fps
+    phase = 2 * np.pi * (t - 0.2) / period
+    weak = np.exp(-((t - (0.2 + period)) / 0.12) ** 2)             # the second end-diastole is half refilled
+    area = np.cos(phase) - 1.0 * weak
+    eds = end_diastoles(area, fps)
+    assert len(eds) >= 3 and area[eds[1]] < area.max() - 0.4 * np.ptp(area)
+    cut = seamless_loop(v, fps, area=area)
+    assert cut.complete
+    ends = (area[cut.start], area[min(cut.stop, n - 1)])
+    assert min(ends) >= area.max() - 0.2 * np.ptp(area), (cut.start, cut.stop, eds)

@@ -163,7 +163,8 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     Between two consecutive end-diastoles i < j the loop is frames [i, j): frame j (the next ED) is where
     the loop starts again. When the clip's own period is clear (cycle_period), only ED pairs about one period
     apart count, and one period on from an ED counts as the next ED (a bump of the area curve in diastole
-    made half-cycle loops). The boundaries may move by up to max_shift frames around the ED found (an area
+    made half-cycle loops). Of the cycles that wrap cleanly, one whose both ends are full LVs (close to the
+    clip's largest area) comes first: a generated heart may refill only partly in one beat. The boundaries may move by up to max_shift frames around the ED found (an area
     curve is coarse) to make the wrap no larger than the largest in-loop step. Generated speckle is not
     periodic even when the heart is (two frames a beat apart differ by more than neighbouring frames when
     the LV barely moves, as at a low EF), so when no plain cut wraps cleanly the last `crossfade` frames
@@ -195,6 +196,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         pairs = [(i, j) for i, j in pairs if abs(j - i - period) <= tol]        # and one period on from an ED
         pairs += [(i, i + period) for i in eds if i + period <= n and (i, i + period) not in pairs]
         method += f", period {period} frames"
+    refill = {pair: _refill_deficit(area, *pair) for pair in pairs}
     best = None                                           # (score, start, stop, wrap, max_step)
     for i0, j0 in pairs:
         for i in range(max(0, i0 - max_shift), min(n - 1, i0 + max_shift) + 1):
@@ -203,19 +205,20 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
                     continue
                 wrap = frame_diff(fv[j - 1], fv[i])
                 mx = float(steps[i:j - 1].max())
-                # prefer: a wrap within the largest step; then the boundary closest to the ED found
-                score = (wrap > mx + 1e-9, abs(i - i0) + abs(j - j0), wrap / max(mx, 1e-9))
+                # prefer: a wrap within the largest step; then a cycle whose both ends are full (refilled) LVs;
+                # then the boundary closest to the ED found
+                score = (wrap > mx + 1e-9, refill[i0, j0], abs(i - i0) + abs(j - j0), wrap / max(mx, 1e-9))
                 if best is None or score < best[0]:
                     best = (score, i, j, wrap, mx)
     if best is not None and not best[0][0]:
         _, i, j, wrap, mx = best
         return LoopCut(v[i:j], i, j, float(fps), True, f"ED to ED ({method})", eds, area, wrap, mx)
     if crossfade > 0:                                     # closest to the EDs found first
-        cands = sorted(((abs(i - i0) + abs(j - j0), i, j) for i0, j0 in pairs
+        cands = sorted(((refill[i0, j0], abs(i - i0) + abs(j - j0), i, j) for i0, j0 in pairs
                         for i in range(max(crossfade, i0 - max_shift), min(n - 1, i0 + max_shift) + 1)
                         for j in range(max(i + 1, j0 - max_shift), min(n, j0 + max_shift) + 1)
                         if lo <= j - i <= hi and j - i > 2 * crossfade))
-        for _, i, j in cands:
+        for _, _, i, j in cands:
             loop = crossfaded(v, i, j, crossfade)
             fl = _float(loop)
             wrap, mx = frame_diff(fl[-1], fl[0]), float(frame_steps(fl).max())
@@ -227,6 +230,18 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
            "no cycle wraps without a jump" if pairs else f"no two end-diastoles one period ({period} frames) apart")
     return LoopCut(v, 0, n, float(fps), False, f"whole clip: {why} ({method})", eds, area, wrap,
                    float(steps.max()) if len(steps) else 0.0)
+
+
+def _refill_deficit(area: np.ndarray, i: int, j: int) -> int:
+    """How far the emptier end of the cycle [i, j) falls short of the clip's fullest LV, in tenths of the area
+    curve's range (0: both ends full). A generated heart does not always refill to the same size every beat; a
+    loop from a full LV to a half-refilled one is a cycle a sonographer would not store. Tenths, so that cycles
+    about as full tie and the other preferences decide."""
+    rng = float(np.ptp(area))
+    if rng <= 0:
+        return 0
+    lowest = min(area[i], area[min(j, len(area) - 1)])
+    return int(round(10 * max(0.0, float(area.max()) - float(lowest)) / rng))
 
 
 def stage_loops(results, frame=None, tracer=None) -> tuple[dict, LoopCut]:
