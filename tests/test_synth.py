@@ -199,6 +199,16 @@ def test_synth_round_trip_filter_counts_and_resume(data, tmp_path):
     log = _synth(data, out, "--n", 5, "--ef", "uniform:20,80", "--filter-tolerance", 100, "--samples-per-frame", 2)
     assert "1 to make, 4 already made" in log and "5 kept" in log
     assert (out / "Videos" / "SY0000X000000.avi").stat().st_mtime_ns == mtime
+    # --overlap on (a worker thread reads EF, checks privacy and writes item k while item k+1 samples; the GPU
+    # default): the same rows, in the same order, and byte-identical videos
+    out_ov = tmp_path / "overlap"
+    log = _synth(data, out_ov, "--n", 5, "--ef", "uniform:20,80", "--filter-tolerance", 100, "--samples-per-frame", 2,
+                 "--overlap", "on")
+    assert "overlap the next sample" in log and "5 kept" in log
+    assert _rows(out_ov / "FileList.csv") == _rows(out / "FileList.csv")
+    for r in _rows(out / "FileList.csv"):
+        assert (out_ov / "Videos" / f"{r['FileName']}.avi").read_bytes() == \
+               (out / "Videos" / f"{r['FileName']}.avi").read_bytes()
     # filter counts: the same items (same seeds -> same ReadEF) with a tolerance between the errors
     errs = sorted(abs(float(r["ReadEF"]) - float(r["TargetEF"])) for r in _rows(out / "FileList.csv"))
     tol = (errs[1] + errs[2]) / 2

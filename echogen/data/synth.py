@@ -380,16 +380,48 @@ class SynthSettings:
 def make_item(cascade, item: Item, frame: np.ndarray, regressor, settings: SynthSettings, out: Path,
               privacy: PrivacyIndex | None = None, rank: int = 0) -> dict:
     """Sample one item, read its EF, check privacy, write its video; returns its row."""
+    video, fps = sample_item(cascade, item, frame, settings)
+    return finish_item(item, video, fps, regressor, settings, out, privacy, rank)
+
+
+def sample_item(cascade, item: Item, frame: np.ndarray, settings: SynthSettings) -> tuple[np.ndarray, float]:
+    """The cascade's part of an item (on the GPU when there is one): its last stage's video (T, H, W) in [0, 1]."""
+    res = cascade.sample(frame, item.target_ef, seed=item.seed, steps=settings.steps,
+                         guidance=settings.guidance, sampler=settings.sampler)[-1]
+    return res.video[0, 0].detach().cpu().numpy(), float(res.fps)
+
+
+def make_items(cascade, items, frame_of, regressor, settings: SynthSettings, out: Path,
+               privacy: PrivacyIndex | None = None, rank: int = 0, overlap: bool = False):
+    """Rows of `items` in order (a generator). frame_of(item) -> its conditioning frame. overlap: item k's EF read,
+    privacy check and AVI write (finish_item, mostly CPU work) run in one worker thread while item k+1 samples, so
+    on a GPU they cost no sampling time; the rows and files are the same as without (each item has its own seed)."""
+    if not overlap:
+        for it in items:
+            yield make_item(cascade, it, frame_of(it), regressor, settings, out, privacy, rank)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-finish") as pool:
+        pending = None
+        for it in items:
+            video, fps = sample_item(cascade, it, frame_of(it), settings)
+            if pending is not None:
+                yield pending.result()
+            pending = pool.submit(finish_item, it, video, fps, regressor, settings, out, privacy, rank)
+        if pending is not None:
+            yield pending.result()
+
+
+def finish_item(item: Item, video: np.ndarray, fps: float, regressor, settings: SynthSettings, out: Path,
+                privacy: PrivacyIndex | None = None, rank: int = 0) -> dict:
+    """An item's row from its sampled video: read its EF, check privacy, write the AVI (Videos/ or Rejected/)."""
     from echogen.data.video_io import write_video
     from echogen.eval.reading import video_ef
 
-    res = cascade.sample(frame, item.target_ef, seed=item.seed, steps=settings.steps,
-                         guidance=settings.guidance, sampler=settings.sampler)[-1]
-    video = res.video[0, 0].numpy()                                   # (T, H, W) in [0, 1]
-    read = video_ef(regressor, video, res.fps)
+    read = video_ef(regressor, video, fps)
     read_ef = None if read is None else float(read[0])
     row = {"FileName": item.name, "EF": f"{item.target_ef:.2f}", "ESV": "", "EDV": "",
-           "FrameHeight": video.shape[1], "FrameWidth": video.shape[2], "FPS": f"{res.fps:g}",
+           "FrameHeight": video.shape[1], "FrameWidth": video.shape[2], "FPS": f"{fps:g}",
            "NumberOfFrames": video.shape[0], "Split": settings.split_out, "SourceVideo": item.source.name,
            "TargetEF": f"{item.target_ef:.2f}", "ReadEF": "" if read_ef is None else f"{read_ef:.2f}",
            "Seed": item.seed, "Rank": rank, "Index": item.index,
@@ -398,7 +430,7 @@ def make_item(cascade, item: Item, frame: np.ndarray, regressor, settings: Synth
     if settings.tolerance is not None and read_ef is not None and abs(read_ef - item.target_ef) > settings.tolerance:
         reason = "ef"
     if privacy is not None:
-        row.update(nearest(privacy, video, res.fps, regressor))
+        row.update(nearest(privacy, video, fps, regressor))
         near = row["NearestSSIM"] >= settings.ssim_threshold or (
             settings.feat_threshold > 0 and row["NearestFeatDist"] != "" and
             row["NearestFeatDist"] <= settings.feat_threshold)
@@ -409,7 +441,7 @@ def make_item(cascade, item: Item, frame: np.ndarray, regressor, settings: Synth
     row["Reason"] = reason
     folder = out / ("Rejected" if reason else "Videos")
     folder.mkdir(parents=True, exist_ok=True)
-    write_video(folder / (item.name + ".avi"), video, res.fps)
+    write_video(folder / (item.name + ".avi"), video, fps)
     return row
 
 
@@ -433,6 +465,7 @@ def ef_bins_text(rows: list[dict], edges=(0, 35, 50, 65, 100)) -> str:
 
 __all__ = ["SYNTH_COLUMNS", "SynthError", "SynthSettings", "target_efs", "item_seed", "list_sources",
            "load_source_frame", "make_plan", "shard", "build_privacy_index", "nearest", "merge", "make_item",
+           "sample_item", "finish_item", "make_items",
            "done_rows", "rank_file", "append_row", "summary_text"]
 
 

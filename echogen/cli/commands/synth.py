@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", action="store_true", help="only (re)write FileList.csv from the rank files")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0 = torch's default)")
+    p.add_argument("--overlap", choices=["auto", "on", "off"], default="auto",
+                   help="read EF, check privacy and write each video in a worker thread while the next one samples "
+                        "(auto: on with a GPU, off on the CPU, where both would share the same cores)")
     add_speed_arguments(p)
 
 
@@ -165,21 +168,25 @@ def _run(args, d, out, tol, synth, parse_per_stage) -> int:
             if not (it.name in done and ((out / "Videos" / (it.name + ".avi")).is_file()
                                          or (out / "Rejected" / (it.name + ".avi")).is_file()))]
     skipped = len(synth.shard(plan, d.rank, d.world)) - len(mine)
+    overlap = args.overlap == "on" or (args.overlap == "auto" and d.device.type == "cuda")
     if d.main:
         print(f"synth: {args.n} items from {len(sources)} source frames, {d.world} rank(s); "
-              f"this rank: {len(mine)} to make, {skipped} already made; weights {cascade.source} on {d.device}",
+              f"this rank: {len(mine)} to make, {skipped} already made; weights {cascade.source} on {d.device}"
+              + (" (EF read, privacy check and AVI write overlap the next sample)" if overlap else ""),
               flush=True)
     frames_cache: dict = {}
     t0 = time.perf_counter()
     made = kept = 0
     bar = tqdm(total=len(mine), desc=f"synth r{d.rank}", position=d.rank, dynamic_ncols=True,
                disable=len(mine) == 0)
-    for it in mine:
+    def frame_of(it):
         key = (it.source.name, it.source.frame)
         if key not in frames_cache:
             frames_cache.clear()
             frames_cache[key] = synth.load_source_frame(it.source, 112)
-        row = synth.make_item(cascade, it, frames_cache[key], regressor, settings, out, privacy, d.rank)
+        return frames_cache[key]
+
+    for row in synth.make_items(cascade, mine, frame_of, regressor, settings, out, privacy, d.rank, overlap):
         synth.append_row(synth.rank_file(out, d.rank), row)
         made += 1
         kept += int(row["Accepted"])
