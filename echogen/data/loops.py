@@ -19,6 +19,7 @@ import numpy as np
 
 MIN_PERIOD_S = 0.33        # fastest heart rate considered: ~180 bpm
 MAX_PERIOD_S = 2.0         # slowest: 30 bpm
+ED_FULL = 0.2             # an end-diastole is within this fraction of the area range of the clip's fullest LV
 MIN_FRAMES = 8             # a cycle shorter than this is not a displayable heart cycle (and not told from noise)
 
 
@@ -83,9 +84,11 @@ class LoopCut:
                 "loop_crossfade": int(self.crossfade)}
 
 
-def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S) -> list[int]:
+def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S, full: float = ED_FULL) -> list[int]:
     """Frames of end-diastole: local maxima of the (lightly smoothed) LV-area curve, at least min_period_s
-    apart, each standing out from the trough before or after it by >= 15 % of the curve's range."""
+    apart, each standing out from the trough before or after it by >= 15 % of the curve's range, and each a
+    full LV: within `full` x the range of the curve's highest value. (A clip that starts mid-ejection has a
+    local maximum at its first frame that is no end-diastole: a loop cut there started and ended mid-beat.)"""
     a = np.asarray(area, np.float64)
     n = len(a)
     if n < 3 or not np.isfinite(a).all() or np.ptp(a) <= 0:
@@ -99,7 +102,7 @@ def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S) -> list[
     for i in peaks:
         left = s[max(0, i - gap):i + 1].min()
         right = s[i:i + gap + 1].min()
-        if s[i] - min(left, right) >= 0.15 * rng:
+        if s[i] - min(left, right) >= 0.15 * rng and s[i] >= s.max() - full * rng:
             if keep and i - keep[-1] < gap:                 # a plateau: keep the higher one
                 if s[i] > s[keep[-1]]:
                     keep[-1] = i
@@ -162,7 +165,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     (see echogen.teaching.gate.tracer_area); else dark_area_curve(video, frame).
     Between two consecutive end-diastoles i < j the loop is frames [i, j): frame j (the next ED) is where
     the loop starts again. When the clip's own period is clear (cycle_period), only ED pairs about one period
-    apart count, and one period on from an ED counts as the next ED (a bump of the area curve in diastole
+    apart count, and one period on from (or back from) an ED counts as the next (previous) ED (a bump of the area curve in diastole
     made half-cycle loops). Of the cycles that wrap cleanly, one whose both ends are full LVs (close to the
     clip's largest area) comes first: a generated heart may refill only partly in one beat. The boundaries may move by up to max_shift frames around the ED found (an area
     curve is coarse) to make the wrap no larger than the largest in-loop step. Generated speckle is not
@@ -195,6 +198,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         tol = max(2, round(0.2 * period))                 # (an area bump in diastole is not an end-diastole),
         pairs = [(i, j) for i, j in pairs if abs(j - i - period) <= tol]        # and one period on from an ED
         pairs += [(i, i + period) for i in eds if i + period <= n and (i, i + period) not in pairs]
+        pairs += [(j - period, j) for j in eds if j - period >= 0 and (j - period, j) not in pairs]   # ... or back
         method += f", period {period} frames"
     refill = {pair: _refill_deficit(area, *pair) for pair in pairs}
     best = None                                           # (score, start, stop, wrap, max_step)
