@@ -43,7 +43,7 @@ def _changing_input_midway(monkeypatch, app, req, fn_name):
         def cb2(*x):
             if not fired:
                 fired.append(1)
-                app.fns["clear_results"](_weights(app), request=req)
+                app.fns["clear_results"](None, _weights(app), request=req)   # ✕
             return cb(*x)
         a[8] = cb2
         return real(*a, **k)

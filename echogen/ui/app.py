@@ -203,7 +203,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             fail(e, path)
         return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
 
-    def clear_results(weights, request: gr.Request):
+    def clear_results(path, weights, request: gr.Request):
         """A new, cleared or refused input: the loops, readout, plot, downloads and sweep of the previous input
         go, so nobody takes them for this input's results (and a generation still running for it shows nothing:
         page_inputs)."""
@@ -213,7 +213,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         except Exception:  # noqa: BLE001  the weights menu says what is wrong with a bundle
             names = []
         caps = [f"**{names[i]}**" if i < len(names) else "" for i in range(n_cols)]
-        empty = "<div id='ef-readout' class='eg-readout muted'>No loop generated yet for this input.</div>"
+        empty = ("<div id='ef-readout' class='eg-readout muted'>No loop generated yet"
+                 + (" for this input.</div>" if path else ": upload an echo frame, DICOM or clip.</div>"))
         return [None] * n_cols + caps + [empty, None, None, None, {}, None, None, None]
 
     def on_check(path, weights):
@@ -482,7 +483,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                        concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
-        file_in.change(typed(clear_results), [weights], videos + captions + [readout, plot, files, details, shown, grid,
+        file_in.change(typed(clear_results), [file_in, weights], videos + captions + [readout, plot, files, details, shown, grid,
                                                        table, sweep_files], api_name=False, queue=False)
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")

@@ -78,7 +78,10 @@ def methods_html(r: dict) -> str:
             val = "no EF" + (f" ({html.escape(m['failed'])})" if m.get("failed") else "")
         extra = ""
         if m["method"] == "LV tracing" and m.get("ef") is not None:
-            extra = f", ED frame {m['ed_frame']}, ES frame {m['es_frame']}, confidence {m['confidence']:.2f}"
+            n = (r.get("loop") or {}).get("frames")
+            of = f" of the whole {n}-frame clip" if n else " of the whole clip"
+            extra = (f", ED frame {m['ed_frame']}, ES frame {m['es_frame']}{of} (marked on the plot), "
+                     f"confidence {m['confidence']:.2f}")
             if m.get("interpolated_frames"):
                 extra += f", {m['interpolated_frames']} frame(s) with no plausible trace (interpolated)"
         who = html.escape(m.get("model") or "")
