@@ -87,7 +87,9 @@ def built(app):
     # "tight" pool below (and tests/test_teaching_gate.py) shows the gate excluding cases
     out["ward"] = build(app, org, name="ward", frames=[frame], efs="35, 50, 65", tolerance=30)
     out["tight"] = build(app, org, name="tight", frames=[frame], efs="50", tolerance=0.5)
-    out["study"] = build(app, org, kind="Blinded review set", name="study", dataset="echonet", real_n=1)
+    # 4/2/2 steps: at 2/1/1 the demo loops barely beat and hold no whole heart cycle, so the pair would be dropped
+    out["study"] = build(app, org, kind="Blinded review set", name="study", dataset="echonet", real_n=1,
+                         steps="base=4,spatial=2,temporal=2")
     return out
 
 
@@ -112,8 +114,11 @@ def test_pool_gate_loops_and_organiser_counts(app, built):
         # tracer, else the dark-area curve; checked above through loop_ed. The dark-area curve of a 2/1/1-step
         # demo loop is too flat to re-check it independently: 0.721-0.738 measured)
     for x in pool.meta["rejected"]:                            # rejected: outside the tolerance, or no cycle
+        if x["kind"] == "loop":                                # no whole ED-to-ED cycle in the clip (no readings)
+            assert x["reason"].startswith("whole clip"), x
+            continue
         vals = [v for v in x["readings"].values() if isinstance(v, (int, float))]
-        assert x["kind"] == "loop" or len(vals) < len(x["readings"]) or any(abs(v - x["requested"]) > 30 for v in vals)
+        assert len(vals) < len(x["readings"]) or any(abs(v - x["requested"]) > 30 for v in vals)
     tight = load_pool(app["results"] / "pools" / "tight")
     assert all(abs(v - 50) <= 0.5 for c in tight.cases for v in c["ef_readings"].values() if isinstance(v, (int, float)))
     assert len(tight.cases) + len(tight.meta["rejected"]) == 1

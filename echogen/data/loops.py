@@ -19,7 +19,7 @@ import numpy as np
 
 MIN_PERIOD_S = 0.33        # fastest heart rate considered: ~180 bpm
 MAX_PERIOD_S = 2.0         # slowest: 30 bpm
-ED_FULL = 0.2             # an end-diastole is within this fraction of the area range of the clip's fullest LV
+ED_FULL = 0.2             # an end-diastole at a clip's edge is within this fraction of the area range of its fullest LV
 MIN_FRAMES = 8             # a cycle shorter than this is not a displayable heart cycle (and not told from noise)
 
 
@@ -86,9 +86,11 @@ class LoopCut:
 
 def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S, full: float = ED_FULL) -> list[int]:
     """Frames of end-diastole: local maxima of the (lightly smoothed) LV-area curve, at least min_period_s
-    apart, each standing out from the trough before or after it by >= 15 % of the curve's range, and each a
-    full LV: within `full` x the range of the curve's highest value. (A clip that starts mid-ejection has a
-    local maximum at its first frame that is no end-diastole: a loop cut there started and ended mid-beat.)"""
+    apart, each standing out from the trough before or after it by >= 15 % of the curve's range. A maximum at
+    the clip's first or last two frames, where the curve beyond the clip is unseen, must also be a full LV: within
+    `full` x the range of the curve's highest value (a clip that starts mid-ejection has a maximum at its first
+    frame that is no end-diastole: a loop cut there started and ended mid-beat). Inside the clip a weaker beat's
+    maximum is an end-diastole (seamless_loop prefers cycles between full ones)."""
     a = np.asarray(area, np.float64)
     n = len(a)
     if n < 3 or not np.isfinite(a).all() or np.ptp(a) <= 0:
@@ -102,7 +104,8 @@ def end_diastoles(area, fps: float, min_period_s: float = MIN_PERIOD_S, full: fl
     for i in peaks:
         left = s[max(0, i - gap):i + 1].min()
         right = s[i:i + gap + 1].min()
-        if s[i] - min(left, right) >= 0.15 * rng and s[i] >= s.max() - full * rng:
+        edge = i < 2 or i > n - 3
+        if s[i] - min(left, right) >= 0.15 * rng and (not edge or s[i] >= s.max() - full * rng):
             if keep and i - keep[-1] < gap:                 # a plateau: keep the higher one
                 if s[i] > s[keep[-1]]:
                     keep[-1] = i
