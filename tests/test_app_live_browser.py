@@ -100,7 +100,7 @@ def test_live_mode_and_scrub_in_chromium(tmp_path):
             assert not np.array_equal(first_a, frames(src_b))
 
             # --- three releases in quick succession (longer loops: 50 + 20 + 20 steps): the last EF ends up shown
-            # and is generated once, the middle one is never generated, the first is dropped or (rarely) unseen
+            # and is generated once; the earlier ones are dropped (or, when the releases come slowly, generated once)
             set_steps(50, 20, 20)
             before = len(generated(log))
             prev = shown_src()
@@ -113,7 +113,10 @@ def test_live_mode_and_scrub_in_chromium(tmp_path):
             assert requested() == str(efs[-1])
             burst = [a or b for a, b in generated(log)[before:]]
             assert burst[-1] == str(efs[-1]) and burst.count(str(efs[-1])) == 1, burst    # once, even if sent twice
-            assert str(efs[1]) not in burst and len(burst) <= 2, burst
+            # the middle EF is normally dropped too, but with the tiny test bundle a generation takes ~1 s, so on a
+            # loaded machine the third release can come after the second's loop was made (CI saw ['58', '79'] once):
+            # what must hold is that nothing is generated twice and nothing after the last release
+            assert len(burst) == len(set(burst)) <= 3 and all(e in map(str, efs) for e in burst), burst
             print(f"rapid releases at EF {efs}: generated {burst}; server: "
                   f"{[ln for ln in log.read_text().splitlines() if 'live:' in ln][-3:]}")
 
