@@ -19,7 +19,7 @@ import numpy as np
 
 MIN_PERIOD_S = 0.33        # fastest heart rate considered: ~180 bpm
 MAX_PERIOD_S = 2.0         # slowest: 30 bpm
-ED_FULL = 0.2             # an end-diastole at a clip's edge is within this fraction of the area range of its fullest LV
+ED_FULL = 0.2             # an end-diastole at a clip's edge: within this fraction of the area range of the fullest LV
 MIN_FRAMES = 8             # a cycle shorter than this is not a displayable heart cycle (and not told from noise)
 
 
@@ -168,11 +168,11 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     (see echogen.teaching.gate.tracer_area); else dark_area_curve(video, frame).
     Between two consecutive end-diastoles i < j the loop is frames [i, j): frame j (the next ED) is where
     the loop starts again. When the clip's own period is clear (cycle_period), only ED pairs about one period
-    apart count, and one period on from (or back from) an ED counts as the next (previous) ED (a bump of the area curve in diastole
-    made half-cycle loops). Of the cycles that wrap cleanly, one whose both ends are full LVs (close to the
-    clip's largest area) comes first: a generated heart may refill only partly in one beat. The boundaries may move by up to max_shift frames around the ED found (an area
-    curve is coarse) to make the wrap no larger than the largest in-loop step. Generated speckle is not
-    periodic even when the heart is (two frames a beat apart differ by more than neighbouring frames when
+    apart count, and one period on from (or back from) an ED counts as the next (previous) ED (a bump of the
+    area curve in diastole made half-cycle loops). Of the cycles that wrap cleanly, one whose both ends are full
+    LVs (close to the clip's largest area) comes first: a generated heart may refill only partly in one beat.
+    The boundaries may move by up to max_shift frames around the ED found (an area curve is coarse) to make
+    the wrap no larger than the largest in-loop step. Generated speckle is not periodic even when the heart is (two frames a beat apart differ by more than neighbouring frames when
     the LV barely moves, as at a low EF), so when no plain cut wraps cleanly the last `crossfade` frames
     are blended into the frames before the start (see crossfaded; 0 turns this off). When no whole cycle
     is found, the whole clip is returned with complete=False.""" 

@@ -483,8 +483,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                        concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
-        file_in.change(typed(clear_results), [file_in, weights], videos + captions + [readout, plot, files, details, shown, grid,
-                                                       table, sweep_files], api_name=False, queue=False)
+        file_in.change(typed(clear_results), [file_in, weights],
+                       videos + captions + [readout, plot, files, details, shown, grid, table, sweep_files],
+                       api_name=False, queue=False)
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
