@@ -11,6 +11,7 @@ import torch
 
 EF_MIN, EF_MAX = 5.0, 95.0          # what a request may ask for (EchoNet-Dynamic's EFs lie in ~7-97 %)
 SWEEP_MAX = 5                       # EFs in one side-by-side sweep (the app's sweep, one batch)
+EF_BIN_EDGES = (0, 35, 50, 65, 100)  # the EF bins errors and counts are reported in: <35, 35-50, 50-65, >=65
 
 
 class EFError(ValueError):

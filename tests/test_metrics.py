@@ -93,3 +93,11 @@ def test_frechet_distance():
     assert frechet_distance(torch.tensor(a), torch.tensor(a)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         frechet_distance(a, b[:, :3])
+
+
+def test_mae_by_bin_counts_each_true_ef_once():
+    from echogen.eval.metrics import mae_by_bin
+    y = [10, 34.5, 35, 49, 64.5, 65, 100]
+    yh = [12, 34.5, 40, 49, 60.5, 70, 90]
+    assert mae_by_bin(y, yh) == [(0, 35, 2, 1.0), (35, 50, 2, 2.5), (50, 65, 1, 4.0), (65, 100, 2, 7.5)]
+    assert mae_by_bin([70], [71], edges=(0, 50, 100))[0] == (0, 50, 0, None)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from echogen.data.echonet import load_video, read_filelist
-from echogen.eval.metrics import regression_metrics
+from echogen.ef import EF_BIN_EDGES
+from echogen.eval.metrics import mae_by_bin, regression_metrics
 from echogen.nets.regressor import load_regressor, predict_ef
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,11 +37,10 @@ for r in rows:
     for k, (model, cfg) in enumerate(models):
         preds[k].append(predict_ef(model, cfg, video, fps)[0])
 t = np.array(truth)
-edges = (0, 35, 50, 65, 100)
-print(f"{args.data} {args.split}: {len(rows)} videos; MAE per EF bin {', '.join(f'{a}-{b}' for a, b in zip(edges, edges[1:]))}")
+print(f"{args.data} {args.split}: {len(rows)} videos; MAE per EF bin "
+      f"{', '.join(f'{a}-{b}' for a, b in zip(EF_BIN_EDGES, EF_BIN_EDGES[1:]))}")
 for w, pr in zip(args.regressor, preds):
     m = regression_metrics(t, np.array(pr))
-    bins = [np.abs(np.array(pr) - t)[(t >= a) & (t < b)] for a, b in zip(edges, edges[1:])]
-    per = " / ".join(f"{b.mean():.2f}" if len(b) else "-" for b in bins)
+    per = " / ".join("-" if e is None else f"{e:.2f}" for *_, e in mae_by_bin(t, pr))
     print(f"{w}: R^2 {m['r2']:.3f}  MAE {m['mae']:.2f}  RMSE {m['rmse']:.2f}  r {np.corrcoef(pr, t)[0, 1]:.3f}  "
           f"bins {per}")

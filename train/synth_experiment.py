@@ -28,11 +28,11 @@ import numpy as np
 
 from echogen.data import synth
 from echogen.data.echonet import load_video, read_filelist
+from echogen.ef import EF_BIN_EDGES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 ARMS = ("a_real", "b_real_synth", "c_synth", "d_imbalanced", "d_plus_low")
-BINS = ((0, 35), (35, 50), (50, 65), (65, 101))
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", required=True, help="EchoNet-format dataset (TRAIN / VAL / TEST)")
@@ -136,7 +136,7 @@ if "d_plus_low" in arms:
 
 
 def score(reg_dir, data_dir):
-    from echogen.eval.metrics import regression_metrics
+    from echogen.eval.metrics import mae_by_bin, regression_metrics
     from echogen.nets.regressor import load_regressor, predict_ef
 
     cache = reg_dir / "test_predictions.csv"
@@ -156,10 +156,9 @@ def score(reg_dir, data_dir):
         pr = list(csv.DictReader(f))
     y, yh = np.array([float(r["EF"]) for r in pr]), np.array([float(r["Pred"]) for r in pr])
     res = {"n_test": len(y), **{k: round(v, 3) for k, v in regression_metrics(y, yh).items()}}
-    for lo, hi in BINS:
-        m = (y >= lo) & (y < hi)
-        res[f"mae_{lo}_{min(hi, 100)}"] = round(float(np.abs(y[m] - yh[m]).mean()), 3) if m.any() else None
-        res[f"n_{lo}_{min(hi, 100)}"] = int(m.sum())
+    for lo, hi, n, err in mae_by_bin(y, yh):
+        res[f"mae_{lo}_{hi}"] = None if err is None else round(err, 3)
+        res[f"n_{lo}_{hi}"] = n
     return res
 
 
@@ -188,7 +187,7 @@ with open(out / "results.csv", "w", newline="") as f:
 lines = ["| arm | TRAIN videos | TEST R^2 | MAE | MAE EF<35 | MAE 35-50 | MAE 50-65 | MAE >=65 |",
          "|---|---|---|---|---|---|---|---|"]
 for r in results:
-    cell = [r.get(f"mae_{lo}_{min(hi, 100)}") for lo, hi in BINS]
+    cell = [r.get(f"mae_{lo}_{hi}") for lo, hi in zip(EF_BIN_EDGES, EF_BIN_EDGES[1:])]
     lines.append(f"| {r['arm']} | {r['n_train']} | {r['r2']:.3f} | {r['mae']:.2f} | "
                  + " | ".join("-" if c is None else f"{c:.2f}" for c in cell) + " |")
 (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from echogen.data.echonet import FILELIST_COLUMNS
-from echogen.ef import EF_MAX, EF_MIN, check_ef
+from echogen.ef import EF_BIN_EDGES, EF_MAX, EF_MIN, check_ef
 from echogen.rng import mix_seed
 
 SYNTH_COLUMNS = FILELIST_COLUMNS + ["SourceVideo", "TargetEF", "ReadEF", "Seed", "Accepted", "Reason",
@@ -455,7 +455,7 @@ def summary_text(counts: dict, seconds: float | None = None, made: int = 0, tole
     return s
 
 
-def ef_bins_text(rows: list[dict], edges=(0, 35, 50, 65, 100)) -> str:
+def ef_bins_text(rows: list[dict], edges=EF_BIN_EDGES) -> str:
     efs = [float(r["EF"]) for r in rows if r.get("EF") not in ("", None)]
     if not efs:
         return ""

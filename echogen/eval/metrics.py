@@ -53,6 +53,19 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
     return {"r2": r2(y_true, y_pred), "mae": mae(y_true, y_pred), "rmse": rmse(y_true, y_pred)}
 
 
+def mae_by_bin(y_true, y_pred, edges=None) -> list[tuple[int, int, int, float | None]]:
+    """(lo, hi, count, MAE) for each EF bin [lo, hi) of the true EF (the last bin includes hi); MAE None where
+    the bin is empty. edges: default echogen.ef.EF_BIN_EDGES."""
+    from echogen.ef import EF_BIN_EDGES
+    e = EF_BIN_EDGES if edges is None else edges
+    y, yh = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    out = []
+    for k, (lo, hi) in enumerate(zip(e, e[1:])):
+        m = (y >= lo) & ((y <= hi) if k == len(e) - 2 else (y < hi))
+        out.append((lo, hi, int(m.sum()), float(np.abs(y[m] - yh[m]).mean()) if m.any() else None))
+    return out
+
+
 def best_of_k(targets, preds, return_index: bool = False):
     """Per row, the prediction nearest the target (the paper's best-of-3).
 
