@@ -262,26 +262,32 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                                                                slots, ef, path)
         return engine, _frame(path, frame_index), enabled, steps, guidance, seed, ef
 
-    def dropped(e, n_out):
-        """A request whose input the page no longer has (live.InputChanged): nothing shown, one line said."""
-        log(f"request dropped: {e}")
-        gr.Info("The input changed while this was being generated: its result is not shown.")
-        return [gr.update()] * n_out
+    def for_current_input(request, input_file, n_out, run):
+        """run(stop) for the page's input as it is now, then done with the upload. stop() (after every sampler
+        step, and once more at the end) raises live.InputChanged when the page's input has changed since: then
+        nothing is shown (the page already cleared its results for the new input) and one line is said."""
+        sess = session(request)
+        seen = page_inputs.now(sess)
+
+        def stop():
+            page_inputs.check(sess, seen)
+        try:
+            out = run(stop)
+            stop()
+            return out
+        except live.InputChanged as e:
+            log(f"request dropped: {e}")
+            gr.Info("The input changed while this was being generated: its result is not shown.")
+            return [gr.update()] * n_out
+        finally:
+            finish(request, input_file)
 
     @guarded
     def generate(input_file, frame_index, ef, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
                  request: gr.Request, progress=gr.Progress()):
-        sess = session(request)
-        seen = page_inputs.now(sess)
-        try:
-            out = _generate(input_file, frame_index, ef, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
-                            progress, stop=lambda: page_inputs.check(sess, seen))
-            page_inputs.check(sess, seen)
-            return out
-        except live.InputChanged as e:
-            return dropped(e, 2 * n_cols + 5)
-        finally:
-            finish(request, input_file)
+        slots = [s0, g0, s1, g1, s2, g2, s3, g3]
+        return for_current_input(request, input_file, 2 * n_cols + 5, lambda stop: _generate(
+            input_file, frame_index, ef, stages, weights, seed, slots, progress, stop=stop))
 
     def _generate(input_file, frame_index, ef, stages, weights, seed, slots, progress, stop=None):
         """The one generate path (the Generate button, live mode, scrub). stop(): called after every sampler
@@ -322,17 +328,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
     @guarded
     def sweep(input_file, frame_index, efs, stages, weights, seed, s0, g0, s1, g1, s2, g2, s3, g3,
               request: gr.Request, progress=gr.Progress()):
-        sess = session(request)
-        seen = page_inputs.now(sess)
-        try:
-            out = _sweep(input_file, frame_index, efs, stages, weights, seed, [s0, g0, s1, g1, s2, g2, s3, g3],
-                         progress, stop=lambda: page_inputs.check(sess, seen))
-            page_inputs.check(sess, seen)
-            return out
-        except live.InputChanged as e:
-            return dropped(e, 3)
-        finally:
-            finish(request, input_file)
+        slots = [s0, g0, s1, g1, s2, g2, s3, g3]
+        return for_current_input(request, input_file, 3, lambda stop: _sweep(
+            input_file, frame_index, efs, stages, weights, seed, slots, progress, stop=stop))
 
     def _sweep(input_file, frame_index, efs, stages, weights, seed, slots, progress, stop=None):
         engine, frame, enabled, steps, guidance, seed, _ = _setup(input_file, frame_index, weights, stages, seed,
