@@ -367,6 +367,15 @@ def test_a4c_check_passes_echoes_and_warns_on_other_inputs():
         a = assess_input(bad)
         assert not a.ok and a.warning.startswith("Warning") and why in a.warning, (why, a.reasons)
         assert 0 <= a.score < 0.5 and len(a.reasons) == 3
+    # a real CT slice fails one check (no fan); a real colour photo (matplotlib's sample portrait) fails two: it
+    # must score lower (under the old fixed "worst + 0.25" cap both read exactly 0.25)
+    import matplotlib
+    from echogen.data.inputs import load_frames
+    ct, _ = load_frames(get_testdata_file("CT_small.dcm"))
+    photo, _ = load_frames(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    a_ct, a_photo = assess_input(ct), assess_input(photo)
+    assert not a_ct.ok and sum(v < 0.7 for v in a_ct.checks.values()) == 1, a_ct.checks
+    assert sum(v < 0.7 for v in a_photo.checks.values()) >= 2 and a_photo.score < a_ct.score, (a_photo, a_ct)
 
 
 def test_low_frame_rate_ed_es_volumes_are_interpolated_between_frames():

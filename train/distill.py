@@ -60,6 +60,9 @@ p.add_argument("--teacher-sampler", default="", help="sampler for the teacher's 
 p.add_argument("--trajectories", type=int, default=0, help="> 0: first solve this many guided teacher trajectories "
                "(kept in RUN/trajectories.safetensors) and train on them with teacher forcing only: the teacher's "
                "cost is paid once instead of every step (the CPU recipe); 0: teacher targets on the fly")
+p.add_argument("--init-student", default=None, help="start a new run from this student stage file (e.g. a "
+               "bundle's distilled base.safetensors, to continue on other data) instead of from the teacher; its "
+               "config must equal the student's")
 p.add_argument("--p-random-ef", type=float, default=0.5, help="share of EFs drawn uniformly in [10, 90]")
 p.add_argument("--iters", type=int, default=1000, help="total optimiser steps")
 p.add_argument("--minutes", type=float, default=0, help="stop (with a checkpoint) after this many minutes")
@@ -108,6 +111,13 @@ log = distributed.run_logger(run / "log.txt", dist)
 
 teacher = teacher_cascade.denoisers[stage.name].to(dist.device).eval().requires_grad_(False)
 model = copy.deepcopy(teacher).train().requires_grad_(True)
+if args.init_student:   # a warm start; a resumed run's checkpoint (below) overrides it
+    _t, _cfg, _ = load_tensors(args.init_student, "stage")
+    if _cfg != json.loads(json.dumps(dataclasses.asdict(student_cfg))):
+        raise SystemExit(f"error: --init-student {args.init_student}: its stage config differs from the student's "
+                         f"(steps {_cfg.get('steps')}, sample_sigma_min {_cfg.get('sample_sigma_min')} vs "
+                         f"{student_cfg.steps}, {student_cfg.sample_sigma_min})")
+    model.net.load_state_dict(_t)
 ema = EMA(model, half_life=args.ema_half_life)
 opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
 state = (load_checkpoint(run, model, ema.model, opt) if dist.main else None) or {"step": 0, "seen": 0}
@@ -163,7 +173,7 @@ def export():
                                            "steps": stage.steps, "guidance": stage.guidance,
                                            "distill": dataclasses.asdict(dcfg), "iters": state["step"],
                                            "batch": batch * dist.world, "lr": args.lr, "trajectories": args.trajectories,
-                                           "data": str(args.data)}))
+                                           "data": str(args.data), "init_student": str(args.init_student or "")}))
     save_tensors(run / f"{stage.name}.safetensors", ema.model.net.state_dict(), "stage", cfg, **meta)
     if args.bundle:
         out = Path(args.bundle)

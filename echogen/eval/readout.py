@@ -11,8 +11,8 @@ colour (photos and colour Doppler are coloured; B-mode is grey), the ultrasound 
 echogen.data.inputs.find_sector; a fan narrower at the top than at the bottom, black around it), dark blood
 pools inside the sector (chambers), and, with a tracer, whether it finds one plausible LV cavity with
 confidence (and, for a clip, one that beats). score = the mean of the sub-scores, capped by the worst
-one plus 0.25 so a single hard failure cannot be averaged away, and at 0.45 when two or more checks fail
-(sub-score < 0.7); below 0.5 the input gets a warning.
+one plus 0.25 x the mean of the others (a single hard failure cannot be averaged away, and two failures score
+lower than one), and at 0.45 when two or more checks fail (sub-score < 0.7); below 0.5 the input gets a warning.
 """
 from __future__ import annotations
 
@@ -312,8 +312,11 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None) -> Assess
             prepared = prepare_clip(a, tracer.cfg.size)
         s, r = _tracer_check(np.asarray(prepared), tracer, fps)
         checks["tracer"], _ = s, reasons.append(r)
-    vals = np.array(list(checks.values()))
-    score = float(min(vals.mean(), vals.min() + 0.25))
+    vals = np.sort(np.array(list(checks.values())))
+    # the worst check caps the score (a hard failure is not averaged away); how far above it the score may go
+    # grows with how echo-like the REST looks, so a CT with one failed check scores above a colour photo that
+    # fails two (both scored exactly 0.25 under a fixed "worst + 0.25")
+    score = float(min(vals.mean(), vals[0] + 0.25 * vals[1:].mean()))
     if (vals < 0.7).sum() >= 2:                  # two independent signs that this is not an A4C echo
         score = min(score, 0.45)
     return Assessment(score=score, reasons=reasons, checks=checks)
