@@ -321,6 +321,12 @@ def test_train_tracer_one_step_resume_bundle_and_ef_command(phantom, tmp_path, c
     assert not [p for p in run.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".ckpt")]
     model, tcfg = load_tracer(bundle)
     assert tcfg.widths == (4, 8) and "phantom" in model.meta["trained_on"]
+    # --init-from: a fresh run fine-tunes the bundle's tracer (lr 0: it exports those very weights and statistics)
+    _train(["--data", phantom, "--preset", "tiny", "--out", tmp_path / "ft", "--steps", 1, "--batch", 2, "--threads", 1,
+            "--eval-every", 1, "--test-videos", 0, "--init-from", bundle, "--lr", 0])
+    ft, ftcfg = load_tracer(tmp_path / "ft" / "tracer.safetensors")
+    assert (ftcfg.mean, ftcfg.std) == (tcfg.mean, tcfg.std) and "initialised from" in (tmp_path / "ft" / "log.txt").read_text()
+    assert all(torch.equal(a, b) for a, b in zip(ft.state_dict().values(), model.state_dict().values()))
     # ef --method tracing on the bundle: a JSON readout that names the method and the training data
     from echogen.cli.main import main
     video = next((phantom / "Videos").glob("*.avi"))

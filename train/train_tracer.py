@@ -60,6 +60,8 @@ p.add_argument("--val-videos", type=int, default=None)
 p.add_argument("--test-videos", type=int, default=None, help="first N TEST videos (0 = skip TEST)")
 p.add_argument("--trained-on", default=None, help="what the data is, for the readouts (default: from the dataset)")
 p.add_argument("--bundle", default=None, help="also copy the best model into this weights bundle")
+p.add_argument("--init-from", default=None, help="a weights bundle (or tracer .safetensors): a fresh run starts "
+               "from its tracer, config and pixel statistics (fine-tuning on more data); a resumed run ignores it")
 p.add_argument("--device", default=None)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -95,6 +97,9 @@ if resume and dist.main:
     state = json.loads(ck_meta["train_state"])
     if ck_meta.get("preset") != args.preset:
         raise SystemExit(f"error: {run} holds a '{ck_meta.get('preset')}' run; --preset {args.preset} differs")
+elif not resume and args.init_from:   # fine-tune a bundle's tracer: its config (and pixel statistics) too
+    init_model, cfg = load_tracer(args.init_from)
+    state = {"step": 0, "seen": 0, "best_val_dice": None, "best_step": None}
 elif not resume:
     cfg = get_tracer_preset(args.preset)
     state = {"step": 0, "seen": 0, "best_val_dice": None, "best_step": None}
@@ -109,7 +114,7 @@ train = traced_frames("TRAIN", args.max_videos)
 if train is None:
     raise SystemExit(f"error: {args.data}: no traced TRAIN frames (VolumeTracings.csv)")
 val = traced_frames("VAL", args.val_videos)
-if not resume:
+if not resume and not args.init_from:
     f = train[0].astype(np.float64) / 255.0
     cfg.mean, cfg.std = float(f.mean()), float(max(f.std(), 1e-4))
 trained_on = args.trained_on or describe_dataset(args.data)
@@ -123,6 +128,9 @@ if dist.main:
 torch.manual_seed(args.seed)
 model = LVTracer(cfg).to(dist.device)
 opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+if not resume and args.init_from and dist.main:
+    model.load_state_dict(init_model.state_dict())
+    log(f"initialised from the tracer of {args.init_from}")
 if resume and dist.main:
     load_state_strict(model, {k[6:]: v for k, v in ck_tensors.items() if k.startswith("model.")}, str(ckpt_path))
     for i, prm in enumerate(model.parameters()):
