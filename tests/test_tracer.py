@@ -415,3 +415,20 @@ def test_describe_dataset_names_the_simulator(phantom, tmp_path):
     cfg = get_tracer_preset("tiny")
     p = save_tracer(tmp_path / "t.safetensors", LVTracer(cfg), cfg, trained_on="My echoes 3", steps="7")
     assert model_provenance(p, "tracer") == "LV tracer (7 steps) trained on My echoes 3"
+
+
+def test_a4c_check_warns_on_a_linear_doppler_image_with_text_merged_into_a_corner():
+    """Built like pydicom-data's US1_UNCR (a GE lymph-node power-Doppler scan, the issue's "beating heart" with
+    "EF 31.8 %"): a rectangular linear-probe image, a block of burned-in text touching its top-right corner (the
+    sector finder merges them: a narrow top, so it passed as a fan), colour Doppler inside. It scored 0.65 (ok)."""
+    from echogen.eval.readout import assess_input
+
+    rng = np.random.default_rng(1)
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[100:336, 15:625] = np.clip(rng.gamma(2.0, 30.0, (236, 610, 1)), 0, 255).astype(np.uint8)
+    img[180:260, 200:320] //= 6                                          # a dark node
+    img[26:100, 520:630] = 200 * (rng.random((74, 110, 1)) > 0.6)        # burned-in text, touching the image
+    img[150:290, 90:330] = np.where(rng.random((140, 240, 1)) > 0.55, [255, 140, 0], img[150:290, 90:330])
+    a = assess_input(img)
+    assert not a.ok and a.score < 0.5, (a.score, a.reasons)
+    assert "off to one side" in a.reasons[1] and "of the sector is coloured" in a.reasons[0], a.reasons

@@ -181,14 +181,19 @@ def _line(ok: bool, text: str) -> str:
     return ("ok: " if ok else "warn: ") + text
 
 
-def _colour_check(frames: np.ndarray) -> tuple[float, str]:
+def _colour_check(frames: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, str]:
+    """Coloured pixels over the whole image and, with the sector's mask, inside it: B-mode is grey; markers and
+    ECG traces sit outside the sector, colour Doppler inside it."""
     if frames.ndim != 4:
         return 1.0, _line(True, "greyscale")
     rgb = frames[..., :3].astype(np.int16)
-    sat = rgb.max(-1) - rgb.min(-1)
-    frac = float((sat > 40).mean())
+    coloured = (rgb.max(-1) - rgb.min(-1)) > 40
+    frac = float(coloured.mean())
+    inside = float(coloured[:, mask > 0].mean()) if mask is not None and mask.any() else 0.0
     if frac > 0.2:
         return 0.0, _line(False, f"{frac:.0%} of the pixels are coloured (a photo or colour Doppler, not B-mode)")
+    if inside > 0.05:
+        return 0.1, _line(False, f"{inside:.0%} of the sector is coloured (colour Doppler, not a B-mode echo)")
     if frac > 0.03:
         return 0.4, _line(False, f"{frac:.0%} of the pixels are coloured (colour Doppler or overlays)")
     return 1.0, _line(True, f"grey B-mode ({frac:.1%} coloured pixels)")
@@ -209,6 +214,10 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     y0, y1 = ys.min(), ys.max()
     rows = lambda a, b: mask[int(y0 + a * (y1 - y0)):int(y0 + b * (y1 - y0)) + 1].sum(1).mean()  # noqa: E731
     taper = float(rows(0.0, 0.15) / max(rows(0.6, 0.9), 1.0))          # fan: narrow top, wide bottom
+    # ... and the narrow top is the apex, above the fan's middle: text or a marker merged into one corner of a
+    # rectangular (linear-probe) image also makes a narrow top, off to one side (pydicom-data's US1_UNCR)
+    top = ys <= y0 + 0.05 * (y1 - y0)
+    off_centre = float(abs(xs[top].mean() - xs.mean()) / max(xs.max() - xs.min(), 1))
     score = 1.0
     notes = []
     if area > 0.97 and dark_out >= 0.5:
@@ -223,6 +232,9 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     if taper > 0.8:
         score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
+    elif off_centre > 0.25:      # simulator v2's probe offsets and tilts: <= 0.19 (190 clips)
+        score -= 0.45
+        notes.append("it is not fan-shaped (its narrow top lies off to one side, not at an apex above the middle)")
     score = max(0.0, score)
     if score >= 0.7:
         return score, _line(True, f"a fan-shaped ultrasound sector covering {area:.0%} of the image"), mask
@@ -298,12 +310,12 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None) -> Assess
         from echogen.data.inputs import _to_uint8
         a = _to_uint8(a)
     checks, reasons = {}, []
-    s, r = _colour_check(a)
-    checks["colour"], _ = s, reasons.append(r)
     grey = a if a.ndim == 3 else np.stack([_luma(f) for f in a])
     proj = grey.max(0)
-    s, r, mask = _sector_check(proj)
-    checks["sector"], _ = s, reasons.append(r)
+    s_sector, r_sector, mask = _sector_check(proj)
+    s, r = _colour_check(a, mask)
+    checks["colour"], _ = s, reasons.append(r)
+    checks["sector"], _ = s_sector, reasons.append(r_sector)
     s, r = _chamber_check(grey[len(grey) // 2], mask)
     checks["chambers"], _ = s, reasons.append(r)
     if tracer is not None:
