@@ -324,3 +324,29 @@ def test_same_seed_same_loop_with_other_requests_and_a_concurrent_user(client, s
     assert sorted(again["files"]) == sorted(first["files"]) and len(first["files"]) == 3 + 6 + 1 + 1  # + full clip
     differ = [name for name in first["files"] if again["files"][name] != first["files"][name]]
     assert not differ, f"same seed, different files: {differ}"
+
+
+def test_lower_rate_stage_loops_play_in_step_with_the_last_stage(tmp_path):
+    """A 23-frame loop at 25 fps lasts 0.92 s; its 12 frames at 12.5 fps last 0.96 s: side by side the base and
+    spatial loops drifted a frame behind every 12 repeats. They are now written at the rate that gives the last
+    stage's duration (and the caption says so); a rate more than 10 % off is never used."""
+    import av
+    from echogen.data.video_io import write_video
+    from echogen.ui.layout import stage_label
+    from echogen.ui.support import in_step_fps
+    f = in_step_fps(12, 12.5, 23, 25.0)
+    assert f == pytest.approx(12 * 25 / 23) and 12 / f == pytest.approx(23 / 25)
+    assert in_step_fps(16, 12.5, 32, 25.0) == 12.5 and in_step_fps(10, 12.5, 32, 25.0) == 12.5   # exact / too far
+    path = write_video(tmp_path / "b.mp4", np.zeros((12, 32, 32), np.uint8), f, loop=True)
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert float(s.duration * s.time_base) == pytest.approx(23 / 25, abs=0.01)
+
+    class R:   # a stage result as stage_label reads it
+        name, sampled, fps = "base", True, 12.5
+        video = np.zeros((1, 1, 16, 28, 28))
+
+    class E:
+        untrained = False
+    assert "played at 13.0 fps to stay in step" in stage_label(R, E, 12, True, 0, f)
+    assert "played at" not in stage_label(R, E, 12, True, 0, 12.5)

@@ -319,7 +319,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 row = g.readout["stages"][i]
                 last = i == len(g.stages) - 1                   # the crossfade is the last stage's
                 caps.append(gr.update(value=stage_label(r, engine, row.get("loop_frames"), g.readout["loop"]["complete"],
-                                                        g.readout["loop"]["crossfade"] if last else 0), visible=True))
+                                                        g.readout["loop"]["crossfade"] if last else 0,
+                                                        row.get("show_fps")), visible=True))
             else:
                 vids.append(gr.update(value=None, visible=False))
                 caps.append(gr.update(value="", visible=False))

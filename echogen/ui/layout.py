@@ -147,11 +147,13 @@ def readout_html(r: dict) -> str:
             f"<div class='eg-foot'>{foot}</div></div>")
 
 
-def stage_label(r, engine, loop_frames: int | None = None, complete: bool = True, crossfade: int = 0) -> str:
+def stage_label(r, engine, loop_frames: int | None = None, complete: bool = True, crossfade: int = 0,
+                show_fps: float | None = None) -> str:
     """Video caption: what this stage is, whether it was sampled or replaced by upsampling, and what is shown:
     the loop (one heart cycle cut from the generated clip: loop_frames of the stage's frames, its duration)
     or, when no seamless cycle was found (complete False) or no loop length is given, the whole clip; crossfade:
-    frames of the last stage's loop blended at the seam (echogen.data.loops.crossfaded), said when > 0."""
+    frames of the last stage's loop blended at the seam (echogen.data.loops.crossfaded), said when > 0; show_fps:
+    the rate its loop is played at (support.in_step_fps), said when it is not the stage's own."""
     h = r.video.shape[-1]
     clip = int(r.video.shape[2])
     how = "sampled" if r.sampled else "OFF: upsampled"
@@ -162,8 +164,10 @@ def stage_label(r, engine, loop_frames: int | None = None, complete: bool = True
         return f"{head}<br>whole clip{why}: {clip} frames ({clip / r.fps:.2f} s @ {r.fps:g} fps)"
     n = int(loop_frames)
     seam = f", its last {crossfade} frames crossfaded into the first" if crossfade else ""
+    step = (f"; played at {show_fps:.1f} fps to stay in step with the last stage's loop"
+            if show_fps and abs(show_fps / r.fps - 1) > 0.005 else "")
     return (f"{head}<br>loop: {n} frames ({n / r.fps:.2f} s @ {r.fps:g} fps), one heart cycle cut from the "
-            f"{clip}-frame clip{seam}")
+            f"{clip}-frame clip{seam}{step}")
 
 
 def banner_html(engine) -> str:

@@ -184,6 +184,15 @@ def read_ef(engine: Engine, video: torch.Tensor, fps: float) -> tuple[float, lis
     return video_ef(engine.regressor, video, fps)
 
 
+def in_step_fps(n: int, fps: float, n_last: int, fps_last: float) -> float:
+    """The rate at which a lower-rate stage's loop of n frames plays for exactly as long as the last stage's loop
+    (n_last frames at fps_last), so loops shown side by side stay in step: a 23-frame loop at 25 fps (0.92 s)
+    maps to 12 frames at 12.5 fps (0.96 s), which would drift by a frame every 12 repeats. Within 10 % of the
+    stage's own rate (else its own rate: not the same beat)."""
+    f = n * fps_last / max(n_last, 1)
+    return f if abs(f / fps - 1) <= 0.1 else fps
+
+
 def display_frames(video: np.ndarray, side: int = DISPLAY, stamp: str = "") -> np.ndarray:
     """(T, h, w) float [0,1] -> (T, side, side) uint8; small videos upscaled with nearest neighbour so
     their real resolution stays visible, larger ones bicubic. `stamp` is burned into the corner."""
@@ -415,10 +424,11 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
         a, b = (cut.start, cut.stop) if cut.complete else (0, len(full))
         base = f"echogen_ef{ef:.0f}_seed{int(seed)}_{r.name}{_tag(engine)}"
         shown = display_frames(v, stamp=stamp)
-        display[r.name] = write_video(out / f"show_{r.name}.mp4", shown, r.fps, loop=True)
+        show_fps = in_step_fps(len(v), r.fps, len(loops[last.name]), last.fps) if cut.complete else r.fps
+        display[r.name] = write_video(out / f"show_{r.name}.mp4", shown, show_fps, loop=True)
         if engine.tracer is not None:
             overlay[r.name] = write_video(out / f"show_{r.name}_lv.mp4", overlay_contour(shown, lv_masks(engine, v)),
-                                          r.fps, loop=True)
+                                          show_fps, loop=True)
         files += [write_video(out / f"{base}.mp4", v, r.fps, loop=True), write_video(out / f"{base}.gif", v, r.fps)]
         if traced is None:
             curves[f"{r.name} ({full.shape[-1]}px, {r.fps:g} fps)"] = (np.arange(len(full)) / r.fps,
@@ -427,7 +437,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
         stage_rows.append({"stage": r.name, "sampled": r.sampled, "size": int(v.shape[-1]), "frames": int(len(full)),
                            "loop": [int(round(a * r.fps / res[-1].fps)), int(round(b * r.fps / res[-1].fps))],
                            "loop_frames": int(len(v)),                    # frames of the loop shown (captions)
-                           "fps": r.fps, "seconds": round(r.seconds, 2), "nfe": r.nfe,
+                           "fps": r.fps, "show_fps": round(show_fps, 3), "seconds": round(r.seconds, 2), "nfe": r.nfe,
                            "note": r.note, "ef_read": None if read is None else round(read[0], 1)})
     files.append(write_video(out / f"echogen_ef{ef:.0f}_seed{int(seed)}_{last.name}{_tag(engine)}_fullclip.mp4",
                              full_last, last.fps))
