@@ -39,7 +39,8 @@ from echogen.diffusion.stage import lowres_input, previous_stage, sampling_setti
 from echogen.diffusion.training import EMA, LossCurve, optimizer_step
 from echogen.data.resample import lowres_from_target, resize_frames
 from echogen.rng import mix_seed, sample_generators, step_generator
-from echogen.weights.bundle import link_bundle, load_tensors, read_manifest, save_tensors, update_manifest
+from echogen.weights.bundle import (link_bundle, load_state_strict, load_tensors, read_manifest, save_tensors,
+                                   update_manifest)
 from echogen.weights.checkpoint import load_checkpoint, save_checkpoint
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +118,7 @@ if args.init_student:   # a warm start; a resumed run's checkpoint (below) overr
         raise SystemExit(f"error: --init-student {args.init_student}: its stage config differs from the student's "
                          f"(steps {_cfg.get('steps')}, sample_sigma_min {_cfg.get('sample_sigma_min')} vs "
                          f"{student_cfg.steps}, {student_cfg.sample_sigma_min})")
-    model.net.load_state_dict(_t)
+    load_state_strict(model.net, _t, str(args.init_student))
 ema = EMA(model, half_life=args.ema_half_life)
 opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.99))
 state = (load_checkpoint(run, model, ema.model, opt) if dist.main else None) or {"step": 0, "seen": 0}

@@ -97,11 +97,8 @@ if resume and dist.main:
     state = json.loads(ck_meta["train_state"])
     if ck_meta.get("preset") != args.preset:
         raise SystemExit(f"error: {run} holds a '{ck_meta.get('preset')}' run; --preset {args.preset} differs")
-elif not resume and args.init_from:   # fine-tune a bundle's tracer: its config (and pixel statistics) too
-    init_model, cfg = load_tracer(args.init_from)
-    state = {"step": 0, "seen": 0, "best_val_dice": None, "best_step": None}
-elif not resume:
-    cfg = get_tracer_preset(args.preset)
+elif not resume:   # a fresh run; --init-from fine-tunes a bundle's tracer: its config (and pixel statistics) too
+    init_model, cfg = load_tracer(args.init_from) if args.init_from else (None, get_tracer_preset(args.preset))
     state = {"step": 0, "seen": 0, "best_val_dice": None, "best_step": None}
 else:
     cfg, state = None, None
