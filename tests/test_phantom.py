@@ -144,8 +144,28 @@ def test_v1_still_available(tmp_path):
         L0, W0 = lv_size(h, 0.0)
         L1, W1 = lv_size(h, 1.0)
         assert abs(1 - (W1 / W0) ** 2 * (L1 / L0) - ef / 100) < 1e-9
-    with pytest.raises(ValueError):
-        make_video(5, 0, sim="v1", masks=True)
+
+
+
+def test_v1_masks_follow_the_tracings(tmp_path):
+    """v1 --masks: every frame's mask is the rasterised tracing of that frame, so at the traced ED / ES frames
+    it is VolumeTracings.csv's mask and the volume curve gives FileList's EDV / ESV; the curve holds a whole
+    cycle (systole and diastole, when the mitral leaflets are open) within the ED-ES range."""
+    from echogen.eval.lv_volume import tracing_mask
+    from echogen.nets.tracer import dice
+
+    write_phantom(tmp_path, 2, seed=5, workers=1, sim="v1", masks=True)
+    tr = echonet.read_tracings(tmp_path)
+    for r in echonet.read_filelist(tmp_path):
+        m, vol = load_masks(tmp_path, r["FileName"])
+        assert m.shape == (r["NumberOfFrames"], 112, 112) and vol.shape == (r["NumberOfFrames"],)
+        for fr, coords in tr[r["FileName"]].items():
+            assert dice(m[fr] > 0, tracing_mask(coords, (112, 112))) > 0.99
+        ed, es = sorted(tr[r["FileName"]], key=lambda f: -vol[f])
+        assert vol[ed] == pytest.approx(r["EDV"], rel=1e-3) and vol[es] == pytest.approx(r["ESV"], rel=1e-3)
+        assert vol.max() == pytest.approx(r["EDV"], rel=0.02) and vol.min() == pytest.approx(r["ESV"], rel=0.02)
+        assert m.sum((1, 2)).min() > 0.3 * m.sum((1, 2)).max()
+    assert make_video(5, 0, sim="v1")[2].tobytes() == make_video(5, 0, sim="v1", masks=True)[2].tobytes()
 
 
 def test_cli(tmp_path, capsys):
@@ -154,5 +174,6 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "p" / "FileList.csv").is_file() and len(list((tmp_path / "p" / "Masks").iterdir())) == 2
     assert cli_main(["phantom", "--out", str(tmp_path / "q"), "--videos", "1", "--sim", "v1", "--quiet"]) == 0
     assert cli_main(["phantom", "--out", str(tmp_path / "r"), "--videos", "0"]) == 2
-    assert cli_main(["phantom", "--out", str(tmp_path / "r"), "--videos", "1", "--sim", "v1", "--masks"]) == 2
+    assert cli_main(["phantom", "--out", str(tmp_path / "r"), "--videos", "1", "--sim", "v1", "--masks",
+                     "--quiet"]) == 0 and len(list((tmp_path / "r" / "Masks").iterdir())) == 1
     assert capsys.readouterr().err.strip().count("\n") <= 1

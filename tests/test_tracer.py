@@ -337,6 +337,37 @@ def test_train_tracer_one_step_resume_bundle_and_ef_command(phantom, tmp_path, c
     assert main(["ef", "--video", str(video), "--weights", str(bundle), "--method", "regressor"]) == 2
 
 
+def test_train_tracer_mask_frames_from_v1_and_v2_per_frame_masks(tmp_path):
+    """--mask-frames: frames the tracings do not label (e.g. diastole, open leaflets) come from the phantom's
+    per-frame masks (v1 and v2, carried by synth.combine), exactly the written masks; videos without a mask file
+    give their traced frames only; training logs how many frames came from masks."""
+    from echogen.data import synth
+    from echogen.data.echonet import read_filelist
+    from echogen.data.phantom import load_masks, write_phantom
+    from echogen.eval.tracer_eval import traced_frames
+
+    write_phantom(tmp_path / "v1", videos=3, seed=1, sim="v1", masks=True)
+    write_phantom(tmp_path / "v2", videos=3, seed=2, masks=True)
+    write_phantom(tmp_path / "plain", videos=3, seed=4)
+    mix = tmp_path / "mix"
+    synth.combine(mix, [(tmp_path / d, read_filelist(tmp_path / d)) for d in ("v1", "v2", "plain")])
+    assert len(list((mix / "Masks").iterdir())) == 6
+    base = traced_frames(mix, "TRAIN", 112)
+    more = traced_frames(mix, "TRAIN", 112, mask_frames=3)
+    n_masked = sum(1 for r in read_filelist(mix) if r["Split"] == "TRAIN" and not r["FileName"].startswith("PH0004"))
+    assert len(base[2]) + 3 * n_masked >= len(more[2]) > len(base[2]) + n_masked
+    traced = set(base[2])
+    for k, (name, fr) in enumerate(more[2]):
+        if (name, fr) not in traced:
+            assert not name.startswith("PH0004")
+            assert np.array_equal(more[1][k], load_masks(mix, name)[0][fr].astype(np.float32))
+    run = tmp_path / "run"
+    _train(["--data", mix, "--preset", "tiny", "--out", run, "--steps", 1, "--batch", 2, "--threads", 1,
+            "--eval-every", 1, "--test-videos", 0, "--mask-frames", 3])
+    assert f"({len(more[2]) - len(base[2])} of them from per-frame masks)" in (run / "log.txt").read_text()
+    assert "per-frame masks" in json.loads((run / "config.json").read_text())["trained_on"]
+
+
 def test_train_tracer_torchrun_two_cpu_ranks_agree(phantom, tmp_path):
     run = tmp_path / "ddp"
     _train(["--data", phantom, "--preset", "tiny", "--out", run, "--steps", 2, "--batch", 1, "--eval-every", 2,

@@ -103,11 +103,17 @@ def test_ship_regressor_writes_fp16_with_provenance_and_refuses_a_bad_copy(phant
     bundle = tmp_path / "bundle"
     bundle.mkdir()                                                                  # no manifest yet
     r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
+                        str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "2"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read_manifest(bundle)["provenance"]["trained_steps"] == {"regressor": "2"}
+    r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
                         str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "7 + 3"],
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     out = bundle / "regressor.safetensors"
     assert read_manifest(bundle)["regressor"] == "regressor.safetensors"
+    assert read_manifest(bundle)["provenance"]["trained_steps"] == {"regressor": "7 + 3"}   # the replaced label gone
     assert out.stat().st_size < src.stat().st_size * 0.75                         # fp16 on disk
     model, got = load_regressor(bundle)
     assert all(p.dtype == torch.float32 for p in model.parameters()) and got.widths == cfg.widths

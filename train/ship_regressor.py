@@ -18,7 +18,7 @@ import torch
 from echogen.data.echonet import load_video, read_filelist
 from echogen.eval.readout import shipped_metadata
 from echogen.nets.regressor import load_regressor, predict_ef, save_regressor
-from echogen.weights.bundle import update_manifest
+from echogen.weights.bundle import name_shipped
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--regressor", required=True, help="the training run's fp32 regressor .safetensors")
@@ -47,7 +47,7 @@ meta = shipped_metadata(args.regressor, args.data, args.trained_on, steps=args.s
     f"fp16 (from the fp32 run output {Path(args.regressor).name}; largest EF change {change:.4f})"))
 out = Path(args.bundle) / "regressor.safetensors"
 save_regressor(out, copy.deepcopy(model32).half(), cfg, **meta)
-update_manifest(args.bundle, regressor="regressor.safetensors")
+name_shipped(args.bundle, "regressor", "regressor.safetensors", meta.get("steps"))
 back, _ = load_regressor(args.bundle)
 assert all(t.dtype == torch.float32 for t in back.parameters())
 print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): trained on {meta['trained_on']}")

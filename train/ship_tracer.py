@@ -20,7 +20,7 @@ import torch
 from echogen.eval import tracer_eval
 from echogen.eval.readout import shipped_metadata
 from echogen.nets.tracer import load_tracer, predict_probs, save_tracer
-from echogen.weights.bundle import update_manifest
+from echogen.weights.bundle import name_shipped
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--tracer", required=True, help="the training run's fp32 tracer .safetensors")
@@ -48,7 +48,7 @@ meta = shipped_metadata(args.tracer, args.data, args.trained_on, stored_as=(
     f"fp16 (from the fp32 run output {Path(args.tracer).name}; largest probability change {change:.4f})"))
 out = Path(args.bundle) / "tracer.safetensors"
 save_tracer(out, copy.deepcopy(model32).half(), cfg, **meta)
-update_manifest(args.bundle, tracer="tracer.safetensors")
+name_shipped(args.bundle, "tracer", "tracer.safetensors", meta.get("steps"))
 back, _ = load_tracer(args.bundle)
 assert all(t.dtype == torch.float32 for t in back.parameters())
 print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): trained on {meta['trained_on']}")

@@ -56,6 +56,9 @@ p.add_argument("--ckpt-every", type=int, default=250)
 p.add_argument("--log-every", type=int, default=25)
 p.add_argument("--minutes", type=float, default=0, help="stop (with a checkpoint) after this many minutes")
 p.add_argument("--max-videos", type=int, default=None, help="use only the first N TRAIN videos")
+p.add_argument("--mask-frames", type=int, default=0, help="also train on N more frames of each TRAIN video that "
+               "has per-frame masks (DATA/Masks/NAME.npz, `python -m echogen phantom --masks`): frames no EchoNet "
+               "tracing labels (mid-systole, diastole with open mitral leaflets)")
 p.add_argument("--val-videos", type=int, default=None)
 p.add_argument("--test-videos", type=int, default=None, help="first N TEST videos (0 = skip TEST)")
 p.add_argument("--trained-on", default=None, help="what the data is, for the readouts (default: from the dataset)")
@@ -82,8 +85,15 @@ log = distributed.run_logger(run / "log.txt", dist)
 aug_cfg = get_augment_preset(args.augment)
 
 
-def traced_frames(split: str, limit=None):
-    return tracer_eval.traced_frames(args.data, split, cfg.size, limit)
+def _n_traced(keys) -> int:
+    """How many of these (name, frame) keys are VolumeTracings.csv's traced frames."""
+    from echogen.data.echonet import read_tracings
+    tr = read_tracings(args.data)
+    return sum(1 for name, fr in keys if fr in tr.get(name, {}))
+
+
+def traced_frames(split: str, limit=None, mask_frames: int = 0):
+    return tracer_eval.traced_frames(args.data, split, cfg.size, limit, mask_frames)
 
 
 # ---- config / resume --------------------------------------------------------------------------
@@ -107,7 +117,7 @@ batch = args.batch or DEFAULTS.get(args.preset, (16, 3000))[0]
 steps = args.steps or DEFAULTS.get(args.preset, (16, 3000))[1]
 
 t_load = time.time()
-train = traced_frames("TRAIN", args.max_videos)
+train = traced_frames("TRAIN", args.max_videos, args.mask_frames)
 if train is None:
     raise SystemExit(f"error: {args.data}: no traced TRAIN frames (VolumeTracings.csv)")
 val = traced_frames("VAL", args.val_videos)
@@ -115,7 +125,9 @@ if not resume and not args.init_from:
     f = train[0].astype(np.float64) / 255.0
     cfg.mean, cfg.std = float(f.mean()), float(max(f.std(), 1e-4))
 trained_on = args.trained_on or describe_dataset(args.data)
-log(f"data: {len(train[0])} traced TRAIN frames, {0 if val is None else len(val[0])} VAL "
+if args.mask_frames:
+    trained_on += f", + {args.mask_frames} frames per video from per-frame masks where the data has them"
+log(f"data: {len(train[0])} TRAIN frames ({len(train[0]) - _n_traced(train[2])} of them from per-frame masks), {0 if val is None else len(val[0])} VAL "
     f"({time.time() - t_load:.1f} s to load); trained_on: {trained_on}")
 if dist.main:
     (run / "config.json").write_text(json.dumps({

@@ -474,9 +474,8 @@ def combine(out, parts, link: bool = True) -> int:
     FileName and Split, e.g. from read_filelist or read_rows); videos are symlinked (copied when link is False
     or symlinks fail). E.g. real VAL/TEST + a real TRAIN subset + a synthetic FileList.csv for
     train/train_regressor.py. The parts' VolumeTracings.csv rows of the written videos are combined too
-    (train/train_tracer.py reads them). Returns the number of rows written."""
-    import shutil
-
+    (train/train_tracer.py reads them), and so are their per-frame mask files (Masks/NAME.npz, linked the
+    same way) where a part has them. Returns the number of rows written."""
     out = Path(out)
     (out / "Videos").mkdir(parents=True, exist_ok=True)
     written, seen = [], set()
@@ -489,13 +488,11 @@ def combine(out, parts, link: bool = True) -> int:
             src, dst = (root / "Videos" / (name + ".avi")).resolve(), out / "Videos" / (name + ".avi")
             if not src.is_file():
                 continue
-            if not dst.exists():
-                try:
-                    if not link:
-                        raise OSError
-                    dst.symlink_to(src)
-                except OSError:
-                    shutil.copyfile(src, dst)
+            _link_or_copy(src, dst, link)
+            mask = root / "Masks" / (name + ".npz")
+            if mask.is_file():
+                (out / "Masks").mkdir(exist_ok=True)
+                _link_or_copy(mask.resolve(), out / "Masks" / (name + ".npz"), link)
             seen.add(name)
             written.append({k: r.get(k, "") for k in FILELIST_COLUMNS})
     with open(out / "FileList.csv", "w", newline="") as f:
@@ -505,6 +502,20 @@ def combine(out, parts, link: bool = True) -> int:
             w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
     _combine_tracings(out, [Path(root) for root, _ in parts], seen)
     return len(written)
+
+
+def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
+    """dst as a symlink to src (a copy when link is False or symlinks fail); an existing dst is kept."""
+    import shutil
+
+    if dst.exists():
+        return
+    try:
+        if not link:
+            raise OSError
+        dst.symlink_to(src)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _combine_tracings(out: Path, roots: list, names: set) -> None:

@@ -55,10 +55,15 @@ def _resized(v: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in v])
 
 
-def traced_frames(root, split: str, size: int, limit=None):
+def traced_frames(root, split: str, size: int, limit=None, mask_frames: int = 0):
     """uint8 frames (N, S, S), soft reference masks (N, S, S) and (filename, frame) of every traced frame of
-    a split (masks rasterised from VolumeTracings.csv, coordinates scaled to S), or None if there are none."""
+    a split (masks rasterised from VolumeTracings.csv, coordinates scaled to S), or None if there are none.
+    mask_frames=K > 0: also K frames spread evenly over each video that has a per-frame mask file
+    (ROOT/Masks/NAME.npz, `python -m echogen phantom --masks`), with their masks: frames between ED and ES and
+    in diastole (mitral leaflets open), which no EchoNet tracing labels."""
     from pathlib import Path
+
+    from echogen.data.phantom import load_masks
 
     rows = [r for r in read_filelist(root) if r["Split"] == split]
     if limit is not None:
@@ -78,6 +83,15 @@ def traced_frames(root, split: str, size: int, limit=None):
             masks.append(tracing_mask(coords * np.array([size / w, size / h, size / w, size / h]), (size, size),
                                       soft=True))
             keys.append((r["FileName"], int(fr)))
+        if mask_frames and (Path(root) / "Masks" / (r["FileName"] + ".npz")).is_file():
+            m, _ = load_masks(root, r["FileName"])
+            if m.shape != v.shape:
+                raise ValueError(f"{root}: Masks/{r['FileName']}.npz has shape {m.shape}, the video {v.shape}")
+            picks = np.linspace(0, len(v) - 1, mask_frames + 2)[1:-1].round().astype(int)
+            for fr in sorted(set(picks.tolist()) - set(tr)):
+                frames.append(_resized(v[fr:fr + 1], size)[0])
+                masks.append(_resized(m[fr:fr + 1].astype(np.float32), size)[0])
+                keys.append((r["FileName"], int(fr)))
     if not frames:
         return None
     return np.stack(frames), np.stack(masks).astype(np.float32), keys

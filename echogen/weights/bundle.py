@@ -145,6 +145,18 @@ def update_manifest(bundle, **fields) -> dict:
     return read_manifest(bundle)
 
 
+def name_shipped(bundle, kind: str, filename: str, steps=None) -> dict:
+    """Name a newly shipped file (kind = "regressor" | "tracer") in a bundle's manifest and, when its steps label
+    is known, record it in provenance.trained_steps (so the manifest never keeps a replaced model's steps)."""
+    man = read_manifest(bundle) if (Path(bundle) / MANIFEST).is_file() else {}
+    trained = dict((man.get("provenance") or {}).get("trained_steps") or {})
+    if steps:
+        trained[kind] = str(steps)
+    else:
+        trained.pop(kind, None)
+    return update_manifest(bundle, **{kind: filename}, provenance={"trained_steps": trained})
+
+
 def find_bundles(root) -> list[Path]:
     """All bundle folders directly under root (each holding a manifest.json)."""
     root = Path(root)

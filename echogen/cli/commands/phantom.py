@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
                    help="simulator: v2 (default: shape model, regional wall motion, beam-domain image "
                         "formation, 30-80 fps) or v1 (the original phantom, 50 fps)")
     p.add_argument("--masks", action="store_true",
-                   help="v2 only: also write Masks/NAME.npz, the LV cavity mask of every frame and the LV "
+                   help="also write Masks/NAME.npz, the LV cavity mask of every frame and the LV "
                         "volume curve (echogen.data.phantom.load_masks reads them)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -29,8 +29,6 @@ def main(args) -> int:
         raise UserError(f"--videos must be at least 1, got {args.videos}")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if args.masks and args.sim != "v2":
-        raise UserError("--masks needs --sim v2 (the v1 phantom has no per-frame masks)")
 
     def progress(k, n):
         if not args.quiet and (k == n or k % max(1, n // 20) == 0):

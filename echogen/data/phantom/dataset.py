@@ -79,6 +79,27 @@ def lv_volumes(h) -> np.ndarray:
     return np.array([lv_volume_ml(h, float(c)) for c in contraction(h)])
 
 
+def heart_v1(seed: int, i: int):
+    """The v1 heart of video i of seed S (cheap: no rendering; make_video draws it first from the same rng)."""
+    return sample_heart(np.random.default_rng([seed, i]), FPS)
+
+
+def lv_masks_v1(h) -> np.ndarray:
+    """uint8 (T, 112, 112) LV cavity mask of every frame of a v1 video, rasterised from the frame's tracing
+    (the shape its ED / ES rows in VolumeTracings.csv are drawn from: closed across the mitral annulus whether
+    the leaflets are open or shut)."""
+    from echogen.eval.lv_volume import tracing_mask
+
+    return np.stack([tracing_mask(tracing(h, float(c)), (SIZE, SIZE)) for c in contraction(h)]).astype(np.uint8)
+
+
+def lv_volumes_v1(h) -> np.ndarray:
+    """Method-of-disks LV volume (mL) of every frame of a v1 video, from the frame's tracing."""
+    from echogen.data.echonet import volume_from_tracing
+
+    return np.array([volume_from_tracing(tracing(h, float(c)), h.cm_per_px) for c in contraction(h)])
+
+
 def _make_v2(seed: int, i: int, masks: bool):
     from echogen.data.phantom.shape import tracing as tracing2
     from echogen.data.phantom.ultrasound import Scene2
@@ -100,16 +121,14 @@ def _make_v2(seed: int, i: int, masks: bool):
 
 
 def make_video(seed: int, i: int, sim: str = DEFAULT_SIM, masks: bool = False):
-    """(FileList row, tracing rows, uint8 video (T, 112, 112)) of phantom video i; with masks=True (v2
-    only) also the uint8 (T, 112, 112) LV cavity mask of every frame."""
+    """(FileList row, tracing rows, uint8 video (T, 112, 112)) of phantom video i; with masks=True also the
+    uint8 (T, 112, 112) LV cavity mask of every frame."""
     if sim == "v2":
         return _make_v2(seed, i, masks)
     if sim != "v1":
         raise ValueError(f"unknown simulator {sim!r} (use one of {SIMS})")
-    if masks:
-        raise ValueError("per-frame masks are provided by the v2 simulator only")
     rng = np.random.default_rng([seed, i])
-    h = sample_heart(rng, FPS)
+    h = sample_heart(rng, FPS)                       # = heart_v1(seed, i): the first draw from this rng
     ed, es = traced_frames(h, rng)
     trace = {f: tracing(h, float(cycle(f / h.fps, h)[0])) for f in (ed, es)}
     ef, edv, esv, ed_f, es_f = ef_from_tracings(trace, scale=h.cm_per_px)
@@ -119,6 +138,8 @@ def make_video(seed: int, i: int, sim: str = DEFAULT_SIM, masks: bool = False):
            "FrameHeight": SIZE, "FrameWidth": SIZE, "FPS": f"{FPS:g}", "NumberOfFrames": h.n_frames}
     tr_rows = [[name + ".avi", f"{x1:.4f}", f"{y1:.4f}", f"{x2:.4f}", f"{y2:.4f}", f]
                for f in (ed_f, es_f) for x1, y1, x2, y2 in trace[f]]
+    if masks:
+        return row, tr_rows, video, lv_masks_v1(h)
     return row, tr_rows, video
 
 
@@ -130,10 +151,10 @@ def _job(args):
     row, tr, video = out[:3]
     write_video(Path(videos_dir) / (row["FileName"] + ".avi"), video, float(row["FPS"]))
     if masks:
-        h = heart_v2(seed, i)
+        vol = lv_volumes(heart_v2(seed, i)) if sim == "v2" else lv_volumes_v1(heart_v1(seed, i))
         np.savez_compressed(Path(videos_dir).parent / "Masks" / (row["FileName"] + ".npz"),
                             masks=np.packbits(out[3].astype(bool), axis=-1), shape=np.array(out[3].shape),
-                            volume_ml=lv_volumes(h).astype(np.float32))
+                            volume_ml=vol.astype(np.float32))
     return i, row, tr
 
 
@@ -146,14 +167,12 @@ def load_masks(root, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def write_phantom(out, videos: int, seed: int = 0, workers: int = 1, progress=None,
                   sim: str = DEFAULT_SIM, masks: bool = False) -> dict:
-    """Write OUT/FileList.csv, OUT/VolumeTracings.csv and OUT/Videos/*.avi (and with masks=True, v2
-    only, OUT/Masks/NAME.npz: per-frame LV masks, see load_masks). Returns a summary."""
+    """Write OUT/FileList.csv, OUT/VolumeTracings.csv and OUT/Videos/*.avi (and with masks=True,
+    OUT/Masks/NAME.npz: per-frame LV masks, see load_masks). Returns a summary."""
     if videos < 1:
         raise ValueError(f"--videos must be at least 1, got {videos}")
     if sim not in SIMS:
         raise ValueError(f"unknown simulator {sim!r} (use one of {SIMS})")
-    if masks and sim != "v2":
-        raise ValueError("per-frame masks are provided by the v2 simulator only")
     out = Path(out)
     (out / "Videos").mkdir(parents=True, exist_ok=True)
     if masks:
