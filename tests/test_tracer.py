@@ -198,6 +198,23 @@ def test_a_wiggle_of_the_area_curve_is_not_a_beat():
     assert r["ef"] == pytest.approx(100 * (r["edv"] - r["esv"]) / r["edv"], abs=1e-9)
 
 
+def test_an_8fps_clip_whose_only_pair_is_a_wiggle_reads_its_real_beat():
+    """The traced area / volume curves of a simulator-v2 TEST clip (true EF 53.7) exported at 8 fps, 16 frames,
+    24 grey levels, JPEG q40: ED's maximum sits one frame before the sampled peak, so its ES lay 5 frames
+    (0.625 s) later, past the 0.6 s window, and the only pair found was a one-frame wiggle late in the clip
+    (EF 12). Now the windows reach a frame further and a pair whose area falls < 1/4 of the curve's range is
+    not a beat."""
+    area = np.array([1590, 1630, 1615, 1626, 1418, 1216, 1109, 1371, 1592, 1586, 1596, 1531, 1645, 1593, 1331, 1129.])
+    vol = np.array([37909, 39330, 38953, 39552, 31454, 24136, 20953, 28925, 38049, 37420, 37674, 36084, 40723, 38285,
+                    28699, 21597.])
+    r = ef_from_volumes(vol, area, 8.0)
+    assert all(es in (6,) for _, es, _ in r["beats"]) and 44 < r["ef"] < 52
+    wiggle = 1000 + 5 * np.sin(np.arange(16) * 2.0)          # only wiggles with one real fall: the fall is the beat
+    wiggle[8:] -= 300
+    r = ef_from_volumes(wiggle ** 1.5, wiggle, 8.0)
+    assert not np.isfinite(r["ef"]) or r["ef"] > 30
+
+
 def test_implausible_frames_keeps_a_real_beat_at_any_rate():
     """The spike test must not eat true extrema: fast hearts at 25 fps, and 8 fps clips (no spike test)."""
     from echogen.eval.lv_volume import implausible_frames

@@ -27,6 +27,7 @@ p.add_argument("--tracer", required=True, help="the training run's fp32 tracer .
 p.add_argument("--data", required=True, help="the EchoNet-format dataset it was trained on (VAL frames checked)")
 p.add_argument("--bundle", required=True, help="weights bundle folder to write tracer.safetensors into")
 p.add_argument("--trained-on", default=None, help="what the data is (default: described from --data)")
+p.add_argument("--steps", default=None, help="the steps label (default: the run's; e.g. a fine-tune's whole history)")
 p.add_argument("--frames", type=int, default=40, help="VAL traced frames compared")
 p.add_argument("--max-prob-change", type=float, default=0.01)
 args = p.parse_args()
@@ -44,7 +45,7 @@ print(f"fp16 vs fp32 on {len(frames)} VAL frames: largest probability change {ch
       f"{100 * flipped:.4f} % of mask pixels flipped")
 if change >= args.max_prob_change:
     sys.exit(f"error: fp16 changes a probability by {change:.4f} (>= {args.max_prob_change}); not shipped")
-meta = shipped_metadata(args.tracer, args.data, args.trained_on, stored_as=(
+meta = shipped_metadata(args.tracer, args.data, args.trained_on, steps=args.steps, stored_as=(
     f"fp16 (from the fp32 run output {Path(args.tracer).name}; largest probability change {change:.4f})"))
 out = Path(args.bundle) / "tracer.safetensors"
 save_tracer(out, copy.deepcopy(model32).half(), cfg, **meta)

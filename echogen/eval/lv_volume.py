@@ -185,9 +185,10 @@ def _extrema(a: np.ndarray, w: int, kind: str) -> list[int]:
 def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     """(ED, ES) frame pairs from an LV area curve: ED at a local maximum (over +-0.25 s), ES at the local
     minimum that follows it within 0.08-0.6 s, or else the one before it within 0.1-0.8 s (the previous
-    beat's ES, when the clip ends during systole). Extrema at the first or last frame are not used (the curve
-    may go on beyond the clip). Falls back to the global maximum and minimum when no beat is found (e.g. a clip
-    shorter than a systole)."""
+    beat's ES, when the clip ends during systole); both windows reach one frame further (at 8 fps a maximum can
+    sit a frame off the true ED). Extrema at the first or last frame are not used (the curve may go on beyond
+    the clip). Falls back to the global maximum and minimum when no beat is found (e.g. a clip shorter than a
+    systole)."""
     a = smooth_curve(area, fps)
     n = len(a)
     if n < 2:
@@ -198,8 +199,8 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     peaks, troughs = inner(_extrema(a, w, "max")), inner(_extrema(a, w, "min"))
     beats = []
     for p in peaks:
-        after = [q for q in troughs if 0.08 * f <= q - p <= 0.6 * f]
-        before = [q for q in troughs if 0.1 * f <= p - q <= 0.8 * f]
+        after = [q for q in troughs if 0.08 * f <= q - p <= 0.6 * f + 1]
+        before = [q for q in troughs if 0.1 * f <= p - q <= 0.8 * f + 1]
         if after:
             beats.append((p, after[0]))
         elif before:
@@ -262,8 +263,9 @@ def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
     """EF from per-frame volumes with ED / ES found on the area curve: one EF per beat; the median beat is
     reported (the upper median for an even count), so EF = (EDV - ESV) / EDV of the EDV and ESV reported.
     Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a broken
-    tracing) are dropped, and so are beats whose area falls less than half as far as the deepest beat's (a
-    wiggle of the curve, not a contraction); with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
+    tracing) are dropped, and so are beats whose area falls less than half as far as the deepest beat's or
+    less than a quarter of the curve's whole range (a wiggle of the curve, not a contraction, also when it is
+    the only "beat" found); with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
     vol = np.asarray(volumes, dtype=np.float64)
     a = np.asarray(area, dtype=np.float64)
     beats = beats_from_curve(a, fps)
@@ -272,9 +274,10 @@ def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
         edv, esv = _peak_value(vol, ed, fps, max), _peak_value(vol, es, fps, min)
         if edv > 0 and 0.0 <= 100.0 * (edv - esv) / edv < 100.0:      # ESV > EDV: a broken tracing, not a beat
             rows.append((int(ed), int(es), 100.0 * (edv - esv) / edv))
-    if len(rows) > 1:            # a wiggle of the curve is not a beat: keep beats whose area falls at least half as
+    if rows:                     # a wiggle of the curve is not a beat: keep beats whose area falls at least half as
         drop = [a[ed] - a[es] for ed, es, _ in rows]      # far as the deepest one's (a weak heart keeps its beats)
-        rows = [r for r, d in zip(rows, drop) if d >= 0.5 * max(drop)]
+        span = float(np.ptp(smooth_curve(a, fps)))        # and a quarter of the whole curve's range
+        rows = [r for r, d in zip(rows, drop) if d >= 0.5 * max(drop) and d >= 0.25 * span]
     if not rows:
         return {"ef": math.nan, "edv": math.nan, "esv": math.nan, "ed": -1, "es": -1, "beats": []}
     efs = np.array([r[2] for r in rows])
