@@ -9,9 +9,10 @@ render      - sector, speckle texture warped with the tissue, valves, display ma
 dataset     - per-video generation, per-frame LV masks/volumes, the parallel deterministic writer
 """
 from echogen.data.phantom.anatomy import Heart, sample_ef, sample_heart, tracing
-from echogen.data.phantom.dataset import (contraction, heart_v2, load_masks, lv_masks, lv_volumes, make_video,
-                                     write_phantom)
+from echogen.data.phantom.dataset import (contraction, heart_v1, heart_v2, load_masks, lv_masks, lv_masks_v1,
+                                     lv_volumes, lv_volumes_v1, make_video, write_phantom)
 from echogen.data.phantom.render import Scene
 
-__all__ = ["Heart", "Scene", "contraction", "heart_v2", "load_masks", "lv_masks", "lv_volumes", "make_video",
+__all__ = ["Heart", "Scene", "contraction", "heart_v1", "heart_v2", "load_masks", "lv_masks", "lv_masks_v1",
+           "lv_volumes", "lv_volumes_v1", "make_video",
            "sample_ef", "sample_heart", "tracing", "write_phantom"]
