@@ -146,7 +146,6 @@ def test_v1_still_available(tmp_path):
         assert abs(1 - (W1 / W0) ** 2 * (L1 / L0) - ef / 100) < 1e-9
 
 
-
 def test_v1_masks_follow_the_tracings(tmp_path):
     """v1 --masks: every frame's mask is the rasterised tracing of that frame, so at the traced ED / ES frames
     it is VolumeTracings.csv's mask and the volume curve gives FileList's EDV / ESV; the curve holds a whole
