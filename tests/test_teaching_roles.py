@@ -241,6 +241,9 @@ def test_browser_roles_fresh_lists_and_unanswered_case(app, built):
         # a pool built now (after the participant's page loaded) shows up in their picker by itself
         org = login(browser.new_context(viewport={"width": 1280, "height": 1000}), ORG)
         org.get_by_role("tab", name="Organiser").first.click()
+        org.locator("#org-refresh").wait_for()
+        # one button per tab (a Timer or State directly inside gr.Tabs made Gradio 6 draw the clicked tab twice)
+        assert org.locator("[role=tab]:visible", has_text="Organiser").count() == 1
         from echogen.teaching.pool import new_pool, load_pool
         from echogen.teaching.media import VideoSpec
         import shutil

@@ -141,18 +141,28 @@ class TeachingState:
             raise ValueError("choose one of the listed datasets")
         return p
 
-    def pool(self, name):
+    def check_pool(self, name) -> None:
+        """ValueError with the participant's message unless `name` is a listed pool."""
         if not name:
-            raise ValueError("Choose a pool first.")
+            raise ValueError("Choose a pool first." if self.pool_names() else
+                             "No pool yet: the organiser builds one in the Organiser tab first.")
         if str(name) not in self.pool_names():
             raise ValueError("That pool is not available.")
+
+    def check_review(self, name) -> None:
+        """ValueError with the rater's message unless `name` is a listed review set."""
+        if not name:
+            raise ValueError("Choose a review set first." if self.review_names() else
+                             "No review set yet: the organiser builds one in the Organiser tab first.")
+        if str(name) not in self.review_names():
+            raise ValueError("That review set is not available.")
+
+    def pool(self, name):
+        self.check_pool(name)
         return load_pool(T.by_name(self.pools_root, name))
 
     def review(self, name, need_key: bool = True):
-        if not name:
-            raise ValueError("Choose a review set first.")
-        if str(name) not in self.review_names():
-            raise ValueError("That review set is not available.")
+        self.check_review(name)
         d = T.by_name(self.reviews_root, name)
         return load_review_set(d, key_path=self.key_path(d), need_key=need_key)
 
@@ -529,13 +539,34 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         st["pos"] += 1
         return t_show(st, "Skipped (recorded as skipped).")
 
+    def precheck(check):
+        """A UI-only first step of a Start button: check's message on the status line alone (an error raised by the
+        start handler itself would flag every one of its outputs, video and answer boxes included, as failed)."""
+        def run(name):
+            try:
+                check(name)
+            except ValueError as e:
+                err(e)
+            return gr.skip()
+        return run
+
+    def follow(names, dropdown, initial) -> None:
+        """Keep `dropdown`'s choices equal to names() without a reload (a pool or set built meanwhile appears).
+        Called inside the tab: a Timer or State placed directly in gr.Tabs makes Gradio 6 draw a second button
+        for the next tab once it is clicked, and a Timer ticks only while its tab has been shown."""
+        def tick(seen):
+            now = tuple(names())
+            return (gr.skip(), gr.skip()) if now == seen else (now, gr.update(choices=list(now)))
+        seen = gr.State(tuple(initial))
+        gr.Timer(2.0).tick(tick, [seen], [seen, dropdown], api_name=False, show_progress="hidden", queue=False)
+
     pools0, sets0 = state.pool_names(), state.review_names()
     with gr.Tab("EF trainer", id="teach-trainer"):
         t_state = gr.State(None)
         with gr.Row():
             t_name = gr.Textbox(label="Your name (optional for practice)", elem_id="trainer-name")
             t_pool = gr.Dropdown(pools0, value=pools0[0] if pools0 else None, label="Pool", elem_id="trainer-pool",
-                                 allow_custom_value=True)
+                                 allow_custom_value=True, info="pools are built by the organiser (Organiser tab)")
             t_n = gr.Number(value=10, precision=0, minimum=1, maximum=500, label="Cases", elem_id="trainer-n")
             t_scheme = gr.Dropdown(schemes, value=stats.DEFAULT_SCHEME, label="EF categories",
                                    info="esc2021: 2021 ESC HF guideline; ase2015: ASE/EACVI chamber quantification")
@@ -563,7 +594,9 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
             t_plot = gr.Plot(label="Bland-Altman", visible=False, elem_id="trainer-plot")
         shown = [t_state, t_video, t_status, t_fb, t_ef, t_cat, t_sum, t_table, t_plot]
         conc = dict(concurrency_limit=concurrency_limit, concurrency_id="teaching")
-        t_go.click(t_start, [t_name, t_pool, t_n, t_scheme, t_state], shown, api_name="trainer_start", **conc)
+        t_go.click(precheck(state.check_pool), [t_pool], [t_status], api_name=False, queue=False).success(
+            t_start, [t_name, t_pool, t_n, t_scheme, t_state], shown, api_name="trainer_start", **conc)
+        follow(state.pool_names, t_pool, pools0)
         t_submit.click(t_answer, [t_ef, t_cat, t_state], [t_state, t_fb], api_name="trainer_answer", **conc)
         t_ef.submit(t_answer, [t_ef, t_cat, t_state], [t_state, t_fb], api_name=False, **conc)
         t_skipb.click(t_skip, [t_state], shown, api_name="trainer_skip", **conc)
@@ -606,7 +639,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         with gr.Row():
             r_name = gr.Textbox(label="Your name (required: answers are part of a study)", elem_id="review-name")
             r_set = gr.Dropdown(sets0, value=sets0[0] if sets0 else None, label="Review set", elem_id="review-set",
-                                allow_custom_value=True)
+                                allow_custom_value=True, info="sets are built by the organiser (Organiser tab)")
             r_go = gr.Button("Start review", variant="primary", elem_id="review-start")
         r_status = gr.Markdown(elem_id="review-status")
         with gr.Row(equal_height=False):
@@ -620,20 +653,12 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
                                   elem_id="review-confidence")
                 r_comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="review-comment")
                 r_submit = gr.Button("Submit and next", variant="primary", elem_id="review-submit")
-        r_go.click(r_start, [r_name, r_set, r_state], [r_state, r_video, r_status], api_name="review_start", **conc)
+        r_go.click(precheck(state.check_review), [r_set], [r_status], api_name=False, queue=False).success(
+            r_start, [r_name, r_set, r_state], [r_state, r_video, r_status], api_name="review_start", **conc)
+        follow(state.review_names, r_set, sets0)
         r_submit.click(r_answer, [r_label, r_conf, r_comment, r_state],
                        [r_state, r_video, r_status, r_label, r_conf, r_comment], api_name="review_answer", **conc)
 
-    # ---- pickers follow what exists, in every tab, without a reload --------------------------
-    def lists_tick(seen):
-        now = (tuple(state.pool_names()), tuple(state.review_names()))
-        if seen == now:
-            return gr.skip(), gr.skip(), gr.skip()
-        return now, gr.update(choices=list(now[0])), gr.update(choices=list(now[1]))
-
-    seen0 = gr.State((tuple(pools0), tuple(sets0)))
-    gr.Timer(2.0).tick(lists_tick, [seen0], [seen0, t_pool, r_set], api_name=False, show_progress="hidden",
-                       queue=False)
 
     # ---- Organiser ---------------------------------------------------------------------------
     def o_build(kind, name, weights, frames, efs, per_frame, dataset, split, real_n, steps, tolerance, uploads,
