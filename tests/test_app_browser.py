@@ -70,7 +70,8 @@ def test_app_in_chromium(tmp_path):
             page.wait_for_selector("#preview img")
             # one frame has no EF to read: the note says the slider keeps its value (55 at start)
             page.wait_for_function(
-                "() => (document.querySelector('#input-info')?.innerText || '').includes('slider stays at 55')")
+                "() => (document.querySelector('#input-info')?.innerText || '')"
+                ".includes('did not move the EF slider (it was at 55 % then)')")
             # the upload's own events (preview, A4C input check) finish before Generate is pressed, as a user
             # sees them: their progress text is not the generation's (the count below is the generation's)
             page.wait_for_function("() => (document.querySelector('#a4c-box')?.innerText || '').includes('Input check')"

@@ -177,11 +177,11 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             note += f" · {est[1]} reads EF {est[0]:.1f}% from this clip (slider set to it)"
         elif n == 1:
             try:
-                kept = f" at {float(current_ef):g} %"
+                kept = f" (it was at {float(current_ef):g} % then)"
             except (TypeError, ValueError):
                 kept = ""
-            note += (f" · one frame has no motion to read an EF from: the EF slider stays{kept}; set the EF you "
-                     "want the loop to have")
+            note += (" · one frame has no motion to read an EF from, so this upload did not move the EF "
+                     f"slider{kept}; set the EF you want the loop to have")
         if est is not None and other is not None:   # both readings, as `echogen ef` prints them
             from echogen.eval.readout import DISAGREE, disagreement
             gap = disagreement(est[0], other[0])
