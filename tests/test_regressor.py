@@ -1,4 +1,5 @@
 """EF regressor: shapes, presets, weights round trip and errors, clip averaging."""
+import dataclasses
 import json
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from echogen.nets.regressor import (REGRESSOR_PRESETS, EFRegressor, RegressorConfig, clip_starts, extract_features,
-                               get_regressor_preset, load_regressor, num_params, predict_ef, predict_ef_batch,
+                               get_regressor_preset, load_regressor, num_params, predict_ef, predict_ef_batch, short_loop,
                                resample_indices, save_regressor)
 from echogen.weights.bundle import WeightsError, save_tensors, update_manifest
 
@@ -143,7 +144,9 @@ def test_predict_ef_averages_over_clips_of_a_long_video():
 
 def test_predict_ef_pads_short_video_and_checks_size():
     model, cfg = tiny(2)
-    short = np.random.default_rng(0).random((3, 112, 112)).astype(np.float32)
+    short = np.random.default_rng(0).random((3, 112, 112)).astype(np.float32) * 0.2
+    short += np.array([0.0, 0.3, 0.6], np.float32)[:, None, None]       # brightens: does not wrap seamlessly
+    assert not short_loop(short, cfg.fps, cfg)
     mean, per = predict_ef(model, cfg, short, fps=cfg.fps)
     padded = torch.zeros(1, 1, cfg.frames, 112, 112)
     padded[0, 0, :3] = torch.from_numpy(short)
@@ -153,6 +156,25 @@ def test_predict_ef_pads_short_video_and_checks_size():
         predict_ef(model, cfg, np.zeros((10, 64, 64), np.uint8), fps=25.0)
     with pytest.raises(ValueError):
         predict_ef_batch(model, torch.zeros(1, cfg.frames, 112, 112))
+
+
+def test_predict_ef_repeats_a_short_seamless_loop():
+    """One generated heart cycle (shorter than the window, repeats without a jump) is read as the loop it is, repeated
+    to fill the window at the regressor's rate; the same loop as a longer clip reads the same."""
+    model, cfg = tiny(2)
+    cfg = dataclasses.replace(cfg, frames=32)                                # the shipped regressor's window
+    rng = np.random.default_rng(1)
+    base, motion = rng.random((112, 112)).astype(np.float32) * 0.5, rng.random((112, 112)).astype(np.float32) * 0.4
+    n = 20                                                                   # one cycle: 20 frames at 25 fps
+    loop = base + motion * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n))[:, None, None].astype(np.float32)
+    assert short_loop(loop, cfg.fps, cfg) and not short_loop(loop[:12], cfg.fps, cfg)
+    mean, per = predict_ef(model, cfg, loop, fps=cfg.fps)
+    tiled = torch.from_numpy(np.concatenate([loop, loop])[: cfg.frames])[None, None]
+    with torch.no_grad():
+        assert mean == pytest.approx(float(model(tiled)), abs=1e-5) and len(per) == 1
+    # at 50 fps the 40-frame cycle is first repeated, then resampled: the same clip
+    loop50 = base + motion * (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2 * n) / (2 * n)))[:, None, None].astype(np.float32)
+    assert predict_ef(model, cfg, loop50, fps=50.0)[0] == pytest.approx(mean, abs=1e-4)
 
 
 def test_ef_command(tmp_path, capsys):

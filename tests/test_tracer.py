@@ -259,7 +259,8 @@ def test_ef_both_warns_when_the_readings_disagree(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(E, "_readers", lambda weights, method, device: ((Reg(), Reg.cfg), (tracer, tracer.cfg)))
     import echogen.eval.readout as R
     monkeypatch.setattr(R, "model_provenance", lambda *a: "test regressor")
-    np.save(tmp_path / "clip.npy", np.full((n, 112, 112), 0.5, np.float32))
+    ramp = np.linspace(0.2, 0.8, n, dtype=np.float32)[:, None, None]   # brightens: does not repeat seamlessly
+    np.save(tmp_path / "clip.npy", np.broadcast_to(ramp, (n, 112, 112)).copy())
     args = ["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(tmp_path), "--method", "both", "--fps", "25",
             "--no-check"]
     assert main(args) == 0
@@ -269,6 +270,7 @@ def test_ef_both_warns_when_the_readings_disagree(monkeypatch, tmp_path, capsys)
     assert main(args + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["disagreement"] > 10 and out["regressor"]["short_clip"] is True
+    assert out["regressor"]["repeated_loop"] is False
     # THE EF of the clip: the regressor's unless the bundle says its LV tracing reads users' clips better
     assert out["method"] == "regressor" and out["ef"] == out["regressor"]["ef"] == 60.0
     from echogen.weights.bundle import update_manifest

@@ -3,11 +3,18 @@ the previous stage's output upsampled and noise-augmented (the paper's low-res c
 
 A disabled stage after the base is replaced by plain upsampling (bicubic in space, linear in time)
 so the output size is unchanged; the result says so.
+
+A bundle may carry an EF calibration (echogen.ef.EFCalibration, fit by train/fit_ef_calibration.py): the cascade's
+measured response to the EF it is conditioned on. sample() then conditions on the calibrated EF so that the asked
+EF is what the loop reads on average (calibrate=False: the raw conditioning, as in the paper's evaluation). It is
+applied only while the stage files are those it was fit for; otherwise calibration_note says why not.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +26,7 @@ from echogen.device import COMPILE_MODES, autocast, resolve_precision
 from echogen.diffusion.edm import Denoiser
 from echogen.data.resample import upsample_video
 from echogen.diffusion.stage import describe, lowres_input, sample_stage, sampling_settings, stage_condition, stage_nfe
-from echogen.ef import check_efs
+from echogen.ef import EFCalibration, EFError, check_efs
 from echogen.nets.registry import build_network
 from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors, \
     update_manifest
@@ -87,6 +94,8 @@ class Cascade:
         self.denoisers = {k: d.to(self.device).eval() for k, d in denoisers.items()}
         self.precision = "auto"    # sampling precision (echogen.device.autocast); see set_speed
         self.compiled = None       # torch.compile settings once set_speed has compiled the networks
+        self.ef_calibration: EFCalibration | None = None   # applied by sample() unless calibrate=False
+        self.calibration_note = ""  # why a bundle's calibration is not applied ("" when it is, or there is none)
 
     def set_speed(self, precision: str = "auto", compile: str | None = None, backend: str = "inductor") -> "Cascade":
         """Sampling precision for every later sample() and, with compile = a torch.compile mode ("default",
@@ -99,6 +108,22 @@ class Cascade:
                 compile_network(den.net, compile, backend)
             self.compiled = {"backend": backend, "mode": compile}
         return self
+
+    def describe_conditioning(self, ef: float, calibrate: bool = True) -> str:
+        """One line for readouts: which EF the networks are conditioned on for a request of ef %, and why."""
+        if not calibrate:
+            return f"networks conditioned on the asked {ef:g} % (EF calibration switched off)"
+        if self.ef_calibration is None:
+            return (f"networks conditioned on the asked {ef:g} % (" +
+                    (self.calibration_note or "this bundle has no EF calibration") + ")")
+        cal = self.ef_calibration
+        c = float(self.conditioning_ef(float(ef))[0])
+        reach = cal.response(c)
+        if abs(reach - ef) > 0.5:      # beyond the measured range: the request lies beyond what these weights make
+            return (f"networks conditioned on {c:.1f} %, the end of the calibrated range: loops from these weights "
+                    f"read about {reach:.0f} % on average there, not {ef:g} % ({cal.reader}, over {cal.fit_on})")
+        return (f"networks conditioned on {c:.1f} % so that the loop reads {ef:g} % on average (the EF calibration "
+                f"of these weights: loops {cal.reader}, over {cal.fit_on})")
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -127,7 +152,34 @@ class Cascade:
             den = build_denoiser(st, config.diffusion)
             load_state_strict(den.net, tensors, str(bundle / fname))
             denoisers[st.name] = den
-        return cls(config, denoisers, device, source=str(bundle))
+        casc = cls(config, denoisers, device, source=str(bundle))
+        casc._load_calibration(bundle, man)
+        return casc
+
+    def _load_calibration(self, bundle: Path, man: dict) -> None:
+        entry = man.get("ef_calibration")
+        if not entry:
+            return
+        try:
+            cal = EFCalibration.from_dict(entry)
+        except EFError as e:
+            raise WeightsError(f"{bundle}/manifest.json: {e}") from None
+        files = man["stages"]
+        stale = [s for s in self.config.stage_names
+                 if cal.stages_sha256.get(s) != file_sha256(bundle / files[s])]
+        if stale:
+            self.calibration_note = (f"the bundle's EF calibration was fit for other weights of stage(s) {stale} "
+                                     "and is not applied: the loops follow the raw EF conditioning (re-fit with "
+                                     "train/fit_ef_calibration.py)")
+            warnings.warn(f"{bundle}: {self.calibration_note}", stacklevel=3)
+        else:
+            self.ef_calibration = cal
+
+    def conditioning_ef(self, ef, calibrate: bool = True) -> torch.Tensor:
+        """Requested EF(s) in % -> the EF(s) in % the networks are conditioned on (calibrated when the bundle
+        carries a valid calibration and calibrate is True; else the requested EFs)."""
+        ef_t = check_efs(ef)
+        return self.ef_calibration.condition(ef_t) if calibrate and self.ef_calibration is not None else ef_t
 
     def save(self, bundle, fp16: bool = False, **provenance) -> Path:
         bundle = Path(bundle)
@@ -140,20 +192,21 @@ class Cascade:
                          preset=self.config.name)
             files[st.name] = f"{st.name}.safetensors"
         update_manifest(bundle, preset=self.config.name, cascade=self.config.to_dict(), stages=files,
-                        provenance=provenance)
+                        provenance=provenance, ef_calibration=None)   # a calibration holds for the weights it was fit on
         return bundle
 
     # ---- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, frame, ef, *, stages=None, steps=None, guidance=None, sampler=None, sigma_start=None,
-               seed: int = 0, callback=None, precision: str | None = None) -> list[StageResult]:
+               seed: int = 0, callback=None, precision: str | None = None, calibrate: bool = True) -> list[StageResult]:
         """frame: (H,W) / (B,H,W) / (B,1,H,W) in [0,1]; ef: EF in % (float or sequence).
         stages: names to run (the base always runs); steps / guidance / sampler / sigma_start: dicts
         stage -> value (sigma_start: see StageConfig; it applies to super-resolution stages only).
         callback(stage_name, step, total_steps) after each sampler step. precision: as set_speed (default
-        self.precision). Same seed -> same output."""
+        self.precision). calibrate: condition on the bundle's calibrated EF (conditioning_ef). Same seed -> same
+        output."""
         seed = check_seed(seed)
-        ef_t = check_efs(ef)
+        ef_t = self.conditioning_ef(ef, calibrate)
         frame_t = _as_frames(frame, ef_t.shape[0])
         b = frame_t.shape[0]
         ef_t = ef_t.expand(b) if ef_t.shape[0] == 1 else ef_t
@@ -195,3 +248,12 @@ class Cascade:
                                        describe(settings[st.name])))
             prev = results[-1]
         return results
+
+
+def file_sha256(path) -> str:
+    """sha256 hex digest of a file (what an EF calibration records of the stage weights it was fit for)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -27,7 +27,7 @@ import torch
 from echogen.data.echonet import cut_clip, load_video, read_filelist
 from echogen.eval.metrics import best_of_k, frechet_distance, regression_metrics, ssim_videos
 from echogen.data.resample import resize_frames
-from echogen.eval.reading import video_ef
+from echogen.eval.reading import tracing_ef, video_ef
 from echogen.nets.regressor import at_regressor_rate, extract_features
 
 
@@ -97,7 +97,7 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
         rec = {"file": row["FileName"], "ef_true": float(row["EF"]), "cond_frame": c,
                "ef_real_regressed": video_ef(regressor, video, native)[0]}
         if tracer is not None:
-            rec["ef_real_tracing"] = _tracing_ef(tracer, video, native)
+            rec["ef_real_tracing"] = tracing_ef(tracer, video, native)
         for task in settings.tasks:
             ef = target if task == "counterfactual" else float(row["EF"])
             t0 = time.perf_counter()
@@ -112,7 +112,7 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
             for k, e in enumerate(regressed):
                 rec[f"{task}_ef_{k}"] = e
             if tracer is not None:
-                rec[f"{task}_ef_tracing_0"] = _tracing_ef(tracer, vids[0], out.fps)
+                rec[f"{task}_ef_tracing_0"] = tracing_ef(tracer, vids[0], out.fps)
             if task == "factual":
                 real = _real_clip(video, native, final.frames, final.fps)      # (T, H, W)
                 s = ssim_videos(vids, real[None].expand_as(vids))
@@ -133,20 +133,16 @@ def evaluate(cascade, regressor, data_root, settings: EvalSettings, out_dir=None
     summary["cascade"] = cascade.config.name
     summary["weights"] = cascade.source
     summary["sampling"] = {k: v for k, v in sample_kwargs.items() if v}   # per-stage overrides of the presets
+    calibrate = sample_kwargs.get("calibrate", True)
+    cal = getattr(cascade, "ef_calibration", None)
+    summary["ef_calibration"] = (cal.to_dict() if calibrate and cal is not None else
+                                 "off" if not calibrate else getattr(cascade, "calibration_note", "") or "none")
     if perceptual:
         summary["perceptual"] = {name: {"weights": getattr(net, "source", None), "config": net.cfg.to_dict()}
                                  for name, net in perceptual.items()}
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, per_video)
     return summary
-
-
-def _tracing_ef(tracer, video, fps: float) -> float:
-    from echogen.nets.tracer import trace_video
-    v = torch.as_tensor(video)
-    if v.shape[-1] != tracer.cfg.size:
-        v = resize_frames(v.float() / 255.0 if v.dtype == torch.uint8 else v, tracer.cfg.size).clamp(0, 1)
-    return float(trace_video(tracer, v, fps)["ef"])
 
 
 def _finite_metrics(y_true, y_pred) -> dict:
@@ -217,6 +213,10 @@ def markdown_table(summary: dict) -> str:
             cells = "".join(f" {fmt.format(m[k]) if k in m else '-'} |" for k, _, fmt in extra)
             lines.append(f"| {task} | {label} | {m['r2']:.3f} | {m['mae']:.2f} | {m['rmse']:.2f} | {ssim} | {fd} |"
                          f"{cells} {summary['seconds_per_video']:.1f} |")
+    cal = summary.get("ef_calibration")
+    if cal is not None:
+        lines.append("\nEF conditioning: " + (f"calibrated ({cal['reader']}, over {cal['fit_on']})"
+                                              if isinstance(cal, dict) else f"as asked ({cal})"))
     return "\n".join(lines)
 
 

@@ -28,3 +28,13 @@ def video_ef(regressor, video, fps: float) -> tuple[float, list[float]] | None:
     if v.shape[-1] != cfg.size:
         v = resize_frames(v, cfg.size).clamp(0, 1)
     return predict_ef(model, cfg, v.numpy(), float(fps or 0.0))
+
+
+def tracing_ef(tracer, video, fps: float) -> float:
+    """EF (%) of a video by LV tracing (echogen.nets.tracer.trace_video: area curve -> ED / ES -> method of disks);
+    NaN where tracing failed. tracer: an LVTracer; video: (T, H, W) torch or numpy, uint8 or float in [0, 1]."""
+    from echogen.nets.tracer import trace_video
+    v = torch.as_tensor(np.asarray(video)) if not torch.is_tensor(video) else video
+    if v.shape[-1] != tracer.cfg.size:
+        v = resize_frames(v.float() / 255.0 if v.dtype == torch.uint8 else v, tracer.cfg.size).clamp(0, 1)
+    return float(trace_video(tracer, v, fps)["ef"])

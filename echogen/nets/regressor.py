@@ -288,15 +288,27 @@ def extract_features(model: EFRegressor, videos: torch.Tensor, batch_size: int =
     return torch.cat(out)
 
 
+def short_loop(video, fps: float, cfg) -> bool:
+    """The video is shorter than the regressor's window (cfg.frames at cfg.fps) and repeats without a jump
+    (echogen.data.loops.wrap_ok): a seamless loop, e.g. one generated heart cycle or a scanner's one-beat export.
+    predict_ef repeats such a loop to fill the window instead of zero-padding it."""
+    from echogen.data.loops import wrap_ok
+    n = len(video)
+    return n * cfg.fps / (fps if fps > 0 else cfg.fps) < cfg.frames and wrap_ok(video)
+
+
 def predict_ef(model: EFRegressor, cfg: RegressorConfig, video, fps: float, device=None,
                stride: int | None = None, batch_size: int = 16) -> tuple[float, list[float]]:
     """EF (%) of one whole video, averaged over its clips as EchoNet-Dynamic does.
 
     video: (T, H, W) uint8 or float in [0, 1], H = W = cfg.size; fps: its frame rate (<= 0: assume cfg.fps).
     The video is resampled to cfg.fps, cut into cfg.frames-long clips every `stride` frames
-    (default cfg.clip_stride; the last clip ends at the last frame), a short video is zero-padded at the
-    end. Returns (mean EF, per-clip EFs)."""
+    (default cfg.clip_stride; the last clip ends at the last frame). A short video is repeated to fill one
+    clip when it is a seamless loop (short_loop), else zero-padded at the end. Returns (mean EF, per-clip EFs)."""
     v = _as_float_video(video)                                      # (T, H, W)
+    if short_loop(v, fps, cfg):                                     # one window of the loop repeated
+        need = math.ceil(cfg.frames * (fps if fps > 0 else cfg.fps) / cfg.fps)
+        v = v.repeat(math.ceil(need / len(v)), 1, 1)[:need]
     if tuple(v.shape[1:]) != (cfg.size, cfg.size):
         raise ValueError(f"frames must be {cfg.size}x{cfg.size} (got {tuple(v.shape[1:])}); "
                          "preprocess them first (echogen.data.inputs.prepare_array)")

@@ -243,6 +243,7 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
                 prog(_done + (k + step / n_steps) / n_stages, f"batch {_done + 1}/{total}: {stage} {step}/{n_steps}")
             t0 = time.perf_counter()
             out = cascade.sample(frame, efs, seed=s, callback=cb, **(sample_kwargs or {}))[-1]
+            conditioned = cascade.conditioning_ef(efs, (sample_kwargs or {}).get("calibrate", True))
             secs = (time.perf_counter() - t0) / len(efs)
             vids = out.video[:, 0].numpy()                           # (B, T, S, S) in [0, 1]
             for b, ef in enumerate(efs):
@@ -267,7 +268,7 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
                 pool.cases.append({
                     "id": random_id(), "kind": "generated", "file": name,
                     "ef": verdict.ef if verified else ef, "ef_source": "verified" if verified else "requested",
-                    "ef_requested": ef, "ef_readings": readings,
+                    "ef_requested": ef, "ef_conditioned": round(float(conditioned[b]), 2), "ef_readings": readings,
                     "ef_regressor": readings["regressor"] if "regressor" in readings
                     else _regressor_reading(regressor, vids[b], out.fps),
                     "seed": s, "batch": efs, "batch_index": b, "source_frame": png, "source_hash": fhash,

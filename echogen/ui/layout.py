@@ -138,6 +138,8 @@ def readout_html(r: dict) -> str:
                  "the whole clip is shown and may jump when it repeats.")
     sampled = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" if s["sampled"] else f"{s['stage']} upsampled"
                         for s in r.get("stages", []))
+    if r.get("conditioning"):
+        foot += f"<br>EF conditioning: {html.escape(r['conditioning'])}."
     foot += f"<br>Weights: {html.escape(r.get('weights', ''))} · seed {r.get('seed')} · {sampled}"
     if r.get("untrained"):
         foot = "<b style='color:#b91c1c'>UNTRAINED weights — noise, for testing only.</b> " + foot

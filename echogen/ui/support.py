@@ -451,6 +451,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                "loop": {"start": cut.start, "stop": cut.stop, "complete": cut.complete, "method": cut.method,
                         "frames": int(res[-1].video.shape[2]), "crossfade": int(cut.crossfade)},
                "plot": "LV volume (LV tracing)" if traced is not None else "blood-pool (dark-pixel) area",
+               "conditioning": engine.cascade.describe_conditioning(float(ef)),
                "input_check": None if check is None else check.to_dict()}
     if final is not None:
         readout.update(read_ef=round(final[0], 1), difference=round(final[0] - float(ef), 1),

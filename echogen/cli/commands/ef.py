@@ -71,7 +71,7 @@ def _readers(weights: Path, method: str, device):
 def main(args) -> int:
     from echogen.device import pick_device
     from echogen.eval.readout import assess_input, clip_reader, headline, model_provenance
-    from echogen.nets.regressor import load_regressor, predict_ef
+    from echogen.nets.regressor import load_regressor, predict_ef, short_loop
     from echogen.nets.tracer import provenance, trace_video
 
     path = Path(args.video)
@@ -112,12 +112,18 @@ def main(args) -> int:
         note = f" (fps unknown; taken as {cfg.fps:g})" if assumed else ""
         spread = f", clips range {min(per_clip):.1f}-{max(per_clip):.1f}" if len(per_clip) > 1 else ""
         span = frames.shape[0] * cfg.fps / rfps            # frames once resampled to the regressor's rate
-        if span < cfg.frames:     # predict_ef zero-pads a short clip to the regressor's window
+        looped = short_loop(frames, rfps, cfg)
+        if looped:                # predict_ef repeats a short seamless loop to fill the regressor's window
+            how = (f"one clip: a seamless loop of {span:.0f} frames at {cfg.fps:g} fps, repeated to fill the "
+                   f"regressor's {cfg.frames}-frame window")
+        elif span < cfg.frames:   # ... and zero-pads any other short clip
             how = (f"one clip: {span:.0f} frames at {cfg.fps:g} fps, zero-padded to the regressor's {cfg.frames}-frame "
-                   f"window; a clip shorter than {cfg.frames / cfg.fps:.2f} s reads less reliably")
+                   f"window (it does not repeat without a jump); a clip shorter than {cfg.frames / cfg.fps:.2f} s "
+                   "reads less reliably")
         else:
             how = f"mean of {len(per_clip)} clip(s) of {cfg.frames} frames @ {cfg.fps:g} fps{spread}"
         out["regressor"]["short_clip"] = bool(span < cfg.frames)
+        out["regressor"]["repeated_loop"] = bool(looped)
         by = " by the EF regressor" if tr else ""
         lines.append(f"EF {round(mean, 2):.1f} %{by}  ({path.name}: {frames.shape[0]} frames @ {rfps:g} fps{note}; {how})")
         lines.append(f"  method: EF regressor; model: {who}")

@@ -33,6 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--sigma-start", default=None, help="SR stages' SDEdit start sigma (see generate --help)")
     p.add_argument("--stages", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-calibration", action="store_true",
+                   help="condition on the target EF as given (the paper's protocol), not through the bundle's EF "
+                        "calibration (echogen.ef.EFCalibration)")
     p.add_argument("--out", default=None, help="output folder (default runs/eval-<time>)")
     p.add_argument("--device", default=None)
     p.add_argument("--random-init", action="store_true", help="untrained cascade (testing only)")
@@ -73,6 +76,8 @@ def main(args) -> int:
               guidance=parse_per_stage(args.guidance, names, float, "guidance"),
               sampler=parse_per_stage(args.sampler, names, str, "sampler"),
               sigma_start=parse_per_stage(args.sigma_start, names, float, "sigma-start"))
+    if args.no_calibration:
+        kw["calibrate"] = False
     if args.stages:
         kw["stages"] = [s.strip() for s in args.stages.split(",")]
     settings = EvalSettings(split=args.split, n=args.n, samples=args.samples, seed=args.seed,

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-stages", action="store_true", help="also write every stage's output beside OUT")
     p.add_argument("--no-check", action="store_true",
                    help="skip the apical-4-chamber input check (echogen.eval.readout) that warns about unsuitable inputs")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="condition the networks on --ef as given, not through the bundle's EF calibration")
     p.add_argument("--full-clip", action="store_true",
                    help="write every generated frame; by default OUT is a seamless loop: one heart cycle from "
                         "end-diastole to end-diastole (echogen.data.loops), so it repeats without a jump")
@@ -98,8 +100,8 @@ def main(args) -> int:
         print("warning: --random-init: untrained networks, the output is noise", flush=True)
     t0 = time.perf_counter()
     results = cascade.sample(frame, args.ef, stages=stages, steps=steps, guidance=guidance, sampler=sampler,
-                             sigma_start=sigma_start,
-                             seed=args.seed, callback=progress)
+                             sigma_start=sigma_start, seed=args.seed, callback=progress,
+                             calibrate=not args.no_calibration)
     total = time.perf_counter() - t0
     for b in bars.values():
         b.close()
@@ -125,7 +127,7 @@ def main(args) -> int:
     t, h, w = video.shape
     print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
           f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}\n"
-          f"  loop: {loop_note}")
+          f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
     return 0
 
 
