@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from echogen.diffusion.cascade import Cascade, file_sha256
+from echogen.diffusion.cascade import Cascade
+from echogen.weights.bundle import file_sha256
 from echogen.ef import EF_MAX, EF_MIN, EFCalibration, EFError, fit_calibration
 from echogen.weights.bundle import read_manifest, update_manifest
 
@@ -139,7 +140,7 @@ def test_fit_script_writes_a_loadable_calibration_and_reports(tmp_path):
                        text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     c = Cascade.load(bundle)
-    assert c.ef_calibration is not None and "10 frames (data/a, data/b" in c.ef_calibration.fit_on
+    assert c.ef_calibration is not None and c.ef_calibration.fit_on.startswith("10 frames of data/a, data/b")
     assert float(c.conditioning_ef(24.0)[0]) == pytest.approx(30.0, abs=2.0)
     p = subprocess.run(run + ["report", "--readings", str(path)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from echogen.data.echonet import load_video, read_filelist
-from echogen.diffusion.cascade import Cascade, file_sha256
+from echogen.diffusion.cascade import Cascade
+from echogen.weights.bundle import file_sha256
 from echogen.ef import EF_BIN_EDGES, fit_calibration
 from echogen.eval.metrics import regression_metrics
 from echogen.eval.reading import tracing_ef, video_ef

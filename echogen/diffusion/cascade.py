@@ -12,7 +12,6 @@ applied only while the stage files are those it was fit for; otherwise calibrati
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from echogen.data.resample import upsample_video
 from echogen.diffusion.stage import describe, lowres_input, sample_stage, sampling_settings, stage_condition, stage_nfe
 from echogen.ef import EFCalibration, EFError, check_efs
 from echogen.nets.registry import build_network
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors, \
-    update_manifest
+from echogen.weights.bundle import WeightsError, file_sha256, load_state_strict, load_tensors, read_manifest, \
+    save_tensors, update_manifest
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "weights" / "demo"
 
@@ -249,11 +248,3 @@ class Cascade:
             prev = results[-1]
         return results
 
-
-def file_sha256(path) -> str:
-    """sha256 hex digest of a file (what an EF calibration records of the stage weights it was fit for)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

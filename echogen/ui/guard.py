@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -237,7 +236,8 @@ class Uploads:
         self._sessions: dict[str, set[str]] = {}
         self._pending: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._examples = {(Path(p).name, Path(p).stat().st_size): _sha(p) for p in keep_files if Path(p).is_file()}
+        from echogen.weights.bundle import file_sha256
+        self._examples = {(Path(p).name, Path(p).stat().st_size): file_sha256(p) for p in keep_files if Path(p).is_file()}
 
     @staticmethod
     def _key(path) -> str:
@@ -254,7 +254,8 @@ class Uploads:
             key = (p.name, p.stat().st_size)
         except OSError:
             return None
-        if key in self._examples and _sha(p) == self._examples[key]:
+        from echogen.weights.bundle import file_sha256
+        if key in self._examples and file_sha256(p) == self._examples[key]:
             return None
         return p
 
@@ -352,14 +353,6 @@ class TrackUploads:
             await send(message)
 
         await self.app(scope, receive, watch)
-
-
-def _sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------- janitor

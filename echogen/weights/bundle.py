@@ -15,6 +15,7 @@ readouts name it (echogen.eval.readout.model_provenance).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,16 @@ from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "echogen-bundle/1"
+
+
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """sha256 hex digest of a file (provenance of converted checkpoints, the stage files an EF calibration holds for,
+    the app's bundled examples)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
 
 
 class WeightsError(RuntimeError):

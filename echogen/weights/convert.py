@@ -15,7 +15,6 @@ Checkpoints are read with torch.load(weights_only=True): a file that needs arbit
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pickle
 import re
 import zipfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from echogen.config import CascadeConfig, DiffusionConfig, StageConfig, imagen_unet_mirror
-from echogen.weights.bundle import WeightsError, load_state_strict, save_tensors, update_manifest
+from echogen.weights.bundle import WeightsError, file_sha256, load_state_strict, save_tensors, update_manifest
 
 LICENCE_NOTE = ("Weights by their authors, not by EchoGen: EchoDiffusion checkpoints are distributed under "
                 "GPL-2.0 (HReynaud/EchoDiffusion); keep their licence when you share this bundle.")
@@ -74,12 +73,7 @@ PAPER_NAMES = {(112,): "1SCM", (56, 112): "2SCM", (56, 56, 56, 112): "4SCM"}
 # Reading files
 # ---------------------------------------------------------------------------------------------
 
-def sha256(path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
+sha256 = file_sha256   # the name the converters' provenance code uses
 
 
 def load_checkpoint(path) -> dict:
