@@ -166,8 +166,8 @@ def test_generation_without_regressor_never_makes_up_an_ef(tmp_path):
     assert g.readout["read_ef"] is None and g.readout["regressor"] == "no EF regressor in this bundle"
     assert "no EF regressor in this bundle" in readout_html(g.readout)
     # which EF the networks got: said in the readout (no calibration in this bundle: the requested one)
-    assert g.readout["conditioning"].startswith("networks conditioned on the asked 40 %")
-    assert "EF conditioning: networks conditioned on the asked 40 %" in readout_html(g.readout)
+    assert g.readout["conditioning"].startswith("the networks were given the asked EF 40 %")
+    assert "EF conditioning: the networks were given the asked EF 40 %" in readout_html(g.readout)
     assert [s["sampled"] for s in g.readout["stages"]] == [True, False, True]      # spatial switched off
     assert calls[0] == ("base", 1, 2) and calls[-1] == ("temporal", 1, 1)
     assert len(g.files) == 7 and all(Path(f).stat().st_size > 0 for f in g.files)     # loops + the full clip

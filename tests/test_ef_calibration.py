@@ -95,12 +95,12 @@ def test_a_bundle_calibration_is_applied_exactly_as_the_conditioning_ef(tmp_path
     cal_efs = cal.condition(torch.tensor([25.0, 65.0]))
     assert all(torch.equal(e, cal_efs) for e in seen[:3]) and all(torch.equal(e, torch.tensor([25.0])) for e in seen[3:])
     line = c.describe_conditioning(25)
-    assert f"{cond:.1f} %" in line and "test frames" in line
+    assert f"given EF {cond:.1f} %" in line and "read 25 % on average" in line
     assert "switched off" in c.describe_conditioning(25, calibrate=False)
-    assert "reads 95 %" in c.describe_conditioning(95)        # 89.2 % from the fit: inside the measured range
+    assert "read 95 % on average" in c.describe_conditioning(95)   # 89.2 % from the fit: inside the measured range
     c.ef_calibration = EFCalibration(GRID, (10.0, 30.0, 50.0, 60.0, 70.0))
     line = c.describe_conditioning(85)
-    assert "end of the calibrated range" in line and "about 70 %" in line and "90.0 %" in line
+    assert "end of their calibrated range" in line and "about 70 %" in line and "90.0 %" in line
 
 
 def test_a_calibration_never_outlives_its_weights(tmp_path):

@@ -109,20 +109,21 @@ class Cascade:
         return self
 
     def describe_conditioning(self, ef: float, calibrate: bool = True) -> str:
-        """One line for readouts: which EF the networks are conditioned on for a request of ef %, and why."""
+        """One short line for readouts: which EF the networks are given for a request of ef %, and why (what the
+        calibration was measured on is in self.ef_calibration: reader, fit_on; evaluate's summary records it)."""
         if not calibrate:
-            return f"networks conditioned on the asked {ef:g} % (EF calibration switched off)"
+            return f"the networks were given the asked EF {ef:g} % (EF calibration switched off)"
         if self.ef_calibration is None:
-            return (f"networks conditioned on the asked {ef:g} % (" +
+            return (f"the networks were given the asked EF {ef:g} % (" +
                     (self.calibration_note or "this bundle has no EF calibration") + ")")
         cal = self.ef_calibration
         c = float(self.conditioning_ef(float(ef))[0])
         reach = cal.response(c)
         if abs(reach - ef) > 0.5:      # beyond the measured range: the request lies beyond what these weights make
-            return (f"networks conditioned on {c:.1f} %, the end of the calibrated range: loops from these weights "
-                    f"read about {reach:.0f} % on average there, not {ef:g} % ({cal.reader}, over {cal.fit_on})")
-        return (f"networks conditioned on {c:.1f} % so that the loop reads {ef:g} % on average (the EF calibration "
-                f"of these weights: loops {cal.reader}, over {cal.fit_on})")
+            return (f"the networks were given EF {c:.1f} %, the end of their calibrated range: loops from these weights "
+                    f"read about {reach:.0f} % on average there, not {ef:g} % (their measured EF calibration)")
+        return (f"the networks were given EF {c:.1f} %: loops from these weights read {ef:g} % on average when given "
+                f"that (their measured EF calibration)")
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -247,4 +248,3 @@ class Cascade:
                                        describe(settings[st.name])))
             prev = results[-1]
         return results
-

@@ -21,6 +21,7 @@ CSS = """
 /* readout tiles: two columns (asked | read, difference | second reading), each as wide as its key on one line
    when there is room; only a column too narrow for that wraps its keys (balanced, never mid-word) */
 .eg-tiles {flex-basis: 100%; display: grid; grid-template-columns: auto 1fr; gap: .6rem;}
+@media (max-width: 640px) {.eg-tiles {grid-template-columns: 1fr;}}   /* a phone: one column, values never cut */
 .eg-tile {min-width: 0; border-radius: 10px; padding: .55rem .8rem; background: var(--block-background-fill);
           border: 1px solid var(--border-color-primary);}
 .eg-tile .k {font-size: .8rem; font-weight: 600; letter-spacing: .01em; opacity: .75; text-wrap: balance;}
