@@ -207,6 +207,10 @@ class _LockedCascade:
         with self._e.lock:
             return self._e.cascade.sample(*a, **k)
 
+    def conditioning_ef(self, *a, **k):
+        """The EFs the networks are given (the bundle's EF calibration; reads no network, needs no lock)."""
+        return self._e.cascade.conditioning_ef(*a, **k)
+
 
 # ---------------------------------------------------------------------------------------- actions
 def _safe_name(name: str) -> str:
