@@ -34,11 +34,10 @@ import torch
 
 from echogen.data.echonet import load_video, read_filelist
 from echogen.diffusion.cascade import Cascade
-from echogen.weights.bundle import file_sha256
 from echogen.ef import EF_BIN_EDGES, fit_calibration
 from echogen.eval.metrics import regression_metrics
 from echogen.eval.reading import tracing_ef, video_ef
-from echogen.weights.bundle import read_manifest, update_manifest
+from echogen.weights.bundle import file_sha256, read_manifest, update_manifest
 
 GRID = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]
 FIELDS = ["data", "file", "cond_frame", "calibrated", "asked", "conditioned", "ef_regressor", "ef_tracing"]
@@ -66,6 +65,7 @@ def probe(args) -> None:
         w = csv.DictWriter(f, FIELDS)
         if new:
             w.writeheader()
+        cond = cascade.conditioning_ef(args.efs, args.calibrated)       # the EFs the networks get: the same per frame
         for data in args.data:
             rows = [r for r in read_filelist(data) if r["Split"] == args.split.upper()][: args.n]
             rng = np.random.default_rng(args.seed)
@@ -77,7 +77,6 @@ def probe(args) -> None:
                     continue
                 t0 = time.perf_counter()
                 frame = torch.from_numpy(video[c].astype(np.float32) / 255.0)
-                cond = cascade.conditioning_ef(args.efs, args.calibrated)
                 res = cascade.sample(frame, args.efs, seed=args.seed * 100003 + i, calibrate=args.calibrated)[-1]
                 for k, asked in enumerate(args.efs):
                     v = res.video[k, 0]

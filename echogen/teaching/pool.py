@@ -227,6 +227,7 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
     prog = MonotonicProgress(progress, total + 0.25 * n_real)
     area_fn = tracer_area(readers)
     done = 0
+    conditioned = cascade.conditioning_ef(efs, (sample_kwargs or {}).get("calibrate", True))  # what the networks get
     for item in frames:
         frame = as_frame(item)
         fhash = frame_hash(frame)
@@ -243,7 +244,6 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
                 prog(_done + (k + step / n_steps) / n_stages, f"batch {_done + 1}/{total}: {stage} {step}/{n_steps}")
             t0 = time.perf_counter()
             out = cascade.sample(frame, efs, seed=s, callback=cb, **(sample_kwargs or {}))[-1]
-            conditioned = cascade.conditioning_ef(efs, (sample_kwargs or {}).get("calibrate", True))
             secs = (time.perf_counter() - t0) / len(efs)
             vids = out.video[:, 0].numpy()                           # (B, T, S, S) in [0, 1]
             for b, ef in enumerate(efs):

@@ -73,9 +73,6 @@ PAPER_NAMES = {(112,): "1SCM", (56, 112): "2SCM", (56, 56, 56, 112): "4SCM"}
 # Reading files
 # ---------------------------------------------------------------------------------------------
 
-sha256 = file_sha256   # the name the converters' provenance code uses
-
-
 def load_checkpoint(path) -> dict:
     """torch.load(weights_only=True) with one-line errors for truncated, foreign or code-carrying files."""
     path = Path(path)
@@ -327,7 +324,7 @@ def convert_imagen_checkpoint(checkpoint, config, out, fp16: bool = False, weigh
         save_tensors(out / f"{st.name}.safetensors", tensors, "stage", dataclasses.asdict(st), preset=cascade.name)
         files[st.name] = f"{st.name}.safetensors"
     steps = ckpt.get("steps")
-    prov = {"source": checkpoint.name, "sha256": sha256(checkpoint), "config": Path(config).name,
+    prov = {"source": checkpoint.name, "sha256": file_sha256(checkpoint), "config": Path(config).name,
             "weights": weights, "imagen_pytorch_version": str(ckpt.get("version", "")),
             "training_steps": steps.tolist() if torch.is_tensor(steps) else steps,
             "licence": LICENCE_NOTE, "notes": notes, "fp16": bool(fp16), **info,
@@ -374,7 +371,7 @@ def convert_echonet_regressor(checkpoint, out, mean=None, std=None, fp16: bool =
     model = EchoNetR2Plus1D(cfg)
     load_state_strict(model, state, checkpoint.name)
     tensors = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    prov = {"source": checkpoint.name, "sha256": sha256(checkpoint), "licence": ECHONET_NOTE,
+    prov = {"source": checkpoint.name, "sha256": file_sha256(checkpoint), "licence": ECHONET_NOTE,
             "epoch": ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None}
     save_tensors(out / filename, tensors, "regressor", cfg.to_dict(), provenance=str(prov))
     return update_manifest(out, regressor=filename, regressor_provenance=prov)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from echogen.weights.convert import load_checkpoint, sha256
+from echogen.weights.convert import load_checkpoint
 from echogen.eval.perceptual.i3d import I3D, I3DConfig
 from echogen.eval.perceptual.i3d import KIND as I3D_KIND
 from echogen.eval.perceptual.inception import KIND as INCEPTION_KIND
 from echogen.eval.perceptual.inception import InceptionConfig, InceptionFID
 from echogen.eval.perceptual.lpips import KIND as LPIPS_KIND
 from echogen.eval.perceptual.lpips import LPIPS, TORCHVISION_CONV_INDEX, LPIPSConfig
-from echogen.weights.bundle import WeightsError, key_mismatches, load_state_strict, name_keys, save_tensors
+from echogen.weights.bundle import WeightsError, file_sha256, key_mismatches, load_state_strict, name_keys, save_tensors
 
 FILENAMES = {"lpips": "lpips_{backbone}.safetensors", "fid": "inception_fid.safetensors", "fvd": "i3d.safetensors"}
 # keys a user's file may carry that the network does not use (regular expressions, matched in full)
@@ -67,7 +67,7 @@ def check_keys(found: dict, expected: dict, source, what: str, ignored: str | No
 
 
 def _provenance(*paths) -> str:
-    return json.dumps([{"source": Path(p).name, "sha256": sha256(p)} for p in paths])
+    return json.dumps([{"source": Path(p).name, "sha256": file_sha256(p)} for p in paths])
 
 
 def _load_and_save(model: torch.nn.Module, sd: dict, src, what: str, ignored: str, path: Path, kind: str) -> Path:
