@@ -16,7 +16,7 @@ import torch
 
 from echogen.data.loops import stage_loops
 from echogen.diffusion.cascade import Cascade
-from echogen.nets.tracer import load_tracer
+from echogen.teaching.gate import tracer_reader
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--weights", default="assets/weights/demo-fast")
@@ -28,7 +28,7 @@ p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 cascade = Cascade.load(args.weights)
-tracer = load_tracer(args.tracer)[0]
+tracer = tracer_reader(args.tracer).area            # the LV-area function `generate` cuts loops with
 for f in sorted(Path(args.frames).glob("*.png")):
     img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
     cells = []

@@ -103,19 +103,22 @@ def test_volume_plot_and_readout_with_a_known_trace(tmp_path):
     assert png.is_file() and cv2.imread(str(png)).shape[0] > 100
     failed = S.tracing_summary({**res, "ef": float("nan"), "failed": "no LV cavity found"}, fps)
     assert failed["ef"] is None and failed["failed"] == "no LV cavity found"
-    r = {"requested_ef": 45.0, "read_ef": 41.0, "difference": -4.0, "per_clip_ef": [41.0], "read_by": "EF regressor",
+    r = {"requested_ef": 45.0, "read_ef": 40.5, "difference": -4.5, "per_clip_ef": [41.0],
+         "read_by": "mean of the EF regressor and LV tracing",
          "tracing": s, "readers": [{"method": "EF regressor", "ef": 41.0, "model": "EF regressor trained on X"},
                                    {"method": "LV tracing", "ef": 40.0, "model": "LV tracer trained on Y",
                                     "confidence": 0.9, "ed_frame": 0, "es_frame": 7}],
          "stages": [], "weights": "w", "seed": 0,
          "input_check": {"ok": False, "score": 0.2, "reasons": ["warn: no ultrasound sector found"]}}
     html = readout_html(r)
-    assert "EF by LV tracing" in html and "40.0" in html and "trained on X" in html and "trained on Y" in html
+    assert "mean of EF regressor 41.0 % and LV tracing 40.0 %" in html and "40.5" in html
+    assert "trained on X" in html and "trained on Y" in html
     assert "a4c-check-readout" in html and "no ultrasound sector found" in html
     assert "disagree" not in html and "may jump" not in html          # 41 vs 40, a whole cycle
     # readings 10+ points apart: the readout says so (as `echogen ef --method both`); a loop that is the whole
     # clip (no clean cycle) is said to be one
-    far = dict(r, tracing=dict(s, ef=8.0), loop={"complete": False, "method": "whole clip: no cycle wraps"})
+    far = dict(r, tracing=dict(s, ef=8.0), readers=[r["readers"][0], dict(r["readers"][1], ef=8.0)],
+               loop={"complete": False, "method": "whole clip: no cycle wraps"})
     html = readout_html(far)
     assert "disagree by 33.0 points" in html and "may jump when it repeats" in html
 
@@ -137,7 +140,10 @@ def test_generation_with_and_without_a_tracer(bundles, tmp_path):
     assert sorted(t.overlay) == ["base", "spatial", "temporal"] and all(f.is_file() for f in t.overlay.values())
     assert t.readout["plot"] == "LV volume (LV tracing)" and t.readout["tracing"] is not None
     assert [r["method"] for r in t.readout["readers"]] == ["EF regressor", "LV tracing"]
-    assert t.readout["read_by"] == "EF regressor" and t.plot.is_file()
+    # the loop's EF: the mean of both readers when both read it (what the EF calibration targets), else the regressor's
+    each = [r["ef"] for r in t.readout["readers"] if r["ef"] is not None]
+    assert t.readout["read_by"] == ("mean of the EF regressor and LV tracing" if len(each) == 2 else "EF regressor")
+    assert t.readout["read_ef"] == pytest.approx(round(float(np.mean(each)), 1), abs=0.051) and t.plot.is_file()
 
 
 def test_loops_are_cut_on_the_traced_lv_area(bundles, tmp_path, monkeypatch):
@@ -162,7 +168,7 @@ def test_loops_are_cut_on_the_traced_lv_area(bundles, tmp_path, monkeypatch):
     assert "LV tracer area" in g.readout["loop"]["method"]
     assert g.readout["read_by"] == "LV tracing" and g.readout["read_ef"] == 52.0 and g.readout["difference"] == 7.0
     assert [r["method"] for r in g.readout["readers"]] == ["LV tracing"]
-    assert "EF read from the loop (LV tracing)" in readout_html(g.readout)
+    assert "<div class='n'>by LV tracing</div>" in readout_html(g.readout)
 
 
 def test_pool_source_frames_are_checked(bundles, tmp_path):

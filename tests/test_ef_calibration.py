@@ -148,3 +148,30 @@ def test_fit_script_writes_a_loadable_calibration_and_reports(tmp_path):
     s = rep["data/a | raw | regressor"]
     assert s["slope"] == pytest.approx(1.2, abs=0.1) and s["n"] == 25
     assert s["mean_error_by_asked_bin"]["0-35"] < -3                 # the low-EF bias the calibration removes
+
+
+def test_one_rule_states_a_generated_loops_ef():
+    """echogen.eval.readout.loop_ef: the mean when both readers read the loop, else the one that did (NaN and
+    None are no reading); the calibration fit and evaluate's 'mean of both readers' row use that same rule."""
+    import importlib.util
+
+    from echogen.eval.evaluate import EvalSettings, markdown_table, summarise
+    from echogen.eval.readout import loop_ef
+    assert loop_ef(40.0, 50.0) == (45.0, "mean")
+    assert loop_ef(40.0, float("nan")) == (40.0, "regressor") and loop_ef(None, 52.0) == (52.0, "tracing")
+    assert loop_ef(None, float("nan")) is None
+    spec = importlib.util.spec_from_file_location("fit_cal", ROOT / "train" / "fit_ef_calibration.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = {"ef_regressor": "40.0", "ef_tracing": "nan"}
+    assert mod.reading(row, "mean") == 40.0 and mod.reading(dict(row, ef_tracing="50"), "mean") == 45.0
+    per = [{"ef_true": 50.0, "ef_real_regressed": 50.0, "ef_real_tracing": 50.0, "counterfactual_target": t,
+            "counterfactual_ef_0": t - 4, "counterfactual_ef_tracing_0": tr}
+           for t, tr in ((20.0, 24.0), (40.0, 44.0), (60.0, float("nan")), (80.0, 84.0))]
+    s = summarise(per, EvalSettings(samples=1, tasks=("counterfactual",)))
+    m = s["counterfactual_single_mean"]
+    assert m["n"] == 4 and m["failed"] == 0 and m["mae"] == pytest.approx((0 + 0 + 4 + 0) / 4)
+    assert s["counterfactual_single_tracing"]["failed"] == 1
+    s["settings"] = {"samples": 1, "tasks": ["counterfactual"]}
+    s["seconds_per_video"] = 1.0
+    assert "| counterfactual | single sample, mean of both readers | " in markdown_table(s)

@@ -77,11 +77,23 @@ def test_readout_tiles_have_short_keys():
     """Tile keys stay short (the reader, the sign convention go in a small note), so they do not wrap word by word."""
     import re
     from echogen.ui.layout import readout_html
-    r = {"requested_ef": 35.0, "read_ef": 34.1, "difference": -0.9, "per_clip_ef": [34.1], "read_by": "EF regressor",
-         "regressor": "r", "weights": "w", "seed": 6, "stages": [], "readers": [],
+    r = {"requested_ef": 35.0, "read_ef": 31.2, "difference": -3.8, "per_clip_ef": [34.1],
+         "read_by": "mean of the EF regressor and LV tracing", "regressor": "r", "weights": "w", "seed": 6,
+         "stages": [], "readers": [{"method": "EF regressor", "ef": 34.1, "model": "m"},
+                                   {"method": "LV tracing", "ef": 28.4, "model": "t", "confidence": 0.9,
+                                    "ed_frame": 0, "es_frame": 7}],
          "tracing": {"ef": 28.4}}
     html = readout_html(r)
     keys = re.findall(r"<div class='k'>(.*?)</div>", html)
-    assert keys == ["Requested EF", "EF read from the loop (EF regressor)", "Difference", "EF by LV tracing"]
+    assert keys == ["Requested EF", "EF read from the loop", "Difference"]
     assert all(len(k) <= 36 for k in keys)
     assert "<div class='n'>read − requested</div>" in html and "class='eg-tiles'" in html
+    assert "<div class='n'>mean of EF regressor 34.1 % and LV tracing 28.4 %</div>" in html
+    # 34.1 and 28.4 are one ESC class (reduced, <= 40); 41.0 vs 39.0 straddle it: said, both readers named
+    assert "different classes" not in html
+    r2 = dict(r, read_ef=40.0, difference=5.0, readers=[dict(r["readers"][0], ef=41.0), dict(r["readers"][1], ef=39.0)])
+    html = readout_html(r2)
+    assert "different classes: EF regressor 41.0&thinsp;% = mildly reduced, LV tracing 39.0&thinsp;% = reduced" in html
+    # one reader only: the tile says which
+    one = dict(r, read_ef=34.1, difference=-0.9, read_by="EF regressor", readers=r["readers"][:1])
+    assert "<div class='n'>by EF regressor</div>" in readout_html(one)

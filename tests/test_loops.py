@@ -51,6 +51,12 @@ def test_tracer_area_is_used_when_given():
     v, radius = beating(seed=2)
     cut = seamless_loop(v, 25.0, tracer=lambda video, fps: radius ** 2)
     assert cut.complete and "LV tracer" in cut.method
+    # a tracer that cannot trace this clip (or is not an area function at all): the dark-area curve cuts the loop,
+    # and the method says the tracer failed instead of passing for a traced cut
+    def broken(video, fps):
+        raise ValueError("no LV cavity found")
+    cut = seamless_loop(v, 25.0, tracer=broken)
+    assert cut.complete and "dark-area curve: the LV tracer failed (ValueError: no LV cavity found)" in cut.method
 
 
 def test_repeat_to_keeps_order():

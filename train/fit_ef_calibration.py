@@ -37,6 +37,7 @@ from echogen.diffusion.cascade import Cascade
 from echogen.ef import EF_BIN_EDGES, fit_calibration
 from echogen.eval.metrics import regression_metrics
 from echogen.eval.reading import tracing_ef, video_ef
+from echogen.eval.readout import LOOP_READER, loop_ef
 from echogen.weights.bundle import file_sha256, read_manifest, update_manifest
 
 GRID = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]
@@ -100,13 +101,12 @@ def load_readings(*paths) -> list[dict]:
 
 
 def reading(row: dict, reader: str) -> float:
-    """One video's EF by `reader`: regressor, tracing, or mean (of the two; the one that read it when the other
-    failed, NaN when both failed)."""
+    """One video's EF by `reader`: regressor, tracing, or mean (echogen.eval.readout.loop_ef: the mean of the
+    two, the one that read it when the other failed; NaN when none read it)."""
     if reader != "mean":
         return float(row[f"ef_{reader}"])
-    vals = [float(row["ef_regressor"]), float(row["ef_tracing"])]
-    ok = [v for v in vals if np.isfinite(v)]
-    return float(np.mean(ok)) if ok else float("nan")
+    r = loop_ef(float(row["ef_regressor"]), float(row["ef_tracing"]))
+    return float("nan") if r is None else r[0]
 
 
 def fit(args) -> None:
@@ -119,8 +119,7 @@ def fit(args) -> None:
     n_frames = len({(r["data"], r["file"]) for r in rows})
     man = read_manifest(args.weights)
     shas = {s: file_sha256(Path(args.weights) / f) for s, f in man["stages"].items()}
-    who = {"mean": "mean of the EF regressor and LV tracing", "regressor": "EF regressor", "tracing": "LV tracing"}
-    cal = fit_calibration(asked, read, reader=f"read by the {who[args.reader]} of {args.reader_name}",
+    cal = fit_calibration(asked, read, reader=f"read by the {LOOP_READER[args.reader]} of {args.reader_name}",
                           fit_on=f"{n_frames} frames of {args.note or ', '.join(datasets)}, "
                                  f"conditioned on {', '.join(f'{g:g}' for g in sorted(set(asked)))} %",
                           stages_sha256=shas)

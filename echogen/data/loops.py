@@ -184,11 +184,12 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         try:
             area = tracer(fv, fps)
             method = "LV tracer area"
-        except Exception:  # a tracer that fails on this clip: fall back to the dark-area curve
+        except Exception as e:  # a tracer that fails on this clip: the dark-area curve, and the method says so
             area = None
+            method = f"dark-area curve: the LV tracer failed ({type(e).__name__}: {str(e)[:80]})"
     if area is None:
         area = dark_area_curve(fv, frame)
-        method = "dark-area curve"
+        method = method if method.startswith("dark-area curve") else "dark-area curve"
     area = np.asarray(area, np.float64)
     if len(area) != n:
         raise ValueError(f"LV-area curve has {len(area)} values for {n} frames")

@@ -11,7 +11,8 @@ LPIPS (mean over frames, generated vs real; best-of-K = min over K), FID over al
 clips (sample 0 of each video against the real clips); without them nothing changes.
 With an LV tracer (echogen.nets.tracer) every EF is also read by LV tracing (area curve -> ED / ES -> method of
 disks): the real clips, and sample 0 of each task (rows "..., LV tracing"; NaN readings, where tracing
-failed, are left out and counted).
+failed, are left out and counted), and by the mean of both readers (rows "..., mean of both readers":
+echogen.eval.readout.loop_ef, the number the app states and the EF calibration targets).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from echogen.data.echonet import cut_clip, load_video, read_filelist
 from echogen.eval.metrics import best_of_k, frechet_distance, regression_metrics, ssim_videos
 from echogen.data.resample import resize_frames
 from echogen.eval.reading import tracing_ef, video_ef
+from echogen.eval.readout import loop_ef
 from echogen.nets.regressor import at_regressor_rate, extract_features
 
 
@@ -163,6 +165,9 @@ def summarise(per_video: list, settings: EvalSettings, feats_real=(), feats_gen=
         for task in settings.tasks:
             res[f"{task}_single_tracing"] = _finite_metrics([r[f"{task}_target"] for r in per_video],
                                                             [r[f"{task}_ef_tracing_0"] for r in per_video])
+            both = [loop_ef(r[f"{task}_ef_0"], r[f"{task}_ef_tracing_0"]) for r in per_video]   # what the app states
+            res[f"{task}_single_mean"] = _finite_metrics([r[f"{task}_target"] for r in per_video],
+                                                         [float("nan") if b is None else b[0] for b in both])
     for task in settings.tasks:
         tgt = np.array([r[f"{task}_target"] for r in per_video])
         preds = np.array([[r[f"{task}_ef_{k}"] for k in range(K)] for r in per_video])
@@ -205,6 +210,10 @@ def markdown_table(summary: dict) -> str:
         if f"{task}_single_tracing" in summary:
             t = summary[f"{task}_single_tracing"]
             lines.append(f"| {task} | single sample, LV tracing ({t['failed']} failed) | {t['r2']:.3f} | "
+                         f"{t['mae']:.2f} | {t['rmse']:.2f} | - | - |" + " - |" * len(extra) + " - |")
+        if f"{task}_single_mean" in summary:
+            t = summary[f"{task}_single_mean"]
+            lines.append(f"| {task} | single sample, mean of both readers | {t['r2']:.3f} | "
                          f"{t['mae']:.2f} | {t['rmse']:.2f} | - | - |" + " - |" * len(extra) + " - |")
         for label, key in (("single sample", f"{task}_single"), (f"best of {K}", f"{task}_best_of_{K}")):
             m = summary[key]

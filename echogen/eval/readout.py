@@ -114,6 +114,28 @@ def headline(readings: dict, first: str = "regressor") -> tuple[str, float] | No
     return None
 
 
+LOOP_READER = {"mean": "mean of the EF regressor and LV tracing", "regressor": "EF regressor", "tracing": "LV tracing"}
+
+
+def loop_ef(regressor_ef, tracing_ef) -> tuple[float, str] | None:
+    """The EF of a GENERATED loop as one number: (EF, who) with who a key of LOOP_READER; the mean of the two
+    readings when both read the loop, else the one that did, None when neither did (None / NaN = no reading).
+
+    One rule for every place that states a generated loop's EF: the app's headline and difference, the EF
+    calibration's fit (train/fit_ef_calibration.py: the calibration makes this number match the asked EF) and
+    `evaluate`'s "mean of both readers" rows. The mean, because on generated loops the two readers err in
+    opposite directions near the ends of the EF range (docs/RESULTS.md "Session 14"); a user's real clip is
+    read by the bundle's clip_reader first instead (headline)."""
+    vals = {m: float(v) for m, v in (("regressor", regressor_ef), ("tracing", tracing_ef))
+            if v is not None and np.isfinite(float(v))}
+    if not vals:
+        return None
+    if len(vals) == 2:
+        return float(np.mean(list(vals.values()))), "mean"
+    (m, v), = vals.items()
+    return v, m
+
+
 def shipped_metadata(run_file, data, trained_on: str | None = None, stored_as: str = "", steps: str | None = None) -> dict:
     """Metadata of a reader shipped into a bundle (train/ship_tracer.py, train/ship_regressor.py): the run file's
     own (without kind and config, which the writer sets), `trained_on` (default: describe_dataset(data)), how it is

@@ -117,21 +117,26 @@ def readout_html(r: dict) -> str:
         d = r["difference"]
         cls = "good" if abs(d) <= 5 else "warn" if abs(d) <= 10 else "bad"
         by = r.get("read_by") or "EF regressor"
-        tiles.append(_tile(f"EF read from the loop ({by})", f"{r['read_ef']:.1f}&thinsp;%"))
+        each = {m["method"]: m["ef"] for m in r.get("readers") or [] if m.get("ef") is not None}
+        both = by.startswith("mean") and len(each) == 2
+        note = ("mean of " + " and ".join(f"{m} {e:.1f} %" for m, e in each.items())) if both else f"by {by}"
+        tiles.append(_tile("EF read from the loop", f"{r['read_ef']:.1f}&thinsp;%", note=note))
         tiles.append(_tile("Difference", f"{d:+.1f}", cls, note="read − requested"))
         clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
         foot = (f"Regressor: {html.escape(r.get('regressor', ''))}; per-clip EF {clips}. " if clips else "")
         foot += (f"2021 ESC class: requested {req:.0f}&thinsp;% = {ef_class(req)} EF, read {r['read_ef']:.1f}&thinsp;% = "
                  f"{ef_class(r['read_ef'])} EF.")
+        classes = {m: ef_class(e) for m, e in each.items()}
+        if len(set(classes.values())) > 1:          # the readers straddle a class boundary: say so, name both
+            foot += (" <b>The readers put this loop in different classes: "
+                     + ", ".join(f"{html.escape(m)} {each[m]:.1f}&thinsp;% = {c}" for m, c in classes.items())
+                     + ".</b>")
         if not 0 <= r["read_ef"] <= 100:
             foot += " <b>The read EF lies outside 0–100 %: the reading cannot be trusted on this loop.</b>"
-    tr = r.get("tracing")
-    if tr and tr.get("ef") is not None and r.get("read_by") != "LV tracing":
-        tiles.append(_tile("EF by LV tracing", f"{tr['ef']:.1f}&thinsp;%"))
-        gap = disagreement(r.get("read_ef"), tr["ef"])
+        gap = disagreement(each.get("EF regressor"), each.get("LV tracing"))
         if gap is not None and gap > DISAGREE:
-            foot = (f"<b>⚠ The regressor ({r['read_ef']:.1f}&thinsp;%) and LV tracing ({tr['ef']:.1f}&thinsp;%) disagree "
-                    f"by {gap:.1f} points: trust neither reading without looking at the loop (and the traced "
+            foot = (f"<b>⚠ The regressor ({each['EF regressor']:.1f}&thinsp;%) and LV tracing ({each['LV tracing']:.1f}&thinsp;%) "
+                    f"disagree by {gap:.1f} points: trust neither reading without looking at the loop (and the traced "
                     "contour).</b><br>") + foot
     loop = r.get("loop") or {}
     if loop and not loop.get("complete", True):

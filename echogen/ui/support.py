@@ -454,10 +454,12 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                "conditioning": engine.cascade.describe_conditioning(float(ef)),
                "input_check": None if check is None else check.to_dict()}
     if final is not None:
-        readout.update(read_ef=round(final[0], 1), difference=round(final[0] - float(ef), 1),
-                       per_clip_ef=[round(e, 1) for e in final[1]], read_by="EF regressor")
-    elif tracing is not None and tracing["ef"] is not None:     # no regressor: the tracing EF is the reading
-        readout.update(read_ef=tracing["ef"], difference=round(tracing["ef"] - float(ef), 1), read_by="LV tracing")
+        readout["per_clip_ef"] = [round(e, 1) for e in final[1]]
+    from echogen.eval.readout import LOOP_READER, loop_ef
+    read = loop_ef(None if final is None else round(final[0], 1), None if tracing is None else tracing["ef"])
+    if read is not None:          # the mean of both readers (what the EF calibration targets), else the one that read it
+        readout.update(read_ef=round(read[0], 1), difference=round(round(read[0], 1) - float(ef), 1),
+                       read_by=LOOP_READER[read[1]])
     if traced is not None:
         plot = plot_volume(traced, last.fps, out / "curve.png", (a, b) if cut.complete else None,
                            f"{last.name} ({full_last.shape[-1]}px, {last.fps:g} fps)")
