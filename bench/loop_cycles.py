@@ -67,7 +67,7 @@ for clip, label in zip(clips, labels):
     cut = seamless_loop(v, fps, tracer=area_of)
     a = np.asarray(cut.area, float)
     swing = float(np.ptp(a[cut.start:cut.stop]) / max(np.ptp(a), 1e-9)) if cut.complete else float("nan")
-    loop_ef = trace_video(tracer, np.concatenate([cut.video] * 3).astype(np.float32) / 255, fps, tcfg)["ef"] \
+    loop_ef = trace_video(tracer, np.concatenate([cut.video] * 3), fps, tcfg)["ef"] \
         if cut.complete else float("nan")
     rows.append((cut.frames if cut.complete else 0, swing, whole["ef"], loop_ef))
     print(f"{label:44s} loop {cut.frames if cut.complete else '-':>3} fr ({cut.frames / fps if cut.complete else 0:.2f} s) "

@@ -178,3 +178,27 @@ def test_a_clip_that_starts_mid_ejection_is_not_cut_at_its_first_frame():
     assert end_diastoles(area, fps) == [20]
     cut = seamless_loop(v, fps, area=area)
     assert not cut.complete and cut.start == 0 and cut.stop == n and "fewer than two" in cut.method
+
+
+def test_half_a_beat_between_two_bumps_is_never_cut():
+    """An irregular generated LV-area curve: a deep systole at each end of the clip and a small dip between two
+    maxima in the middle. The two maxima look like end-diastoles 11-12 frames apart, but the "cycle" between them
+    swings through 30 % of the clip's LV-area range (no end-systole in it): cutting it showed half a beat whose
+    EF was not the clip's (bench/loop_cycles.py). The cutter never returns a cycle swinging < MIN_SWING."""
+    from echogen.data.loops import MIN_SWING
+    n, fps, size = 32, 25.0, 48
+    t = np.arange(n)
+    g = lambda c, w: np.exp(-0.5 * ((t - c) / w) ** 2)           # noqa: E731
+    area = 1.0 - 0.8 * g(1, 3.5) - 0.25 * g(18, 2.0) - 0.8 * g(33, 3.5)
+    yy, xx = np.mgrid[:size, :size]
+    v = np.full((n, size, size), 0.6, np.float32)
+    for k, a in enumerate(area):
+        v[k][(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (14 * np.sqrt(a)) ** 2] = 0.05
+    v = np.clip(v + np.random.default_rng(0).normal(0, 0.01, v.shape).astype(np.float32), 0, 1)
+    assert sorted(end_diastoles(area, fps)) == [12, 23]              # the two maxima are taken for end-diastoles
+    cut = seamless_loop(v, fps, area=area)
+    assert not cut.complete and cut.frames == n and cut.method.startswith("whole clip")
+    # a regular beat is still cut, and holds the whole swing
+    v2, radius = beating(seed=3)
+    c2 = seamless_loop(v2, 25.0, area=radius ** 2)
+    assert c2.complete and np.ptp(radius[c2.start:c2.stop] ** 2) >= MIN_SWING * np.ptp(radius ** 2)

@@ -21,6 +21,8 @@ MIN_PERIOD_S = 0.33        # fastest heart rate considered: ~180 bpm
 MAX_PERIOD_S = 2.0         # slowest: 30 bpm
 ED_FULL = 0.2             # an end-diastole at a clip's edge: within this fraction of the area range of the fullest LV
 MIN_FRAMES = 8             # a cycle shorter than this is not a displayable heart cycle (and not told from noise)
+MIN_SWING = 0.7            # a cycle's LV-area swing (max - min inside it) as a share of the whole clip's: a whole
+                           # beat holds end-diastole and end-systole; below this it is part of one (bench/loop_cycles.py)
 
 
 def dark_area_curve(video, frame=None, threshold: float = 0.15) -> np.ndarray:
@@ -170,7 +172,9 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
     the loop starts again. When the clip's own period is clear (cycle_period), only ED pairs about one period
     apart count, and one period on from (or back from) an ED counts as the next (previous) ED (a bump of the
     area curve in diastole made half-cycle loops). Of the cycles that wrap cleanly, one whose both ends are full
-    LVs (close to the clip's largest area) comes first: a generated heart may refill only partly in one beat.
+    LVs (close to the clip's largest area) comes first: a generated heart may refill only partly in one beat. A
+    cycle whose LV-area swing is under MIN_SWING of the clip's is no whole beat (an irregular generated curve has
+    bumps between which a 10-frame "cycle" misses end-systole) and is never cut.
     The boundaries may move by up to max_shift frames around the ED found (an area curve is coarse) to make
     the wrap no larger than the largest in-loop step. Generated speckle is not periodic even when the heart is (two frames a beat apart differ by more than neighbouring frames when
     the LV barely moves, as at a low EF), so when no plain cut wraps cleanly the last `crossfade` frames
@@ -204,12 +208,14 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         pairs += [(i, i + period) for i in eds if i + period <= n and (i, i + period) not in pairs]
         pairs += [(j - period, j) for j in eds if j - period >= 0 and (j - period, j) not in pairs]   # ... or back
         method += f", period {period} frames"
+    partial = [(i, j) for i, j in pairs if _swing(area, i, j) < MIN_SWING]
+    pairs = [pq for pq in pairs if pq not in partial]     # half a beat between two bumps of an irregular curve
     refill = {pair: _refill_deficit(area, *pair) for pair in pairs}
     best = None                                           # (score, start, stop, wrap, max_step)
     for i0, j0 in pairs:
         for i in range(max(0, i0 - max_shift), min(n - 1, i0 + max_shift) + 1):
             for j in range(max(i + 1, j0 - max_shift), min(n, j0 + max_shift) + 1):   # loop = [i, j)
-                if not lo <= j - i <= hi:
+                if not lo <= j - i <= hi or _swing(area, i, j) < MIN_SWING:
                     continue
                 wrap = frame_diff(fv[j - 1], fv[i])
                 mx = float(steps[i:j - 1].max())
@@ -225,7 +231,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
         cands = sorted(((refill[i0, j0], abs(i - i0) + abs(j - j0), i, j) for i0, j0 in pairs
                         for i in range(max(crossfade, i0 - max_shift), min(n - 1, i0 + max_shift) + 1)
                         for j in range(max(i + 1, j0 - max_shift), min(n, j0 + max_shift) + 1)
-                        if lo <= j - i <= hi and j - i > 2 * crossfade))
+                        if lo <= j - i <= hi and j - i > 2 * crossfade and _swing(area, i, j) >= MIN_SWING))
         for _, _, i, j in cands:
             loop = crossfaded(v, i, j, crossfade)
             fl = _float(loop)
@@ -234,10 +240,17 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
                 return LoopCut(loop, i, j, float(fps), True, f"ED to ED, {crossfade}-frame crossfade ({method})",
                                eds, area, wrap, mx, crossfade)
     wrap = frame_diff(fv[-1], fv[0]) if n > 1 else 0.0
-    why = ("fewer than two end-diastoles" if len(eds) < 2 and not pairs else
-           "no cycle wraps without a jump" if pairs else f"no two end-diastoles one period ({period} frames) apart")
+    why = ("no cycle wraps without a jump" if pairs else
+           f"no cycle holds a whole beat (LV-area swing below {MIN_SWING:.0%} of the clip's)" if partial else
+           "fewer than two end-diastoles" if len(eds) < 2 else f"no two end-diastoles one period ({period} frames) apart")
     return LoopCut(v, 0, n, float(fps), False, f"whole clip: {why} ({method})", eds, area, wrap,
                    float(steps.max()) if len(steps) else 0.0)
+
+
+def _swing(area: np.ndarray, i: int, j: int) -> float:
+    """The LV-area swing over the loop's frames [i, j) as a share of the whole clip's."""
+    rng = float(np.ptp(area))
+    return float(np.ptp(area[i:j])) / rng if rng > 0 and j > i else 0.0
 
 
 def _refill_deficit(area: np.ndarray, i: int, j: int) -> int:

@@ -465,7 +465,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                     elem_id="sweep-caption")
                         grid = gr.Video(label="Sweep", show_label=False, autoplay=True,
                                         loop=True, interactive=False, elem_id="sweep-grid")
-                        table = gr.Dataframe(headers=["requested EF %", "read EF % (regressor)", "difference"], interactive=False,
+                        table = gr.Dataframe(headers=["requested EF %", "read EF %", "difference", "read by"], interactive=False,
                                              label="Sweep readout", elem_id="sweep-table")
                         sweep_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
             if teaching is not None:   # Build pool / EF trainer / Blinded review (echogen/ui/teaching.py)
