@@ -87,6 +87,24 @@ def test_area_curve_beats():
     assert r["ed"] == 2 and r["es"] == 6                                  # the global maximum / minimum
 
 
+def test_a_clip_that_starts_at_end_diastole_keeps_its_first_beat():
+    """A 1.28 s generated clip (25 fps) starting at end-diastole: a deep systole, refilling, then the clip ends part
+    way into a second, shallower beat (its end-systole at frame 29). The first beat's ED is frame 0; it counts (a
+    full LV at the clip's edge, echogen.data.loops.ED_FULL), so the EF is not read from the shallow beat alone. A clip starting
+    mid-ejection (not a full LV at frame 0) still has no ED at frame 0."""
+    fps = 25.0
+    t = np.arange(32) / fps
+    area = 1000 * (1 - 0.45 * np.sin(np.pi * np.clip(t / 0.84, 0, 1)) ** 2)  # systole 0 -> 0.42 s, refilled 0.84 s
+    area[22:] = 1000 * (1 - 0.25 * np.sin(np.pi * np.clip((t[22:] - 0.88) / 0.56, 0, 1)) ** 2)   # a shallow one
+    vol = area ** 1.5
+    beats = beats_from_curve(area, fps)
+    assert beats[0][0] == 0 and abs(beats[0][1] - 10) <= 1
+    r = ef_from_volumes(vol, area, fps)
+    assert r["ef"] == pytest.approx(100 * (1 - 0.55 ** 1.5), abs=1.0)       # the whole beat's EF, 59 %
+    late = beats_from_curve(area[5:], fps)                                 # starts mid-ejection: frame 0 is no ED
+    assert all(ed != 0 for ed, _ in late)
+
+
 def test_tracer_shapes_size_and_round_trip(tmp_path):
     cfg = get_tracer_preset("small")
     torch.manual_seed(0)

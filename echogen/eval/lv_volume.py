@@ -187,8 +187,13 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     minimum that follows it within 0.08-0.6 s, or else the one before it within 0.1-0.8 s (the previous
     beat's ES, when the clip ends during systole); both windows reach one frame further (at 8 fps a maximum can
     sit a frame off the true ED). Extrema at the first or last frame are not used (the curve may go on beyond
-    the clip). Falls back to the global maximum and minimum when no beat is found (e.g. a clip shorter than a
+    the clip), except a maximum there that is a full LV (within ED_FULL of the curve's range of its highest value,
+    the rule the loop cutter uses, echogen.data.loops): a clip that starts at end-diastole, as generated clips
+    often do, has its first beat's ED at frame 0, and without it a 1.3 s clip was read from its second, partial
+    systole alone. Falls back to the global maximum and minimum when no beat is found (e.g. a clip shorter than a
     systole)."""
+    from echogen.data.loops import ED_FULL
+
     a = smooth_curve(area, fps)
     n = len(a)
     if n < 2:
@@ -196,7 +201,10 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     f = fps if fps > 0 else 25.0
     w = max(1, int(round(0.25 * f)))
     inner = lambda idx: [i for i in idx if 0 < i < n - 1]  # noqa: E731
-    peaks, troughs = inner(_extrema(a, w, "max")), inner(_extrema(a, w, "min"))
+    maxima = _extrema(a, w, "max")
+    full = a.max() - ED_FULL * np.ptp(a)
+    edge = [i for i in maxima if i in (0, n - 1) and a[i] >= full]      # a full LV at the clip's first / last frame
+    peaks, troughs = sorted(inner(maxima) + edge), inner(_extrema(a, w, "min"))
     beats = []
     for p in peaks:
         after = [q for q in troughs if 0.08 * f <= q - p <= 0.6 * f + 1]
