@@ -276,7 +276,7 @@ def test_sweep_endpoint(client, served):
     rows = table["data"]
     assert [r[0] for r in rows] == [20, 50, 80]
     assert all(r[2] == pytest.approx(r[1] - r[0], abs=0.11) for r in rows)
-    assert all(r[3] in ("mean of regressor and tracing", "EF regressor", "LV tracing") for r in rows)
+    assert all(r[3] in ("mean of the EF regressor and LV tracing", "EF regressor", "LV tracing") for r in rows)
     assert len(files) == 2 + 2 * 3 and all(Path(f).is_file() for f in files)
 
 

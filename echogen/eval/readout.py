@@ -124,8 +124,9 @@ def loop_ef(regressor_ef, tracing_ef) -> tuple[float, str] | None:
     One rule for every place that states a generated loop's EF: the app's headline and difference, the EF
     calibration's fit (train/fit_ef_calibration.py: the calibration makes this number match the asked EF) and
     `evaluate`'s "mean of both readers" rows. The mean, because on generated loops the two readers err in
-    opposite directions near the ends of the EF range (docs/RESULTS.md "Session 14"); a user's real clip is
-    read by the bundle's clip_reader first instead (headline)."""
+    opposite directions near the ends of the EF range (the regressor saturates near 78 % and reads low EFs
+    higher than tracing: docs/RESULTS.md "Session 14"); a user's real clip is read by the bundle's clip_reader
+    first instead (headline)."""
     vals = {m: float(v) for m, v in (("regressor", regressor_ef), ("tracing", tracing_ef))
             if v is not None and np.isfinite(float(v))}
     if not vals:

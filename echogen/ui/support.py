@@ -484,9 +484,6 @@ def grid_frames(videos: list[np.ndarray], labels: list[list[str]], side: int = 1
     return np.concatenate(tiles, axis=2)
 
 
-SWEEP_READER = {"mean": "mean of regressor and tracing", "regressor": "EF regressor", "tracing": "LV tracing"}
-
-
 def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guidance: dict, seed: int,
               out: Path, callback=None) -> tuple[Path, list, list, Path]:
     """The counterfactual sweep: the same frame and the same noise (seed) at each EF.
@@ -506,14 +503,14 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
         area = None if traced is None or traced["failed"] else traced["area_all"]
         v = seamless_loop(clip, last.fps, area=area, frame=frame).video                 # one heart cycle
         reg = read_ef(engine, last.video[0], last.fps)
-        from echogen.eval.readout import loop_ef
+        from echogen.eval.readout import LOOP_READER, loop_ef
         read = loop_ef(None if reg is None else round(reg[0], 1),          # as the Generate tab's readout reads it
                        None if traced is None or traced["failed"] else round(float(traced["ef"]), 1))
         if read is None:
             rows.append([float(ef), None, None, None])
             labels.append([f"EF {ef:g}% asked", "no EF reading"])
         else:
-            rows.append([float(ef), round(read[0], 1), round(read[0] - ef, 1), SWEEP_READER[read[1]]])
+            rows.append([float(ef), round(read[0], 1), round(read[0] - ef, 1), LOOP_READER[read[1]]])
             labels.append([f"EF {ef:g}% asked", f"read {read[0]:.1f}% ({read[0] - ef:+.1f})"])
         videos.append(v)
         base = f"echogen_sweep_ef{ef:.0f}_seed{int(seed)}{_tag(engine)}"
