@@ -111,7 +111,7 @@ def test_volume_plot_and_readout_with_a_known_trace(tmp_path):
          "stages": [], "weights": "w", "seed": 0,
          "input_check": {"ok": False, "score": 0.2, "reasons": ["warn: no ultrasound sector found"]}}
     html = readout_html(r)
-    assert "mean of EF regressor 41.0 % and LV tracing 40.0 %" in html and "40.5" in html
+    assert "mean: regressor 41.0 %, tracing 40.0 %" in html and "40.5" in html
     assert "trained on X" in html and "trained on Y" in html
     assert "a4c-check-readout" in html and "no ultrasound sector found" in html
     assert "disagree" not in html and "may jump" not in html          # 41 vs 40, a whole cycle

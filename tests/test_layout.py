@@ -88,7 +88,7 @@ def test_readout_tiles_have_short_keys():
     assert keys == ["Requested EF", "EF read from the loop", "Difference"]
     assert all(len(k) <= 36 for k in keys)
     assert "<div class='n'>read − requested</div>" in html and "class='eg-tiles'" in html
-    assert "<div class='n'>mean of EF regressor 34.1 % and LV tracing 28.4 %</div>" in html
+    assert "<div class='n'>mean: regressor 34.1 %, tracing 28.4 %</div>" in html
     # 34.1 and 28.4 are one ESC class (reduced, <= 40); 41.0 vs 39.0 straddle it: said, both readers named
     assert "different classes" not in html
     r2 = dict(r, read_ef=40.0, difference=5.0, readers=[dict(r["readers"][0], ef=41.0), dict(r["readers"][1], ef=39.0)])

@@ -20,7 +20,7 @@ CSS = """
 .eg-readout.muted {opacity: .6; padding: 1rem;}
 /* readout tiles: two columns (asked | read, difference | second reading), each as wide as its key on one line
    when there is room; only a column too narrow for that wraps its keys (balanced, never mid-word) */
-.eg-tiles {flex-basis: 100%; display: grid; grid-template-columns: auto 1fr; gap: .6rem;}
+.eg-tiles {flex-basis: 100%; display: grid; grid-template-columns: auto 1fr auto; gap: .6rem;}   /* requested, read (with its readers), difference */
 @media (max-width: 640px) {.eg-tiles {grid-template-columns: 1fr;}}   /* a phone: one column, values never cut */
 .eg-tile {min-width: 0; border-radius: 10px; padding: .55rem .8rem; background: var(--block-background-fill);
           border: 1px solid var(--border-color-primary);}
@@ -119,7 +119,8 @@ def readout_html(r: dict) -> str:
         by = r.get("read_by") or "EF regressor"
         each = {m["method"]: m["ef"] for m in r.get("readers") or [] if m.get("ef") is not None}
         both = by.startswith("mean") and len(each) == 2
-        note = ("mean of " + " and ".join(f"{m} {e:.1f} %" for m, e in each.items())) if both else f"by {by}"
+        short = {"EF regressor": "regressor", "LV tracing": "tracing"}
+        note = ("mean: " + ", ".join(f"{short.get(m, m)} {e:.1f} %" for m, e in each.items())) if both else f"by {by}"
         tiles.append(_tile("EF read from the loop", f"{r['read_ef']:.1f}&thinsp;%", note=note))
         tiles.append(_tile("Difference", f"{d:+.1f}", cls, note="read − requested"))
         clips = ", ".join(f"{e:.1f}" for e in r.get("per_clip_ef", []))
