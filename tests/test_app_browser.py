@@ -63,6 +63,11 @@ def test_app_in_chromium(tmp_path):
                 "() => (document.querySelector('#input-info')?.innerText || '').includes('not an image')")
             info = page.locator("#input-info").inner_text()
             assert "⚠" in info and "the upload" in info and "garbage" not in info     # never the file's name
+            # Generate on the refused upload: the result area says why (a new user saw only a red "Error" badge)
+            page.locator("#generate-btn").click()
+            page.wait_for_function(
+                "() => (document.querySelector('#ef-readout')?.innerText || '').includes('This upload was refused')")
+            assert "not an image" in page.locator("#ef-readout").inner_text()
             page.locator("#input-file button[aria-label='Clear'], #input-file button[title='Clear']").first.click()
 
             # upload the example frame: the 112x112 conditioning frame appears

@@ -49,6 +49,13 @@ NO_INPUT = live.NO_INPUT
 NO_INPUT_HTML = f"<div id='ef-readout' class='eg-readout muted'>⚠ {NO_INPUT}</div>"
 
 
+def refused_html(why: str) -> str:
+    """The readout after Generate on an upload that was refused: the reason (already scrubbed), what to do."""
+    import html
+    return (f"<div id='ef-readout' class='eg-readout muted'>⚠ This upload was refused ({html.escape(why)}): nothing "
+            "to generate from. Upload an echo frame, DICOM or clip, or pick an example.</div>")
+
+
 def weight_labels(choices: list[str]) -> dict[str, str]:
     """Picker label -> bundle folder. Labels (the folder's name) are what browsers and API clients see and
     send: no absolute server path reaches /config or a message."""
@@ -151,7 +158,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         """New upload/example: frame picker, conditioning frame preview, EF default from a clip (a single frame
         has no motion to read: the note says the slider keeps its value)."""
         if not path:
-            return gr.update(visible=False, value=0), None, "", gr.update()
+            return gr.update(visible=False, value=0), None, "", gr.update(), ""
         if serving.uploads is not None:       # kept while this page is open, deleted when it closes
             serving.uploads.keep(session(request), path)
             serving.uploads.done(session(request), path)      # its upload has been used (and is kept)
@@ -162,7 +169,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             msg = G.scrub(e, path)
             log(f"upload refused: {msg}")
             gr.Warning(msg)
-            return gr.update(visible=False, value=0), None, f"⚠️ {msg}", gr.update()
+            return gr.update(visible=False, value=0), None, f"⚠️ {msg}", gr.update(), msg
         n = len(frames)
         ef = gr.update()
         note = S.input_summary({**info, **pinfo}, 0)
@@ -190,7 +197,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 note += (f" · ⚠ the two readings disagree by {gap:.1f} EF points: trust neither without looking "
                          "at the clip")
         picker = gr.update(visible=n > 1, maximum=max(1, n - 1), value=0)
-        return picker, S.display_frames(frame[None])[0], note, ef
+        return picker, S.display_frames(frame[None])[0], note, ef, ""
 
     @guarded
     def on_frame(path, index):
@@ -436,6 +443,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                                      info="the LV tracer's outline, drawn on every loop",
                                                      elem_id="lv-overlay", scale=0, min_width=300)
                             shown = gr.State({})     # display loops of the last generation: plain / with contour
+                            refusal = gr.State("")   # why the current upload was refused ("" when it was not)
                         with gr.Row(equal_height=False):
                             readout = gr.HTML("<div id='ef-readout' class='eg-readout muted'>"
                                               "No loop generated yet.</div>",
@@ -459,7 +467,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                             efs = gr.Textbox(value=", ".join(str(v) for v in S.SWEEP_EFS), label="EFs (%)", scale=3)
                             go_sweep = gr.Button("Run sweep", variant="primary", scale=1, elem_id="sweep-btn")
                         # the caption above the grid (a shown label of gr.Video floats over the first tiles' captions)
-                        gr.Markdown("Sweep: the asked EF and the EF the regressor reads back are written above each "
+                        gr.Markdown("Sweep: the asked EF and the EF read back (mean of the regressor and LV tracing, "
+                                    "as the table says) are written above each "
                                     "loop; each loop is resampled to one common length, so heart rates in the grid "
                                     "are not real (the downloads are)", elem_classes="eg-image-caption",
                                     elem_id="sweep-caption")
@@ -478,7 +487,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                         gr.Markdown(f"**Teaching tabs are off:** {teaching_off}", elem_id=f"{tid}-off")
 
         # ---- wiring ---------------------------------------------------------------------------
-        file_in.change(on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef], api_name=False,
+        file_in.change(on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef, refusal], api_name=False,
                        concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
@@ -494,9 +503,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 serving.uploads.release(session(request))
             demo.unload(typed(page_closed))
         dice.click(lambda: random.randint(0, SEED_MAX), None, seed, api_name=False)
-        # no input: say so where the result would be (the error toast alone was missed by a new user)
-        go.click(lambda f: gr.update() if f else NO_INPUT_HTML, [file_in], [readout], queue=False, api_name=False,
-                 show_progress="hidden")
+        # no input, or a refused upload: say so where the result would be (the error toast alone was missed by new users)
+        go.click(lambda f, why: NO_INPUT_HTML if not f else refused_html(why) if why else gr.update(), [file_in, refusal],
+                 [readout], queue=False, api_name=False, show_progress="hidden")
         # one progress bar (on the readout), not one per output component
         go.click(generate, [file_in, frame_pick, ef, toggles, weights, seed] + slots,
                  videos + captions + [readout, plot, files, details, shown], api_name="generate",
