@@ -18,6 +18,7 @@ from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade, StageResult
 from echogen.config import get_preset
 from echogen.data.clips import read_input  # noqa: F401  (one decode for the app and the CLI: S.read_input)
 from echogen.eval.reading import video_ef
+from echogen.eval.readout import LOOP_READER, loop_ef
 from echogen.weights.bundle import find_bundles, read_manifest
 
 RANDOM_INIT = "random-init (UNTRAINED, testing only)"
@@ -182,6 +183,13 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float, both: bool = False):
 def read_ef(engine: Engine, video: torch.Tensor, fps: float) -> tuple[float, list[float]] | None:
     """EF read from one generated video (1, T, H, W) or (T, H, W) in [0,1]; resized to the regressor's size."""
     return video_ef(engine.regressor, video, fps)
+
+
+def loop_reading(regressor_read, tracing: dict | None) -> tuple[float, str] | None:
+    """A generated loop's EF as its readout states it: echogen.eval.readout.loop_ef of the regressor's reading
+    (read_ef's result or None) and the tracing EF of tracing_summary (or None), both as shown (0.1)."""
+    return loop_ef(None if regressor_read is None else round(regressor_read[0], 1),
+                   None if tracing is None else tracing["ef"])
 
 
 def in_step_fps(n: int, fps: float, n_last: int, fps_last: float) -> float:
@@ -455,8 +463,7 @@ def run_generation(engine: Engine, frame: np.ndarray, ef: float, stages, steps: 
                "input_check": None if check is None else check.to_dict()}
     if final is not None:
         readout["per_clip_ef"] = [round(e, 1) for e in final[1]]
-    from echogen.eval.readout import LOOP_READER, loop_ef
-    read = loop_ef(None if final is None else round(final[0], 1), None if tracing is None else tracing["ef"])
+    read = loop_reading(final, tracing)
     if read is not None:          # the mean of both readers (what the EF calibration targets), else the one that read it
         readout.update(read_ef=round(read[0], 1), difference=round(round(read[0], 1) - float(ef), 1),
                        read_by=LOOP_READER[read[1]])
@@ -502,10 +509,8 @@ def run_sweep(engine: Engine, frame: np.ndarray, efs, stages, steps: dict, guida
         traced = trace_clip(engine, clip, last.fps)                      # the LV tracer's area cuts the loop
         area = None if traced is None or traced["failed"] else traced["area_all"]
         v = seamless_loop(clip, last.fps, area=area, frame=frame).video                 # one heart cycle
-        reg = read_ef(engine, last.video[0], last.fps)
-        from echogen.eval.readout import LOOP_READER, loop_ef
-        read = loop_ef(None if reg is None else round(reg[0], 1),          # as the Generate tab's readout reads it
-                       None if traced is None or traced["failed"] else round(float(traced["ef"]), 1))
+        read = loop_reading(read_ef(engine, last.video[0], last.fps),     # as the Generate tab's readout reads it
+                            None if traced is None else tracing_summary(traced, last.fps))
         if read is None:
             rows.append([float(ef), None, None, None])
             labels.append([f"EF {ef:g}% asked", "no EF reading"])
