@@ -105,6 +105,24 @@ def test_a_clip_that_starts_at_end_diastole_keeps_its_first_beat():
     assert all(ed != 0 for ed, _ in late)
 
 
+def test_one_systole_is_one_beat():
+    """A one-cycle loop (what `generate` writes): full LV at its first and last frames, one end-systole between.
+    Both edge maxima reach that ES; it is one beat, paired with the ED before it (the old rule reported two, one
+    of them 'ES before ED'). A clip cut off during its second systole: the last ED reaches back to the previous
+    beat's ES only, so it adds no beat."""
+    fps = 25.0
+    t = np.arange(20) / fps                                               # 0.8 s, one cycle, ES at 0.32 s
+    area = 1000 - 400 * np.sin(np.pi * np.clip(t / 0.76, 0, 1)) ** 2
+    beats = beats_from_curve(area, fps)
+    assert len(beats) == 1 and beats[0][0] == 0 and beats[0][0] < beats[0][1]
+    r = ef_from_volumes(area ** 1.5, area, fps)
+    assert len(r["beats"]) == 1 and r["ed"] == 0
+    t = np.arange(38) / 50.0                                              # 50 fps: a beat, then 0.2 s into the next
+    area = 1000 + 300 * np.cos(2 * np.pi * (t - 0.1) / 0.8)                # EDs at 0.1 s and 0.9 s, ES at 0.5 s
+    beats = beats_from_curve(area, 50.0)
+    assert [b[0] for b in beats] == [5] and beats[0][1] == 25
+
+
 def test_tracer_shapes_size_and_round_trip(tmp_path):
     cfg = get_tracer_preset("small")
     torch.manual_seed(0)

@@ -186,12 +186,14 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     """(ED, ES) frame pairs from an LV area curve: ED at a local maximum (over +-0.25 s), ES at the local
     minimum that follows it within 0.08-0.6 s, or else the one before it within 0.1-0.8 s (the previous
     beat's ES, when the clip ends during systole); both windows reach one frame further (at 8 fps a maximum can
-    sit a frame off the true ED). Extrema at the first or last frame are not used (the curve may go on beyond
-    the clip), except a maximum there that is a full LV (within ED_FULL of the curve's range of its highest value,
-    the rule the loop cutter uses, echogen.data.loops): a clip that starts at end-diastole, as generated clips
-    often do, has its first beat's ED at frame 0, and without it a 1.3 s clip was read from its second, partial
-    systole alone. Falls back to the global maximum and minimum when no beat is found (e.g. a clip shorter than a
-    systole)."""
+    sit a frame off the true ED). One beat per end-systole: an ES claimed by two maxima (a one-cycle loop's
+    first and last frames; a clip's last ED before a systole the clip cuts off) keeps the ED before it, else
+    the fuller LV; one systole is not two beats. Extrema at the first or last frame are not used (the curve may
+    go on beyond the clip), except a maximum there that is a full LV (within ED_FULL of the curve's range of its
+    highest value, the rule the loop cutter uses, echogen.data.loops): a clip that starts at end-diastole, as
+    generated clips often do, has its first beat's ED at frame 0, and without it a 1.3 s clip was read from its
+    second, partial systole alone. Falls back to the global maximum and minimum when no beat is found (e.g. a
+    clip shorter than a systole)."""
     from echogen.data.loops import ED_FULL
 
     a = smooth_curve(area, fps)
@@ -205,14 +207,14 @@ def beats_from_curve(area: np.ndarray, fps: float) -> list[tuple[int, int]]:
     full = a.max() - ED_FULL * np.ptp(a)
     edge = [i for i in maxima if i in (0, n - 1) and a[i] >= full]      # a full LV at the clip's first / last frame
     peaks, troughs = sorted(inner(maxima) + edge), inner(_extrema(a, w, "min"))
-    beats = []
+    by_es = {}                   # one beat per end-systole: (kind, area at ED, ED); kind 1 = the ES follows the ED
     for p in peaks:
         after = [q for q in troughs if 0.08 * f <= q - p <= 0.6 * f + 1]
         before = [q for q in troughs if 0.1 * f <= p - q <= 0.8 * f + 1]
-        if after:
-            beats.append((p, after[0]))
-        elif before:
-            beats.append((p, before[-1]))
+        cand = (after[0], (1, a[p], p)) if after else (before[-1], (0, a[p], p)) if before else None
+        if cand and (cand[0] not in by_es or cand[1][:2] > by_es[cand[0]][:2]):
+            by_es[cand[0]] = cand[1]
+    beats = [(ed, es) for es, (_, _, ed) in sorted(by_es.items(), key=lambda kv: kv[1][2])]
     if not beats:
         beats = [(int(np.argmax(a)), int(np.argmin(a)))]
     # refine each frame to the raw extremum within the smoothing window (the average shifts extrema at the ends)
