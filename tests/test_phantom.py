@@ -176,3 +176,23 @@ def test_cli(tmp_path, capsys):
     assert cli_main(["phantom", "--out", str(tmp_path / "r"), "--videos", "1", "--sim", "v1", "--masks",
                      "--quiet"]) == 0 and len(list((tmp_path / "r" / "Masks").iterdir())) == 1
     assert capsys.readouterr().err.strip().count("\n") <= 1
+
+
+def test_one_split_is_that_split_of_the_whole_set(tmp_path, capsys):
+    """`phantom --split TEST` writes exactly the TEST rows, tracings and video files of the whole set."""
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    write_phantom(whole, 8, seed=5, workers=1, sim="v1")
+    assert cli_main(["phantom", "--out", str(part), "--videos", "8", "--seed", "5", "--sim", "v1", "--split",
+                     "TEST", "--workers", "1", "--quiet"]) == 0
+    assert "(TEST of a 8-video set)" in capsys.readouterr().out
+    rows = [r for r in echonet.read_filelist(whole) if r["Split"] == "TEST"]
+    assert rows and echonet.read_filelist(part) == rows
+    names = {r["FileName"] for r in rows}
+    with open(whole / "VolumeTracings.csv") as f:
+        tr = [line for line in f.read().splitlines()[1:] if line.split(",")[0].removesuffix(".avi") in names]
+    assert (part / "VolumeTracings.csv").read_text().splitlines()[1:] == tr
+    assert sorted(p.name for p in (part / "Videos").iterdir()) == sorted(n + ".avi" for n in names)
+    for n in names:
+        assert (part / "Videos" / f"{n}.avi").read_bytes() == (whole / "Videos" / f"{n}.avi").read_bytes()
+    with pytest.raises(ValueError, match="unknown split"):
+        write_phantom(tmp_path / "x", 4, only_split="test")

@@ -19,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--masks", action="store_true",
                    help="also write Masks/NAME.npz, the LV cavity mask of every frame and the LV "
                         "volume curve (echogen.data.phantom.load_masks reads them)")
+    p.add_argument("--split", choices=["TRAIN", "VAL", "TEST"], default=None,
+                   help="write only this split of the --videos set (the same videos and names as the whole set; "
+                        "e.g. a held-out TEST set without rendering its TRAIN videos)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -35,8 +38,9 @@ def main(args) -> int:
             print(f"\r{k}/{n} videos", end="\n" if k == n else "", file=sys.stderr, flush=True)
 
     s = write_phantom(args.out, args.videos, seed=args.seed, workers=args.workers, progress=progress,
-                      sim=args.sim, masks=args.masks)
-    print(f"wrote {s['videos']} {args.sim} videos to {args.out} in {s['seconds']:.1f} s "
+                      sim=args.sim, masks=args.masks, only_split=args.split)
+    part = f" ({args.split} of a {args.videos}-video set)" if args.split else ""
+    print(f"wrote {s['videos']} {args.sim} videos{part} to {args.out} in {s['seconds']:.1f} s "
           f"(EF {s['ef_min']:.1f}-{s['ef_max']:.1f}, mean {s['ef_mean']:.1f}; "
           f"TRAIN/VAL/TEST {s['splits']['TRAIN']}/{s['splits']['VAL']}/{s['splits']['TEST']})")
     return 0

@@ -166,45 +166,50 @@ def load_masks(root, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_phantom(out, videos: int, seed: int = 0, workers: int = 1, progress=None,
-                  sim: str = DEFAULT_SIM, masks: bool = False) -> dict:
+                  sim: str = DEFAULT_SIM, masks: bool = False, only_split: str | None = None) -> dict:
     """Write OUT/FileList.csv, OUT/VolumeTracings.csv and OUT/Videos/*.avi (and with masks=True,
-    OUT/Masks/NAME.npz: per-frame LV masks, see load_masks). Returns a summary."""
+    OUT/Masks/NAME.npz: per-frame LV masks, see load_masks). With only_split ('TRAIN', 'VAL' or 'TEST') only
+    that split's videos of the `videos`-video set are written: the same names, videos and rows as in the whole
+    set (a held-out TEST set without rendering the rest). Returns a summary."""
     if videos < 1:
         raise ValueError(f"--videos must be at least 1, got {videos}")
     if sim not in SIMS:
         raise ValueError(f"unknown simulator {sim!r} (use one of {SIMS})")
+    if only_split not in (None, "TRAIN", "VAL", "TEST"):
+        raise ValueError(f"unknown split {only_split!r} (use TRAIN, VAL or TEST)")
+    split = splits(videos, seed)
+    keep = [i for i in range(videos) if only_split in (None, split[i])]
     out = Path(out)
     (out / "Videos").mkdir(parents=True, exist_ok=True)
     if masks:
         (out / "Masks").mkdir(exist_ok=True)
     t0 = time.time()
-    jobs = [(seed, i, str(out / "Videos"), sim, masks) for i in range(videos)]
+    jobs = [(seed, i, str(out / "Videos"), sim, masks) for i in keep]
     results = {}
     if workers > 1:
         with mp.get_context("spawn" if mp.get_start_method(allow_none=True) == "spawn" else "fork").Pool(workers) as pool:
             for k, (i, row, tr) in enumerate(pool.imap_unordered(_job, jobs, chunksize=2)):
                 results[i] = (row, tr)
                 if progress:
-                    progress(k + 1, videos)
+                    progress(k + 1, len(jobs))
     else:
         for k, job in enumerate(jobs):
             i, row, tr = _job(job)
             results[i] = (row, tr)
             if progress:
-                progress(k + 1, videos)
-    split = splits(videos, seed)
+                progress(k + 1, len(jobs))
     with open(out / "FileList.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(FILELIST_COLUMNS)
-        for i in range(videos):
+        for i in keep:
             row = dict(results[i][0], Split=split[i])
             w.writerow([row[c] for c in FILELIST_COLUMNS])
     with open(out / "VolumeTracings.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(TRACING_COLUMNS)
-        for i in range(videos):
+        for i in keep:
             w.writerows(results[i][1])
-    efs = np.array([float(results[i][0]["EF"]) for i in range(videos)])
-    return {"videos": videos, "seconds": time.time() - t0, "sim": sim, "ef_mean": float(efs.mean()),
+    efs = np.array([float(results[i][0]["EF"]) for i in keep])
+    return {"videos": len(keep), "seconds": time.time() - t0, "sim": sim, "ef_mean": float(efs.mean()),
             "ef_min": float(efs.min()), "ef_max": float(efs.max()),
-            "splits": {s: split.count(s) for s in ("TRAIN", "VAL", "TEST")}}
+            "splits": {s: sum(split[i] == s for i in keep) for s in ("TRAIN", "VAL", "TEST")}}
