@@ -487,13 +487,16 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                         gr.Markdown(f"**Teaching tabs are off:** {teaching_off}", elem_id=f"{tid}-off")
 
         # ---- wiring ---------------------------------------------------------------------------
-        file_in.change(on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef, refusal], api_name=False,
-                       concurrency_limit=2, concurrency_id="inputs")
-        file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
-                       concurrency_limit=2, concurrency_id="inputs")
+        # a new input first clears the old results, THEN says what it is: a Generate click once the input line
+        # shows (e.g. a refused upload's reason) can no longer be overwritten by a late clear (seen in Chromium on a
+        # loaded box: the refusal replaced by "No loop generated yet")
         file_in.change(typed(clear_results), [file_in, weights],
                        videos + captions + [readout, plot, files, details, shown, grid, table, sweep_files],
-                       api_name=False, queue=False)
+                       api_name=False, queue=False).then(
+            on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef, refusal], api_name=False,
+            concurrency_limit=2, concurrency_id="inputs")
+        file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
+                       concurrency_limit=2, concurrency_id="inputs")
         frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
