@@ -299,3 +299,5 @@ def test_app_and_cli_read_the_same_ef_from_one_file(tmp_path, capsys):
         first, other = S.clip_ef(eng, frames, float(info.get("fps") or 0.0), both=True)   # the app shows both
         assert first == app and other is not None
         assert other[0] == pytest.approx(cli["regressor" if app[1] == "LV tracing" else "tracing"]["ef"], abs=0.01)
+        # the mean `ef` prints is the app's generated-loop rule (echogen.eval.readout.loop_ef) on the printed readings
+        assert cli["mean_of_readers"] == pytest.approx((cli["regressor"]["ef"] + cli["tracing"]["ef"]) / 2, abs=0.06)

@@ -157,9 +157,13 @@ def main(args) -> int:
     lines = tr_lines + lines if top is not None and top[0] == "tracing" else lines + tr_lines
     both = [f"{out[k]['ef']:.1f}" for k in ("regressor", "tracing") if k in out and out[k]["ef"] is not None]
     if len(both) == 2:     # the gap between the readings as printed
-        from echogen.eval.readout import DISAGREE, disagreement
+        from echogen.eval.readout import DISAGREE, disagreement, loop_ef
         gap = disagreement(*both)
         out["disagreement"] = gap
+        mean = loop_ef(*both)[0]           # what the app's "EF read from the loop" is for a generated loop
+        out["mean_of_readers"] = round(mean, 2)
+        lines.append(f"mean of both readers: {mean:.1f} % (the app's 'EF read from the loop' for a loop it "
+                     "generated; a clip's EF is the first reading above)")
         if gap > DISAGREE:
             lines.append(f"⚠ the two readings disagree by {gap:.1f} EF points (regressor {both[0]}, LV tracing "
                          f"{both[1]}): trust neither without looking at the clip (is it an apical 4-chamber "
