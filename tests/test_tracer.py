@@ -117,9 +117,9 @@ def test_one_systole_is_one_beat():
     assert len(beats) == 1 and beats[0][0] == 0 and beats[0][0] < beats[0][1]
     r = ef_from_volumes(area ** 1.5, area, fps)
     assert len(r["beats"]) == 1 and r["ed"] == 0
-    t = np.arange(38) / 50.0                                              # 50 fps: a beat, then 0.2 s into the next
-    area = 1000 + 300 * np.cos(2 * np.pi * (t - 0.1) / 0.8)                # EDs at 0.1 s and 0.9 s, ES at 0.5 s
-    beats = beats_from_curve(area, 50.0)
+    t = np.arange(53) / 50.0                                              # 50 fps, 1.06 s: a beat, the next ED, then
+    area = 1000 + 300 * np.cos(2 * np.pi * (t - 0.1) / 0.8)                # 0.16 s of its systole (EDs at 0.1 / 0.9 s,
+    beats = beats_from_curve(area, 50.0)                                   # ES at 0.5 s; the next ES is cut off)
     assert [b[0] for b in beats] == [5] and beats[0][1] == 25
 
 
