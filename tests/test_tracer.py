@@ -514,3 +514,37 @@ def test_a4c_check_warns_on_a_linear_doppler_image_with_text_merged_into_a_corne
     a = assess_input(img)
     assert not a.ok and a.score < 0.5, (a.score, a.reasons)
     assert "off to one side" in a.reasons[1] and "of the sector is coloured" in a.reasons[0], a.reasons
+
+
+def test_a4c_check_warns_on_a_bright_disc_on_black():
+    """Built like Gradio's sample video media_assets/videos/b.mp4 (the Earth at night: a streaked disc on black,
+    150 frames at 30 fps), which scored 0.54 ("looks like an A4C echo"): the disc passed the fan test (a narrow
+    top, dark all round) and its dark patches passed as blood pools. A fan's sides are straight from its apex; a
+    disc's outline is curved everywhere. Here, as in b.mp4, the dark patches pass as blood pools, so the sector
+    check is the image check that must fail. The real SonoSite apical clip (every frame) and the examples pass it."""
+    import cv2
+    from pydicom.data import get_testdata_file
+    from echogen.data.inputs import load_frames
+    from echogen.eval.readout import assess_input
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:270, 0:480]
+    disc = (x - 240) ** 2 + (y - 135) ** 2 < 112 ** 2
+    frames = []
+    for t in range(24):
+        streaks = cv2.blur((rng.random((270, 480)) > 0.99).astype(np.float32) * 255, (41, 1)) * 6   # city lights
+        img = np.where(disc, np.clip(20 + streaks + 20 * np.sin((x + 4 * t) / 9.0), 0, 255), 0)
+        frames.append(img.astype(np.uint8))
+    frames = np.stack(frames)
+    tracer = load_tracer(ROOT / "assets" / "weights" / "demo")[0]
+    a = assess_input(frames, tracer, fps=30.0)
+    assert not a.ok and a.score < 0.5, (a.score, a.reasons)
+    assert "curved all round" in a.reasons[1], a.reasons
+    a = assess_input(frames)                                   # image checks alone: the sector check fails
+    assert a.checks["sector"] < 0.7 and "curved all round" in a.reasons[1], a.reasons
+    assert a.checks["chambers"] == 1.0 and a.checks["colour"] == 1.0, a.reasons
+    dcm, _ = load_frames(get_testdata_file("examples_ybr_color.dcm"))
+    for f in dcm:
+        assert assess_input(f).checks["sector"] == 1.0
+    for png in sorted((ROOT / "assets" / "examples").glob("*.png")):
+        assert assess_input(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)).checks["sector"] == 1.0, png.name

@@ -222,6 +222,26 @@ def _colour_check(frames: np.ndarray, mask: np.ndarray | None = None) -> tuple[f
     return 1.0, _line(True, f"grey B-mode ({frac:.1%} coloured pixels)")
 
 
+def _longest_straight_side(mask: np.ndarray) -> float:
+    """Length of the outline's longest straight stretch (Douglas-Peucker, tolerance 2 % of the height), over the
+    mask's height; stretches along the image border (a crop) do not count. A fan's sides run straight from its
+    apex (simulator v1/v2 TEST clips: >= 0.36, median 0.67; the real SonoSite clip 0.53); a disc's outline is
+    curved everywhere (Gradio's sample Earth-at-night video: 0.22)."""
+    import cv2
+
+    h, w = mask.shape
+    ys = np.nonzero(mask)[0]
+    height = float(ys.max() - ys.min() + 1)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    poly = cv2.approxPolyDP(max(contours, key=cv2.contourArea), 0.02 * height, True)[:, 0, :].astype(float)
+    longest = 0.0
+    for p, q in zip(poly, np.roll(poly, -1, axis=0)):
+        on_border = any(abs(p[k] - v) <= 2 and abs(q[k] - v) <= 2 for k, v in ((0, 0), (0, w - 1), (1, 0), (1, h - 1)))
+        if not on_border:
+            longest = max(longest, float(np.hypot(*(q - p))) / height)
+    return longest
+
+
 def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     """grey: (H, W) uint8 maximum projection of the clip."""
     from echogen.data.inputs import find_sector
@@ -258,6 +278,10 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     elif off_centre > 0.25:      # simulator v2's probe offsets and tilts: <= 0.19 (190 clips)
         score -= 0.45
         notes.append("it is not fan-shaped (its narrow top lies off to one side, not at an apex above the middle)")
+    elif _longest_straight_side(mask) < 0.3:
+        score -= 0.45
+        notes.append("it is not fan-shaped (its outline is curved all round, like a disc: no straight sides from an "
+                     "apex)")
     score = max(0.0, score)
     if score >= 0.7:
         return score, _line(True, f"a fan-shaped ultrasound sector covering {area:.0%} of the image"), mask
