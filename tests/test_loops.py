@@ -2,6 +2,7 @@
 without a jump."""
 import numpy as np
 import pytest
+import torch
 
 from echogen.data.loops import dark_area_curve, end_diastoles, frame_steps, repeat_to, seamless_loop, wrap_ok
 
@@ -202,3 +203,26 @@ def test_half_a_beat_between_two_bumps_is_never_cut():
     v2, radius = beating(seed=3)
     c2 = seamless_loop(v2, 25.0, area=radius ** 2)
     assert c2.complete and np.ptp(radius[c2.start:c2.stop] ** 2) >= MIN_SWING * np.ptp(radius ** 2)
+
+
+def test_generate_cli_reads_the_clip_as_the_app_does(tmp_path):
+    """`echogen generate` ends with the generated clip's EF as the app's readout states it: both readers of the
+    bundle on the whole clip, each rounded as shown, then their mean (echogen.eval.readout.loop_ef)."""
+    from echogen.cli.commands.generate import _read_line
+    from echogen.data.phantom.dataset import make_video
+    from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade
+    from echogen.eval.reading import generated_ef, tracing_ef, video_ef
+    from echogen.nets.regressor import load_regressor
+    from echogen.nets.tracer import load_tracer
+    row, _, clip = make_video(0, 1, sim="v2")                      # a simulator-v2 echo with a known EF
+    video, fps = torch.from_numpy(clip.astype(np.float32) / 255.0), float(row["FPS"])
+    reg, tr = load_regressor(DEFAULT_WEIGHTS), load_tracer(DEFAULT_WEIGHTS)[0]
+    r = generated_ef(reg, tr, video, fps)
+    a, b = round(video_ef(reg, video, fps)[0], 1), round(tracing_ef(tr, video, fps), 1)
+    assert (r["regressor"], r["tracing"]) == (a, b) and r["ef"] == round((a + b) / 2, 1), r
+    assert r["read_by"] == "mean of the EF regressor and LV tracing" and abs(r["ef"] - float(row["EF"])) < 12, (r, row)
+    line = _read_line(DEFAULT_WEIGHTS, "cpu", video, fps, 40.0)
+    assert f"EF read from the clip: {r['ef']:.1f} %" in line and f"difference {r['ef'] - 40:+.1f}" in line, line
+    assert generated_ef(reg, None, video, fps)["read_by"] == "EF regressor"
+    Cascade.random("tiny").save(tmp_path / "b")                   # a bundle with neither reader
+    assert "not read" in _read_line(tmp_path / "b", "cpu", video, fps, 40.0)

@@ -38,3 +38,19 @@ def tracing_ef(tracer, video, fps: float) -> float:
     if v.shape[-1] != tracer.cfg.size:
         v = resize_frames(v.float() / 255.0 if v.dtype == torch.uint8 else v, tracer.cfg.size).clamp(0, 1)
     return float(trace_video(tracer, v, fps)["ef"])
+
+
+def generated_ef(regressor, tracer, video, fps: float) -> dict:
+    """A GENERATED clip's EF as the app's readout states it: each reader on the whole clip, rounded as shown
+    (0.1), combined by echogen.eval.readout.loop_ef (the mean of both when both read it).
+    regressor: (model, cfg) or None; tracer: an LVTracer or None; video: (T, H, W) in [0, 1].
+    Returns {"ef", "read_by" (a LOOP_READER text), "regressor", "tracing"}, each None where not read."""
+    from echogen.eval.readout import LOOP_READER, loop_ef
+
+    reg = video_ef(regressor, video, fps)
+    trc = tracing_ef(tracer, video, fps) if tracer is not None else float("nan")
+    parts = {"regressor": None if reg is None else round(reg[0], 1),
+             "tracing": round(trc, 1) if np.isfinite(trc) else None}
+    both = loop_ef(parts["regressor"], parts["tracing"])
+    return {"ef": None if both is None else round(both[0], 1), "read_by": None if both is None else LOOP_READER[both[1]],
+            **parts}

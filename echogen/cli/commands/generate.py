@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the apical-4-chamber input check (echogen.eval.readout) that warns about unsuitable inputs")
     p.add_argument("--no-calibration", action="store_true",
                    help="condition the networks on --ef as given, not through the bundle's EF calibration")
+    p.add_argument("--no-read", action="store_true",
+                   help="do not read the generated clip's EF with the bundle's EF regressor and LV tracer")
     p.add_argument("--full-clip", action="store_true",
                    help="write every generated frame; by default OUT is a seamless loop: one heart cycle from "
                         "end-diastole to end-diastole (echogen.data.loops), so it repeats without a jump")
@@ -128,7 +130,34 @@ def main(args) -> int:
     print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
           f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}\n"
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
+    if not args.no_read:
+        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef), flush=True)
     return 0
+
+
+def _read_line(source, device, video, fps: float, asked: float) -> str:
+    """The generated clip's EF as the app's readout states it (echogen.eval.reading.generated_ef), one line."""
+    from echogen.eval.reading import generated_ef
+    from echogen.weights.bundle import MANIFEST, read_manifest
+
+    if not source or not (Path(source) / MANIFEST).is_file():
+        return "  EF read from the clip: not read (no weights bundle with an EF reader)"
+    man = read_manifest(source)
+    regressor = tracer = None
+    if man.get("regressor"):
+        from echogen.nets.regressor import load_regressor
+        regressor = load_regressor(source, device)
+    if man.get("tracer"):
+        from echogen.nets.tracer import load_tracer
+        tracer = load_tracer(source, device)[0]
+    if regressor is None and tracer is None:
+        return f"  EF read from the clip: not read ({source} has neither an EF regressor nor an LV tracer)"
+    r = generated_ef(regressor, tracer, video, fps)
+    if r["ef"] is None:
+        return "  EF read from the clip: neither reader could read it"
+    each = ", ".join(f"{k} {r[k]:.1f} %" for k in ("regressor", "tracing") if r[k] is not None)
+    return (f"  EF read from the clip: {r['ef']:.1f} % ({r['read_by']}: {each}; asked {asked:g} %, difference "
+            f"{r['ef'] - asked:+.1f}; `python -m echogen ef --video OUT --method both` for the details)")
 
 
 def _tracer_area(source, device):
