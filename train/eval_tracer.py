@@ -2,7 +2,7 @@
 real exports are.
 
   python train/eval_tracer.py --data DIR --tracer runs/tracer/tracer.safetensors [--split TEST] [--n N]
-      [--degrade 8fps,16frames,32levels,jpeg50 ...] [--regressor BUNDLE] [--out DIR]
+      [--degrade 8fps,16frames,32levels,jpeg50,mirror ...] [--regressor BUNDLE] [--orientation BUNDLE] [--out DIR]
 
 Prints one table row per condition: Dice on the traced frames, EF by LV tracing (R^2, MAE, Pearson r, failed
 videos), and the two controls (predicted masks at the labelled ED / ES frames; the reference masks' own
@@ -23,9 +23,9 @@ from echogen.eval.tracer_eval import Degrade, evaluate_tracer, traced_frames  # 
 def parse_degrade(text: str) -> Degrade:
     d = Degrade()
     for part in filter(None, (t.strip() for t in text.split(","))):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)(fps|frames|levels)|jpeg(\d+)|none", part)
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)(fps|frames|levels)|jpeg(\d+)|mirror|none", part)
         if not m:
-            raise SystemExit(f"error: --degrade: cannot read '{part}' (e.g. 8fps,16frames,32levels,jpeg50)")
+            raise SystemExit(f"error: --degrade: cannot read '{part}' (e.g. 8fps,16frames,32levels,jpeg50,mirror)")
         if m.group(2) == "fps":
             d.fps = float(m.group(1))
         elif m.group(2) == "frames":
@@ -34,6 +34,8 @@ def parse_degrade(text: str) -> Degrade:
             d.levels = int(m.group(1))
         elif m.group(3):
             d.jpeg = int(m.group(3))
+        elif part == "mirror":
+            d.mirror = True
     return d
 
 
@@ -42,6 +44,8 @@ def main():
     p.add_argument("--data", required=True)
     p.add_argument("--tracer", required=True, help="tracer .safetensors or a bundle with one")
     p.add_argument("--regressor", default=None, help="also score this EF regressor (.safetensors or bundle) on the same clips")
+    p.add_argument("--orientation", default=None, help="an orientation network (.safetensors or bundle): each clip "
+                   "is put in the standard view before it is read, as `echogen ef` does")
     p.add_argument("--split", default="TEST")
     p.add_argument("--n", type=int, default=None, help="first N videos of the split")
     p.add_argument("--degrade", nargs="*", default=["none"], help="conditions, e.g. none 8fps,16frames")
@@ -59,13 +63,17 @@ def main():
     if args.regressor:
         from echogen.nets.regressor import load_regressor
         reg = load_regressor(args.regressor)
+    orient = None
+    if args.orientation:
+        from echogen.nets.orient import load_orient
+        orient = load_orient(args.orientation)[0]
     results = []
     print("| clips | Dice (mean / p10) | tracing EF R^2 | MAE | Pearson r | failed | EF pred. masks at labelled ED/ES R^2 "
           "| EF reference masks R^2 |" + (" regressor EF R^2 | MAE | Pearson r |" if reg else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|---|---|" if reg else ""))
     for k, text in enumerate(args.degrade):
         s, rows = evaluate_tracer(model, args.data, args.split.upper(), args.n, parse_degrade(text), frames_data=data,
-                                  regressor=reg)
+                                  regressor=reg, orient=orient)
         results.append(s)
         te = s["tracing_ef"] or {"r2": float("nan"), "mae": float("nan"), "pearson_r": float("nan")}
         c1 = (s.get("ef_pred_masks_labelled_frames") or {}).get("r2", float("nan"))
@@ -73,7 +81,9 @@ def main():
         print(f"| {s['degrade']} | {s['dice_mean']:.3f} / {s['dice_p10']:.3f} | {te['r2']:.3f} | {te['mae']:.2f} | "
               f"{te['pearson_r']:.3f} | {s['tracing_failed']} of {s['videos']} | {c1:.3f} | {c2:.3f} |"
               + (f" {s['regressor_ef']['r2']:.3f} | {s['regressor_ef']['mae']:.2f} | {s['regressor_ef']['pearson_r']:.3f} |"
-                 if reg else ""), flush=True)
+                 if reg else "")
+              + (f" read mirrored back: {s['read_mirrored_back']} of {s['videos']}" if orient else ""),
+              flush=True)
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)

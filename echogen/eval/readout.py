@@ -342,13 +342,14 @@ def _tracer_check(prepared: np.ndarray, tracer, fps: float) -> tuple[float, str]
     return score, _line(False, "; ".join(notes))
 
 
-def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None) -> Assessment:
+def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=None) -> Assessment:
     """How much an input looks like an apical-4-chamber echo.
 
     frames: the raw input, uint8 (T, H, W) / (T, H, W, 3) or one frame (H, W) / (H, W, 3), as
     echogen.data.inputs.load_frames gives it. tracer: an LVTracer (or None: image checks only). fps: the clip's
     frame rate (0 unknown). prepared: the (T, 112, 112) model frames if already made (else made here with
-    the generator's preprocessing)."""
+    the generator's preprocessing). orient: an orientation network (echogen.nets.orient): the tracer then sees the
+    prepared frames in the standard view (a mirrored upload is not an unsure trace)."""
     a = np.asarray(frames)
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4 and a.shape[1] > 4
                        and a.shape[-1] != a.shape[-2]):
@@ -369,6 +370,9 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None) -> Assess
         if prepared is None:
             from echogen.data.clips import prepare_clip
             prepared = prepare_clip(a, tracer.cfg.size)
+            if orient is not None:
+                from echogen.nets.orient import standard_view
+                prepared = standard_view(np.asarray(prepared), orient)[0]
         s, r = _tracer_check(np.asarray(prepared), tracer, fps)
         checks["tracer"], _ = s, reasons.append(r)
     vals = np.sort(np.array(list(checks.values())))
@@ -386,23 +390,26 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
-def assess_file(path, tracer=None, frame: int | None = None) -> Assessment:
+def assess_file(path, tracer=None, frame: int | None = None, orient=None) -> Assessment:
     """assess_input on a file (PNG / JPEG / DICOM / clip / .npy) read with echogen.data.inputs.load_frames;
     frame: judge only that frame (what `generate` conditions on), else the whole clip."""
     from echogen.data.inputs import load_frames
 
     frames, info = load_frames(path)
     if frame is not None:
-        return assess_input(frames[frame:frame + 1], tracer, 0.0)
-    return assess_input(frames, tracer, float(info.get("fps") or 0.0))
+        return assess_input(frames[frame:frame + 1], tracer, 0.0, orient=orient)
+    return assess_input(frames, tracer, float(info.get("fps") or 0.0), orient=orient)
 
 
 def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:
     """The A4C check the CLI and the app run before reading or generating: assess_file with the LV tracer
-    of the weights bundle when it has one (image checks only otherwise)."""
-    tracer = None
+    (and the orientation network) of the weights bundle when it has them (image checks only otherwise)."""
+    tracer = orient = None
     if weights is not None:
+        from echogen.nets.orient import has_orient, load_orient
         from echogen.nets.tracer import has_tracer, load_tracer
         if has_tracer(weights):
             tracer = load_tracer(weights, device)[0]
-    return assess_file(path, tracer, frame)
+        if has_orient(weights):
+            orient = load_orient(weights, device)[0]
+    return assess_file(path, tracer, frame, orient)

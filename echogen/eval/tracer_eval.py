@@ -26,10 +26,12 @@ class Degrade:
     frames: int = 0          # keep only the first N frames (after resampling)
     levels: int = 0          # quantise to this many grey levels
     jpeg: int = 0            # JPEG quality of every frame
+    mirror: bool = False     # left-right mirror (a site that shows the LV on the other side of the screen)
 
     def label(self) -> str:
         parts = [f"{self.fps:g} fps" if self.fps else "", f"{self.frames} frames" if self.frames else "",
-                 f"{self.levels} grey levels" if self.levels else "", f"JPEG q{self.jpeg}" if self.jpeg else ""]
+                 f"{self.levels} grey levels" if self.levels else "", f"JPEG q{self.jpeg}" if self.jpeg else "",
+                 "mirrored" if self.mirror else ""]
         return ", ".join(p for p in parts if p) or "as written"
 
     def apply(self, video: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
@@ -46,6 +48,8 @@ class Degrade:
         if self.jpeg:
             v = np.stack([cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg])[1],
                                        cv2.IMREAD_GRAYSCALE) for f in v])
+        if self.mirror:
+            v = np.ascontiguousarray(v[:, :, ::-1])
         return v, fps
 
 
@@ -108,12 +112,13 @@ def _finite(t, p):
 
 
 def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade | None = None,
-                    frames_data=None, regressor=None) -> tuple[dict, list[dict]]:
+                    frames_data=None, regressor=None, orient=None) -> tuple[dict, list[dict]]:
     """(summary, per-video rows). Dice on the traced frames (never degraded: a JPEG'd reference is still the
     same tracing), tracing EF of each whole video (degraded if asked), and two controls on the traced frames:
     EF from the predicted masks at the labelled ED / ES frames, and EF from the reference masks themselves
     (what the method of disks on a perfect mask gives against FileList's EF). regressor: (model, cfg) from
-    echogen.nets.regressor.load_regressor, to score it on the same (degraded) clips."""
+    echogen.nets.regressor.load_regressor, to score it on the same (degraded) clips. orient: an orientation
+    network (echogen.nets.orient): each degraded clip is put in the standard view first, as `echogen ef` does."""
     t0 = time.time()
     cfg = model.cfg
     degrade = degrade or Degrade()
@@ -131,10 +136,16 @@ def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade |
         v, avi_fps = load_video(root, name)
         fps = rows[name].get("FPS") or avi_fps or 50.0
         v, fps = degrade.apply(_resized(v, cfg.size), fps)
+        view = None
+        if orient is not None:
+            from echogen.nets.orient import standard_view
+            v, view = standard_view(v, orient)
         res = trace_video(model, v, fps)
         rec = {"file": name, "ef_true": float(rows[name]["EF"]), "ef_tracing": res["ef"],
                "confidence": res["confidence"], "failed": res["failed"], "frames": len(v), "fps": fps,
                "beats": len(res["beats"])}
+        if view is not None:
+            rec["read_mirrored_back"] = view["mirrored"]
         if len(items) == 2:
             vp = {fr: (disks_from_mask(pr >= cfg.threshold) or {"volume": 0.0})["volume"] for fr, pr, _ in items}
             vr = {fr: (disks_from_mask(mk) or {"volume": 0.0})["volume"] for fr, _, mk in items}
@@ -152,6 +163,8 @@ def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade |
                "dice_median": float(np.median(dices)), "dice_p10": float(np.percentile(dices, 10)),
                "traced_frames": len(dices), "videos": len(per_video), "tracing_failed": len(per_video) - len(ok),
                "tracing_ef": _finite([r["ef_true"] for r in per_video], [r["ef_tracing"] for r in per_video])}
+    if orient is not None:
+        summary["read_mirrored_back"] = int(sum(r["read_mirrored_back"] for r in per_video))
     if regressor is not None:
         summary["regressor_ef"] = _finite([r["ef_true"] for r in per_video], [r["ef_regressor"] for r in per_video])
     two = [r for r in per_video if "ef_reference_masks" in r]

@@ -164,7 +164,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             serving.uploads.done(session(request), path)      # its upload has been used (and is kept)
         try:
             frames, info = S.read_input(path)
-            frame, pinfo = S.conditioning_frame(path, 0)
+            frame, pinfo = S.conditioning_frame(path, 0, _engine_or_none(weights))
         except errors as e:
             msg = G.scrub(e, path)
             log(f"upload refused: {msg}")
@@ -199,13 +199,19 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         picker = gr.update(visible=n > 1, maximum=max(1, n - 1), value=0)
         return picker, S.display_frames(frame[None])[0], note, ef, ""
 
+    def _engine_or_none(weights):
+        try:
+            return engines.get(bundle(weights))
+        except Exception:  # noqa: BLE001  the weights menu says what is wrong with a bundle
+            return None
+
     @guarded
-    def on_frame(path, index):
+    def on_frame(path, index, weights=None):
         if not path:
             return None, ""
         try:
             index = G.check_request(index, None, 0, [])[0]
-            frame, info = S.conditioning_frame(path, index)
+            frame, info = S.conditioning_frame(path, index, _engine_or_none(weights))
         except errors as e:
             fail(e, path)
         return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
@@ -256,9 +262,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         enabled = [s for s in (stages or []) if s in {x.name for x in st}]
         return choice, engine, frame_index, enabled, steps, guidance, seed, ef
 
-    def _frame(path, frame_index):
+    def _frame(path, frame_index, engine=None):
         try:
-            return S.conditioning_frame(path, frame_index)[0]
+            return S.conditioning_frame(path, frame_index, engine)[0]
         except errors as e:
             fail(e, path)
 
@@ -267,7 +273,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             raise gr.Error(NO_INPUT, print_exception=False)
         _, engine, frame_index, enabled, steps, guidance, seed, ef = _settings(frame_index, weights, stages, seed,
                                                                                slots, ef, path)
-        return engine, _frame(path, frame_index), enabled, steps, guidance, seed, ef
+        return engine, _frame(path, frame_index, engine), enabled, steps, guidance, seed, ef
 
     def for_current_input(request, input_file, n_out, run):
         """run(stop) for the page's input as it is now, then done with the upload. stop() (after every sampler
@@ -497,7 +503,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
-        frame_pick.release(on_frame, [file_in, frame_pick], [preview, input_info], api_name=False,
+        frame_pick.release(on_frame, [file_in, frame_pick, weights], [preview, input_info], api_name=False,
                            concurrency_limit=2, concurrency_id="inputs")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
                        [toggles, wmd, banner] + slots + [live_ui.live], api_name=False)

@@ -19,6 +19,7 @@ from echogen.config import get_preset
 from echogen.data.clips import read_input  # noqa: F401  (one decode for the app and the CLI: S.read_input)
 from echogen.eval.reading import video_ef
 from echogen.eval.readout import LOOP_READER, loop_ef
+from echogen.nets.orient import view_note
 from echogen.weights.bundle import find_bundles, read_manifest
 
 RANDOM_INIT = "random-init (UNTRAINED, testing only)"
@@ -50,6 +51,7 @@ class Engine:
     regressor_from: str = ""          # "EF regressor ... trained on ..." (echogen.eval.readout.model_provenance)
     tracer_from: str = ""             # "LV tracer ... trained on ..."
     clip_reader: str = "regressor"    # who reads an uploaded clip's EF first (echogen.eval.readout.clip_reader)
+    orient: object = None             # OrientNet or None: is an upload shown mirrored? (echogen.nets.orient)
 
     @property
     def stages(self):
@@ -74,11 +76,15 @@ def load_engine(choice: str, device="cpu") -> Engine:
     if man.get("tracer"):
         from echogen.nets.tracer import load_tracer
         tracer = load_tracer(choice, device)
+    orient = None
+    if man.get("orientation"):
+        from echogen.nets.orient import load_orient
+        orient = load_orient(choice, device)[0]
     return Engine(casc, reg, f"{Path(choice).name} (preset {man.get('preset')})", untrained,
                   note or "regressor from this bundle", tracer=tracer,
                   regressor_from=model_provenance(choice, "regressor") if reg is not None else "",
                   tracer_from=model_provenance(choice, "tracer") if tracer is not None else "",
-                  clip_reader=clip_reader(choice))
+                  clip_reader=clip_reader(choice), orient=orient)
 
 
 def weight_choices(weights: str | None, random_init: bool, root=None) -> list[str]:
@@ -128,10 +134,49 @@ def list_examples(folder) -> list[str]:
     return [str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in exts and p.is_file()]
 
 
-def conditioning_frame(path, index: int = 0) -> tuple[np.ndarray, dict]:
-    """Frame `index` of the upload, preprocessed to the model's 112x112 float [0,1] frame."""
+def conditioning_frame(path, index: int = 0, engine: Engine | None = None) -> tuple[np.ndarray, dict]:
+    """Frame `index` of the upload, preprocessed to the model's 112x112 float [0,1] frame, in the standard view
+    (the LV on the right) when the engine's orientation network finds the upload mirrored (upload_view);
+    info["view"] then says so."""
     from echogen.data.inputs import prepare_frame
-    return prepare_frame(path, frame=int(index))
+    frame, info = prepare_frame(path, frame=int(index))
+    view = upload_view(engine, path)
+    if view is not None and view["mirrored"]:
+        frame = np.ascontiguousarray(frame[..., ::-1])
+    note = "" if view is None else view_note(view)
+    return frame, ({**info, "view": note + ("; loops are generated and shown in the standard view"
+                                            if view["mirrored"] else "")} if note else info)
+
+
+_VIEWS: dict = {}
+_VIEWS_LOCK = threading.Lock()
+
+
+def clip_view(engine: Engine, f: np.ndarray):
+    """(frames in the standard view, view) for model frames f (T, S, S) of an upload (echogen.nets.orient.
+    standard_view with the engine's network; as given without one)."""
+    from echogen.nets.orient import standard_view
+    return standard_view(f, getattr(engine, "orient", None))
+
+
+def upload_view(engine: Engine | None, path) -> dict | None:
+    """Is this upload shown mirrored? Decided once per upload on the frames its EF is read from (clip_ef), so the
+    conditioning frame, the clip's EF and the input check agree; None without an orientation network."""
+    if engine is None or engine.orient is None:
+        return None
+    st = Path(path).stat()
+    key = (str(path), st.st_mtime_ns, st.st_size, id(engine))
+    with _VIEWS_LOCK:
+        if key in _VIEWS:
+            return _VIEWS[key]
+    from echogen.data.clips import ef_frames
+    frames, _ = read_input(path)
+    view = clip_view(engine, ef_frames(frames, 112))[1]
+    with _VIEWS_LOCK:
+        if len(_VIEWS) > 256:
+            _VIEWS.clear()
+        _VIEWS[key] = view
+    return view
 
 
 def input_summary(info: dict, index: int) -> str:
@@ -144,6 +189,8 @@ def input_summary(info: dict, index: int) -> str:
         parts.append(f"conditioning on frame {int(index)}")
     if info.get("sector"):
         parts.append(f"sector: {info['sector']}")
+    if info.get("view"):
+        parts.append(str(info["view"]))
     return " · ".join(parts)
 
 
@@ -157,6 +204,7 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float, both: bool = False):
     from echogen.data.clips import ef_frames
     from echogen.eval.readout import headline
     f = ef_frames(frames, 112)                         # as `echogen ef` prepares a clip: one crop for all frames
+    f = clip_view(engine, f)[0]                        # ... in the standard view (a mirrored upload read mirrored back)
 
     def tracing():
         t = trace_clip(engine, f, fps or 25.0)
@@ -360,7 +408,7 @@ def input_check(engine: Engine, path, index: int | None = None, frames=None, inf
     frames = frames[:CHECK_FRAMES]
     tracer = engine.tracer[0] if engine.tracer is not None else None
     try:
-        return assess_input(frames, tracer, fps)
+        return assess_input(frames, tracer, fps, orient=getattr(engine, "orient", None))
     except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
         a = assess_input(frames, None, fps)
         a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")

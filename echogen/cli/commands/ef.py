@@ -36,6 +36,9 @@ def add_arguments(p) -> None:
                    help="who reads the EF: the regressor, LV tracing (method of disks), both, or auto = every "
                         "reader the weights have (default)")
     p.add_argument("--no-check", action="store_true", help="skip the apical-4-chamber input check")
+    p.add_argument("--orientation", default="auto", choices=("auto", "as-is", "mirror"),
+                   help="a view shown mirrored (the LV on the left) is read mirrored back: auto = when the bundle's "
+                        "orientation network says so (default), as-is = never, mirror = always")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a sentence")
 
 
@@ -68,6 +71,14 @@ def _readers(weights: Path, method: str, device):
     return reg, tr
 
 
+def _standard_view(frames, weights: Path, mode: str, device):
+    """The clip in the standard orientation (echogen.nets.orient.standard_view) with the bundle's orientation
+    network (a bundle without one, or a single weights file: read as given unless --orientation mirror)."""
+    from echogen.nets.orient import has_orient, load_orient, standard_view
+    model = load_orient(weights, device)[0] if mode == "auto" and weights.is_dir() and has_orient(weights) else None
+    return standard_view(frames, model, mode)
+
+
 def main(args) -> int:
     from echogen.device import pick_device
     from echogen.eval.readout import assess_input, clip_reader, headline, model_provenance
@@ -96,9 +107,10 @@ def main(args) -> int:
             raise UserError(f"--fps must be positive, got {args.fps}")
         fps = args.fps
     assumed = fps <= 0
+    frames, view = _standard_view(frames, weights, args.orientation, device)
     if args.stride is not None and args.stride < 1:
         raise UserError(f"--stride must be >= 1, got {args.stride}")
-    out = {"video": str(path), "frames": int(frames.shape[0])}
+    out = {"video": str(path), "frames": int(frames.shape[0]), "view": view}
     lines, tr_lines = [], []
     if reg:
         model, cfg = reg
@@ -168,6 +180,9 @@ def main(args) -> int:
             lines.append(f"⚠ the two readings disagree by {gap:.1f} EF points (regressor {both[0]}, LV tracing "
                          f"{both[1]}): trust neither without looking at the clip (is it an apical 4-chamber "
                          "view? see the input check below)")
+    from echogen.nets.orient import view_note
+    if view_note(view):
+        lines.append(view_note(view))
     if not args.no_check:
         a = assess_input(raw, tr[0] if tr else None, fps=0.0 if assumed else fps, prepared=frames)
         out["input_check"] = a.to_dict()

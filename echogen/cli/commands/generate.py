@@ -5,6 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from echogen.cli.main import UserError, add_input_limit_arguments, add_speed_arguments, input_limits, apply_speed
@@ -47,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the apical-4-chamber input check (echogen.eval.readout) that warns about unsuitable inputs")
     p.add_argument("--no-calibration", action="store_true",
                    help="condition the networks on --ef as given, not through the bundle's EF calibration")
+    p.add_argument("--orientation", default="auto", choices=("auto", "as-is", "mirror"),
+                   help="a frame shown mirrored (the LV on the left) is generated from mirrored back and the loop "
+                        "mirrored again to match it: auto = when the bundle's orientation network says so (default), "
+                        "as-is = never, mirror = always")
     p.add_argument("--no-read", action="store_true",
                    help="do not read the generated clip's EF with the bundle's EF regressor and LV tracer")
     p.add_argument("--full-clip", action="store_true",
@@ -77,6 +82,7 @@ def main(args) -> int:
         print(check.warning or f"input check: looks like an apical-4-chamber echo (score {check.score:.2f})",
               flush=True)
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
+    frame, view = _standard_view(frame, cascade.source, args.orientation, device)
     names = cascade.config.stage_names
     stages = None
     if args.stages:
@@ -117,6 +123,8 @@ def main(args) -> int:
         loop_note = (f"one heart cycle from end-diastole, frames {cut.start}-{cut.stop - 1} of {len(video)} "
                      f"({cut.method})" if cut.complete else
                      f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
+    if view["mirrored"]:          # generated in the standard view; written the way round the input was shown
+        loops = {k: np.ascontiguousarray(v[..., ::-1]) for k, v in loops.items()}
     video = loops[final.name]
     write_video(out, video, final.fps, loop=not args.full_clip)
     if args.save_stages:
@@ -130,9 +138,22 @@ def main(args) -> int:
     print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
           f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}\n"
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
+    from echogen.nets.orient import view_note
+    if view_note(view):
+        print(f"  view: {view_note(view)}; the loop is written mirrored again, as the input was shown", flush=True)
     if not args.no_read:
         print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef), flush=True)
     return 0
+
+
+def _standard_view(frame, source, mode: str, device):
+    """The conditioning frame in the standard orientation (echogen.nets.orient.standard_view), decided by the
+    bundle's orientation network (none: as given unless --orientation mirror)."""
+    from echogen.nets.orient import has_orient, load_orient, standard_view
+    model = None
+    if mode == "auto" and source and Path(source).is_dir() and has_orient(source):
+        model = load_orient(source, device)[0]
+    return standard_view(frame, model, mode)
 
 
 def _read_line(source, device, video, fps: float, asked: float) -> str:

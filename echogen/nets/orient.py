@@ -1,0 +1,193 @@
+"""Which way round is an apical-4-chamber view shown? A small CNN that tells the standard display (the LV on the
+right of the screen, as EchoNet-Dynamic and every EchoGen model's training data show it) from a mirrored one (the
+LV on the left, as some labs display it).
+
+Why: the LV tracer keys on the LV's side. On mirrored simulator-v2 TEST clips its EF falls from R^2 0.974 to 0.195
+(docs/RESULTS.md, session 17); the regressor barely notices (0.929 -> 0.902). So inputs are read (and generated
+from) in the standard orientation: `standard_view` mirrors a clip or frame back when the network says it is
+mirrored, and the readouts say so.
+
+Weights: a .safetensors file of kind "orientation" with its OrientConfig in the metadata, or a bundle whose
+manifest names it ("orientation": "orientation.safetensors"). Trained by train/train_orient.py on the frames of
+any EchoNet-format dataset: each frame is shown as it is (label 0) or mirrored (label 1).
+
+    model, cfg = load_orient("assets/weights/demo")
+    p = p_mirrored(model, frames_uint8_T_112_112)               # P(the LV is on the left)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from echogen.config import copy_preset, dataclass_from_dict
+from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
+
+KIND = "orientation"
+# p_mirrored above this: the input is read mirrored back (standard_view). Not 0.5: most uploads are in the standard
+# view and mirroring one wrongly is worse than leaving a mirrored one as given; on the real SonoSite clip the
+# shipped network's single frames read up to 0.69 when standard, its clips 0.01 / 0.97 (docs/RESULTS.md, session 17)
+MIRRORED_ABOVE = 0.8
+MAX_FRAMES = 16           # frames of a clip the decision averages over (spread evenly)
+
+
+@dataclass
+class OrientConfig:
+    size: int = 112
+    widths: tuple = (8, 16, 32, 64)   # channels per stride-2 stage: 112 -> 56 -> 28 -> 14 -> 7
+    groups: int = 4                   # GroupNorm groups
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "OrientConfig":
+        return dataclass_from_dict(OrientConfig, d, "orientation", WeightsError)
+
+
+ORIENT_PRESETS = {
+    "small": OrientConfig(),                                    # ~77 k params
+    "coarse": OrientConfig(size=56),                            # the same on 56x56 frames: coarse anatomy only
+    "tiny": OrientConfig(size=32, widths=(4, 8), groups=2),     # tests only
+}
+
+
+def get_orient_preset(name: str) -> OrientConfig:
+    return copy_preset(ORIENT_PRESETS, name, "orientation")
+
+
+class OrientNet(nn.Module):
+    """(B, 1, S, S) frames in [0, 1] -> (B,) logits of "mirrored". Each frame is standardised on its own (gain and
+    contrast do not matter); the last feature map is flattened, not pooled, so where things are is kept."""
+
+    def __init__(self, cfg: OrientConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers, c = [], 1
+        for w in cfg.widths:
+            g = math.gcd(cfg.groups, w)
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.GroupNorm(g, w), nn.SiLU(),
+                       nn.Conv2d(w, w, 3, padding=1, bias=False), nn.GroupNorm(g, w), nn.SiLU()]
+            c = w
+        self.features = nn.Sequential(*layers)
+        side = cfg.size
+        for _ in cfg.widths:
+            side = (side + 1) // 2
+        self.head = nn.Linear(c * side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != self.cfg.size:
+            raise ValueError(f"OrientNet expects (B, 1, {self.cfg.size}, {self.cfg.size}) frames, got {tuple(x.shape)}")
+        mu = x.mean((2, 3), keepdim=True)
+        sd = x.std((2, 3), keepdim=True).clamp_min(1e-3)
+        return self.head(self.features((x - mu) / sd).flatten(1))[:, 0]
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------ weights
+def save_orient(path, model: OrientNet, cfg: OrientConfig, **extra) -> Path:
+    save_tensors(path, getattr(model, "module", model).state_dict(), KIND, cfg.to_dict(), **extra)
+    return Path(path)
+
+
+def resolve_orient_path(path_or_bundle) -> Path:
+    p = Path(path_or_bundle)
+    if p.is_dir():
+        name = read_manifest(p).get("orientation")
+        if not name:
+            raise WeightsError(f"{p}: this weights bundle has no orientation model (manifest 'orientation' is "
+                               "empty); train one with train/train_orient.py --bundle")
+        p = p / name
+        if not p.is_file():
+            raise WeightsError(f"{p}: the bundle's manifest names this orientation model, but it is missing")
+    elif not p.exists():
+        raise WeightsError(f"orientation weights not found: {p}")
+    return p
+
+
+def has_orient(path_or_bundle) -> bool:
+    try:
+        resolve_orient_path(path_or_bundle)
+        return True
+    except WeightsError:
+        return False
+
+
+def load_orient(path_or_bundle, device=None) -> tuple[OrientNet, OrientConfig]:
+    p = resolve_orient_path(path_or_bundle)
+    tensors, cfg_dict, meta = load_tensors(p, KIND)
+    try:
+        cfg = OrientConfig.from_dict(cfg_dict)
+        model = OrientNet(cfg)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{p}: invalid orientation config ({e})") from None
+    load_state_strict(model, tensors, str(p))
+    model.meta = meta
+    return model.to(device or "cpu").eval(), cfg
+
+
+# ------------------------------------------------------------------------------------------ inference
+def _frames(video, size: int) -> torch.Tensor:
+    """(T, H, W) or (H, W), uint8 or float [0, 1], numpy or torch -> (n, 1, size, size) float, n <= MAX_FRAMES
+    frames spread evenly over the clip."""
+    from echogen.data.resample import resize_frames
+    v = torch.as_tensor(np.ascontiguousarray(np.asarray(video))) if not torch.is_tensor(video) else video.detach().cpu()
+    v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
+    v = v.reshape(-1, *v.shape[-2:])
+    if v.shape[-2] != v.shape[-1]:
+        raise ValueError(f"orientation needs square frames, got {tuple(v.shape[-2:])}")
+    if len(v) > MAX_FRAMES:
+        v = v[torch.as_tensor(np.linspace(0, len(v) - 1, MAX_FRAMES).round().astype(int))]
+    if v.shape[-1] != size:
+        v = resize_frames(v, size).clamp(0, 1)
+    return v[:, None]
+
+
+@torch.no_grad()
+def p_mirrored(model: OrientNet, video) -> float:
+    """P(the view is mirrored: the LV on the left) for a frame (H, W) or clip (T, H, W): the mean of the per-frame
+    logits of up to MAX_FRAMES frames, squashed."""
+    dev = next(model.parameters()).device
+    logits = model(_frames(video, model.cfg.size).to(dev))
+    return float(torch.sigmoid(logits.mean()))
+
+
+VIEW_MODES = ("auto", "as-is", "mirror")
+
+
+def _flip(frames):
+    return frames.flip(-1) if torch.is_tensor(frames) else np.ascontiguousarray(np.asarray(frames)[..., ::-1])
+
+
+def standard_view(frames, model: OrientNet | None, mode: str = "auto", decide_on=None):
+    """The prepared model input (T, S, S) or (S, S) in the standard orientation (the LV on the right).
+    mode "auto": mirrored back when the network says P(mirrored) > MIRRORED_ABOVE (as given without a network);
+    "as-is": as given; "mirror": mirrored whatever the network says. decide_on: the frames to decide on (default
+    `frames`; e.g. the whole clip when `frames` is one frame of it). Returns (frames, view) with view
+    {"mirrored": bool, "p_mirrored": float or None, "mode": mode}."""
+    if mode not in VIEW_MODES:
+        raise ValueError(f"orientation must be one of {VIEW_MODES}, got {mode!r}")
+    p = p_mirrored(model, frames if decide_on is None else decide_on) if model is not None and mode == "auto" else None
+    mirrored = mode == "mirror" or (p is not None and p > MIRRORED_ABOVE)
+    return (_flip(frames) if mirrored else frames), {"mirrored": bool(mirrored), "p_mirrored": p, "mode": mode}
+
+
+def view_note(view: dict) -> str:
+    """One line for the readouts; "" when the input was read as given in the standard view."""
+    p = view.get("p_mirrored")
+    if view["mirrored"]:
+        why = f"P {p:.2f} by the orientation network" if p is not None else "as asked"
+        return (f"mirrored view: the LV is on the left of the screen ({why}); read mirrored back to the standard "
+                "view (LV on the right), as the models were trained")
+    if view["mode"] == "as-is" or p is None:
+        return ""
+    return f"standard view (the LV on the right; P(mirrored) {p:.2f})" if p > 0.2 else ""
