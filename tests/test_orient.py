@@ -155,6 +155,13 @@ def test_ef_reads_a_mirrored_clip_mirrored_back(tmp_path, capsys):
         assert abs(read["mir"][k]["ef"] - read["std"][k]["ef"]) < 2.0, (k, read["mir"][k]["ef"], read["std"][k]["ef"])
     assert main(["ef", "--video", str(tmp_path / "mir.avi"), "--method", "tracing"]) == 0
     assert "mirrored view: the LV is on the left" in capsys.readouterr().out
+    # generate decides on the clip's frames as `ef` does (one real frame alone is less sure), then mirrors the frame
+    from echogen.cli.commands.generate import _standard_view
+    from echogen.data.inputs import prepare_frame
+    frame = prepare_frame(tmp_path / "mir.avi", frame=0)[0]
+    out, view = _standard_view(frame, DEMO, "auto", "cpu", tmp_path / "mir.avi")
+    assert view["mirrored"] and np.array_equal(out, frame[:, ::-1])
+    assert not _standard_view(frame, DEMO, "auto", "cpu", tmp_path / "std.avi")[1]["mirrored"]
 
 
 @needs_shipped

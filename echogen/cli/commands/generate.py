@@ -82,7 +82,7 @@ def main(args) -> int:
         print(check.warning or f"input check: looks like an apical-4-chamber echo (score {check.score:.2f})",
               flush=True)
     cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
-    frame, view = _standard_view(frame, cascade.source, args.orientation, device)
+    frame, view = _standard_view(frame, cascade.source, args.orientation, device, args.image)
     names = cascade.config.stage_names
     stages = None
     if args.stages:
@@ -140,20 +140,23 @@ def main(args) -> int:
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
     from echogen.nets.orient import view_note
     if view_note(view):
-        print(f"  view: {view_note(view)}; the loop is written mirrored again, as the input was shown", flush=True)
+        again = "; the loop is written mirrored again, as the input was shown" if view["mirrored"] else ""
+        print(f"  view: {view_note(view)}{again}", flush=True)
     if not args.no_read:
         print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef), flush=True)
     return 0
 
 
-def _standard_view(frame, source, mode: str, device):
+def _standard_view(frame, source, mode: str, device, path):
     """The conditioning frame in the standard orientation (echogen.nets.orient.standard_view), decided by the
-    bundle's orientation network (none: as given unless --orientation mirror)."""
+    bundle's orientation network (none: as given unless --orientation mirror) on the input's frames as `ef` and
+    the app read them (a clip: up to 16 of its frames, far surer than the one frame)."""
     from echogen.nets.orient import has_orient, load_orient, standard_view
-    model = None
-    if mode == "auto" and source and Path(source).is_dir() and has_orient(source):
-        model = load_orient(source, device)[0]
-    return standard_view(frame, model, mode)
+    if not (mode == "auto" and source and Path(source).is_dir() and has_orient(source)):
+        return standard_view(frame, None, mode)
+    from echogen.data.clips import ef_frames, read_input
+    frames, _ = read_input(path)
+    return standard_view(frame, load_orient(source, device)[0], mode, decide_on=ef_frames(frames, 112))
 
 
 def _read_line(source, device, video, fps: float, asked: float) -> str:
