@@ -45,14 +45,15 @@ stats = {k: [] for k in ("clip", "frame", "clip_export", "frame_export")}     # 
 for name, v, fps in clips():
     for cond, (x, _) in (("", (v, fps)), ("_export", export.apply(v, fps))):
         for mirrored, y in ((False, x), (True, np.ascontiguousarray(x[:, :, ::-1]))):
-            pc = p_mirrored(model, y)
-            stats["clip" + cond].append((pc if mirrored else 1 - pc, name, mirrored))
+            stats["clip" + cond].append((p_mirrored(model, y), name, mirrored))
             for k in np.linspace(0, len(y) - 1, min(8, len(y))).round().astype(int):
-                pf = p_mirrored(model, y[k])
-                stats["frame" + cond].append((pf if mirrored else 1 - pf, f"{name}[{k}]", mirrored))
-print(f"{args.weights}: {args.data or ''} {' '.join(args.files)}; wrong = P(correct) < {1 - MIRRORED_ABOVE:g}")
+                stats["frame" + cond].append((p_mirrored(model, y[k]), f"{name}[{k}]", mirrored))
+print(f"{args.weights}: {args.data or ''} {' '.join(args.files)}; read mirrored back when P(mirrored) > "
+      f"{MIRRORED_ABOVE:g}")
 for k, rows in stats.items():
-    pcs = np.array([r[0] for r in rows])
-    worst = sorted(rows)[:3]
-    print(f"{k:>13}: {len(rows)} decisions, wrong {(pcs < 1 - MIRRORED_ABOVE).sum()}, mean P(correct) {pcs.mean():.3f}, "
-          f"closest " + ", ".join(f"{n}{' mirrored' if m else ''} {pc:.2f}" for pc, n, m in worst))
+    std = np.array([p for p, _, m in rows if not m])
+    mir = np.array([p for p, _, m in rows if m])
+    margin = sorted(rows, key=lambda r: abs(r[0] - MIRRORED_ABOVE))[:3]
+    print(f"{k:>13}: standard {len(std)}: mirrored wrongly {(std > MIRRORED_ABOVE).sum()} (max P {std.max():.2f}); "
+          f"mirrored {len(mir)}: left as given {(mir <= MIRRORED_ABOVE).sum()} (min P {mir.min():.2f}); closest to the "
+          "threshold " + ", ".join(f"{n}{' mirrored' if m else ''} {p:.2f}" for p, n, m in margin))
