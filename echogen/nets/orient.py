@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
+from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, resolve_weights, save_tensors
 
 KIND = "orientation"
 # p_mirrored above this: the input is read mirrored back (standard_view). Not 0.5: most uploads are in the standard
@@ -100,18 +100,7 @@ def save_orient(path, model: OrientNet, cfg: OrientConfig, **extra) -> Path:
 
 
 def resolve_orient_path(path_or_bundle) -> Path:
-    p = Path(path_or_bundle)
-    if p.is_dir():
-        name = read_manifest(p).get("orientation")
-        if not name:
-            raise WeightsError(f"{p}: this weights bundle has no orientation model (manifest 'orientation' is "
-                               "empty); train one with train/train_orient.py --bundle")
-        p = p / name
-        if not p.is_file():
-            raise WeightsError(f"{p}: the bundle's manifest names this orientation model, but it is missing")
-    elif not p.exists():
-        raise WeightsError(f"orientation weights not found: {p}")
-    return p
+    return resolve_weights(path_or_bundle, "orientation", "orientation model", "train/train_orient.py")
 
 
 def has_orient(path_or_bundle) -> bool:

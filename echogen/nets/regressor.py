@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
 from echogen.data.resample import source_frames
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
+from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, resolve_weights, save_tensors
 
 KIND = "regressor"
 
@@ -184,19 +184,7 @@ def save_regressor(path, model: EFRegressor, cfg: RegressorConfig, **extra) -> P
 
 def resolve_regressor_path(path_or_bundle) -> Path:
     """A .safetensors file, or a bundle folder whose manifest names the regressor."""
-    p = Path(path_or_bundle)
-    if p.is_dir():
-        man = read_manifest(p)
-        name = man.get("regressor")
-        if not name:
-            raise WeightsError(f"{p}: this weights bundle has no EF regressor (manifest 'regressor' is empty); "
-                               "train one with train/train_regressor.py --bundle")
-        p = p / name
-        if not p.is_file():
-            raise WeightsError(f"{p}: the bundle's manifest names this regressor file, but it is missing")
-    elif not p.exists():
-        raise WeightsError(f"regressor weights not found: {p}")
-    return p
+    return resolve_weights(path_or_bundle, "regressor", "EF regressor", "train/train_regressor.py")
 
 
 def load_regressor(path_or_bundle, device=None) -> tuple[EFRegressor, RegressorConfig]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
 from echogen.eval.lv_volume import N_DISKS, disks_from_mask, ef_from_volumes, fill_frames, implausible_frames
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, read_manifest, save_tensors
+from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, resolve_weights, save_tensors
 
 KIND = "tracer"
 TRACE_FPS = 25.0          # clips faster than this are traced at this rate (ES is found to within 40 ms)
@@ -114,18 +114,7 @@ def save_tracer(path, model: LVTracer, cfg: TracerConfig, **extra) -> Path:
 
 def resolve_tracer_path(path_or_bundle) -> Path:
     """A .safetensors file, or a bundle folder whose manifest names the tracer."""
-    p = Path(path_or_bundle)
-    if p.is_dir():
-        name = read_manifest(p).get("tracer")
-        if not name:
-            raise WeightsError(f"{p}: this weights bundle has no LV tracer (manifest 'tracer' is empty); "
-                               "train one with train/train_tracer.py --bundle")
-        p = p / name
-        if not p.is_file():
-            raise WeightsError(f"{p}: the bundle's manifest names this tracer file, but it is missing")
-    elif not p.exists():
-        raise WeightsError(f"tracer weights not found: {p}")
-    return p
+    return resolve_weights(path_or_bundle, "tracer", "LV tracer", "train/train_tracer.py")
 
 
 def has_tracer(path_or_bundle) -> bool:

@@ -133,6 +133,23 @@ def read_manifest(bundle) -> dict:
     return man
 
 
+def resolve_weights(path_or_bundle, key: str, what: str, script: str) -> Path:
+    """The weights file of one model: a .safetensors path as given, or the file a bundle's manifest names under
+    `key` (e.g. "tracer"); `what` names the model in errors ("LV tracer"), `script` is what trains one."""
+    p = Path(path_or_bundle)
+    if p.is_dir():
+        name = read_manifest(p).get(key)
+        if not name:
+            raise WeightsError(f"{p}: this weights bundle has no {what} (manifest '{key}' is empty); "
+                               f"train one with {script} --bundle")
+        p = p / name
+        if not p.is_file():
+            raise WeightsError(f"{p}: the bundle's manifest names this {key} file, but it is missing")
+    elif not p.exists():
+        raise WeightsError(f"{key} weights not found: {p}")
+    return p
+
+
 def write_manifest(bundle, manifest: dict) -> None:
     bundle = Path(bundle)
     bundle.mkdir(parents=True, exist_ok=True)
