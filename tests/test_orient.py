@@ -205,3 +205,24 @@ def test_generate_writes_a_mirrored_input_s_loop_mirrored_again(tmp_path, capsys
     assert "view: mirrored view" in capsys.readouterr().out
     a, m = np.load(tmp_path / "a.npy"), np.load(tmp_path / "m.npy")
     assert not np.array_equal(a, a[..., ::-1]) and np.array_equal(m, a[..., ::-1])
+
+
+@needs_shipped
+def test_app_input_check_of_one_frame_follows_the_upload_s_decision(tmp_path, monkeypatch):
+    """The app checks the conditioning frame with the decision made on the whole upload: the tracer check sees the
+    frame mirrored back even when that one frame alone would not have been (single real frames are less sure)."""
+    import echogen.eval.readout as R
+    from echogen.ui import support as S
+    engine = S.load_engine(str(DEMO))
+    frames = np.stack([np.full((112, 112), 40, np.uint8)] * 3)
+    path = tmp_path / "x.npy"
+    np.save(path, frames)
+    seen = {}
+    monkeypatch.setattr(R, "assess_input", lambda *a, mirrored=None, **k: seen.update(mirrored=mirrored)
+                        or R.Assessment(score=1.0))
+    monkeypatch.setattr(S, "_VIEWS", {})
+    st = path.stat()
+    S._VIEWS[(str(path), st.st_mtime_ns, st.st_size, id(engine))] = {"mirrored": True, "p_mirrored": 0.97,
+                                                                     "mode": "auto"}   # the upload's decision
+    S.input_check(engine, path, index=0, frames=frames, info={})
+    assert seen["mirrored"] is True

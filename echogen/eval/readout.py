@@ -342,14 +342,16 @@ def _tracer_check(prepared: np.ndarray, tracer, fps: float) -> tuple[float, str]
     return score, _line(False, "; ".join(notes))
 
 
-def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=None) -> Assessment:
+def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=None,
+                 mirrored: bool | None = None) -> Assessment:
     """How much an input looks like an apical-4-chamber echo.
 
     frames: the raw input, uint8 (T, H, W) / (T, H, W, 3) or one frame (H, W) / (H, W, 3), as
     echogen.data.inputs.load_frames gives it. tracer: an LVTracer (or None: image checks only). fps: the clip's
     frame rate (0 unknown). prepared: the (T, 112, 112) model frames if already made (else made here with
     the generator's preprocessing). orient: an orientation network (echogen.nets.orient): the tracer then sees the
-    prepared frames in the standard view (a mirrored upload is not an unsure trace)."""
+    prepared frames in the standard view (a mirrored upload is not an unsure trace). mirrored: that decision already
+    made (e.g. on the whole upload when `frames` is one frame of it): True / False, None = orient decides."""
     a = np.asarray(frames)
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4 and a.shape[1] > 4
                        and a.shape[-1] != a.shape[-2]):
@@ -370,9 +372,10 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=No
         if prepared is None:
             from echogen.data.clips import prepare_clip
             prepared = prepare_clip(a, tracer.cfg.size)
-            if orient is not None:
+            if orient is not None or mirrored:
                 from echogen.nets.orient import standard_view
-                prepared = standard_view(np.asarray(prepared), orient)[0]
+                mode = "auto" if mirrored is None else ("mirror" if mirrored else "as-is")
+                prepared = standard_view(np.asarray(prepared), orient, mode)[0]
         s, r = _tracer_check(np.asarray(prepared), tracer, fps)
         checks["tracer"], _ = s, reasons.append(r)
     vals = np.sort(np.array(list(checks.values())))

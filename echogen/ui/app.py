@@ -164,7 +164,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             serving.uploads.done(session(request), path)      # its upload has been used (and is kept)
         try:
             frames, info = S.read_input(path)
-            frame, pinfo = S.conditioning_frame(path, 0, _engine_or_none(weights))
+            engine = _engine_or_none(weights)
+            S.upload_view(engine, path, frames)               # decided once, on this decode (kept per upload)
+            frame, pinfo = S.conditioning_frame(path, 0, engine)
         except errors as e:
             msg = G.scrub(e, path)
             log(f"upload refused: {msg}")

@@ -159,9 +159,10 @@ def clip_view(engine: Engine, f: np.ndarray):
     return standard_view(f, getattr(engine, "orient", None))
 
 
-def upload_view(engine: Engine | None, path) -> dict | None:
+def upload_view(engine: Engine | None, path, frames=None) -> dict | None:
     """Is this upload shown mirrored? Decided once per upload on the frames its EF is read from (clip_ef), so the
-    conditioning frame, the clip's EF and the input check agree; None without an orientation network."""
+    conditioning frame, the clip's EF and the input check agree; None without an orientation network.
+    frames: the upload as read_input gives it, when already read (else it is read here)."""
     if engine is None or engine.orient is None:
         return None
     st = Path(path).stat()
@@ -170,8 +171,9 @@ def upload_view(engine: Engine | None, path) -> dict | None:
         if key in _VIEWS:
             return _VIEWS[key]
     from echogen.data.clips import ef_frames
-    frames, _ = read_input(path)
-    view = clip_view(engine, ef_frames(frames, 112))[1]
+    if frames is None:
+        frames, _ = read_input(path)
+    view = clip_view(engine, ef_frames(np.asarray(frames), 112))[1]
     with _VIEWS_LOCK:
         if len(_VIEWS) > 256:
             _VIEWS.clear()
@@ -401,14 +403,16 @@ def input_check(engine: Engine, path, index: int | None = None, frames=None, inf
     from echogen.eval.readout import assess_input
     if frames is None:
         frames, info = read_input(path)
-    frames = np.asarray(frames)
+    frames = all_frames = np.asarray(frames)
     fps = float((info or {}).get("fps") or 0.0)
     if index is not None:
         frames, fps = frames[int(index):int(index) + 1], 0.0
     frames = frames[:CHECK_FRAMES]
     tracer = engine.tracer[0] if engine.tracer is not None else None
     try:
-        return assess_input(frames, tracer, fps, orient=getattr(engine, "orient", None))
+        view = upload_view(engine, path, all_frames) if path is not None else None  # the upload's, not one frame's
+        return assess_input(frames, tracer, fps, orient=getattr(engine, "orient", None),
+                            mirrored=None if view is None else view["mirrored"])
     except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
         a = assess_input(frames, None, fps)
         a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")
