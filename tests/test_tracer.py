@@ -548,3 +548,17 @@ def test_a4c_check_warns_on_a_bright_disc_on_black():
         assert assess_input(f).checks["sector"] == 1.0
     for png in sorted((ROOT / "assets" / "examples").glob("*.png")):
         assert assess_input(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)).checks["sector"] == 1.0, png.name
+
+
+def test_a4c_check_names_an_apex_down_fan():
+    """A fan shown upside down (apex at the bottom, as some labs display apical views) was warned as "not
+    fan-shaped ... a linear or rectangular image"; the warning now says what it is and what to do. The real
+    SonoSite clip the right way up still passes."""
+    from pydicom.data import get_testdata_file
+    from echogen.data.inputs import load_frames
+    from echogen.eval.readout import assess_input
+
+    frames, _ = load_frames(get_testdata_file("examples_ybr_color.dcm"))
+    assert assess_input(frames).checks["sector"] == 1.0
+    a = assess_input(np.ascontiguousarray(frames[:, ::-1]))
+    assert not a.ok and "apex at the bottom" in a.reasons[1] and "upside down" in a.warning, a.reasons

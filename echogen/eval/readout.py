@@ -272,7 +272,12 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     if dark_out < 0.6:
         score -= 0.5
         notes.append(f"only {dark_out:.0%} of the pixels around it are black")
-    if taper > 0.8:
+    apex_down = float(rows(0.85, 1.0) / max(rows(0.1, 0.4), 1.0))      # narrow bottom: a fan turned upside down
+    if taper > 0.8 and apex_down < 0.5:      # unusable as it is (the real clip upside down read EF 88 / 72 %)
+        score -= 0.8
+        notes.append("it is a fan with its apex at the bottom (an apex-down display); EchoGen's models need the apex at "
+                     "the top: turn the image upside down")
+    elif taper > 0.8:
         score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
     elif off_centre > 0.25:      # simulator v2's probe offsets and tilts: <= 0.19 (190 clips)
