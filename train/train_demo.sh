@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Train the bundled `demo` cascade, the EF regressor and the LV tracer on simulator v2, on the CPU.
+# Train the bundled `demo` cascade, the EF regressor, the LV tracer and the orientation network on simulator v2,
+# on the CPU.
 # Every job fine-tunes from the shipped bundle (--init-from: the bundle alone is enough to continue) with
 # wide domain randomisation, and is resumable: run it again and every job continues from its last
 # checkpoint in $RUNS. Each job stops after MINUTES (default: no limit) with a checkpoint, so it can be
@@ -16,10 +17,10 @@ RUNS=${RUNS:-runs/demo_v2}
 INIT=${INIT:-assets/weights/demo}        # every job starts from this bundle's weights
 BUNDLE=${BUNDLE:-$RUNS/bundle}            # a candidate bundle: evaluate it before it replaces the shipped one
 MINUTES=${MINUTES:-0}
-STAGES=${STAGES:-"regressor tracer base spatial temporal"}
+STAGES=${STAGES:-"regressor tracer orientation base spatial temporal"}
 THREADS=${THREADS:-0}
 # total optimiser steps per job (batch sizes come from the presets)
-declare -A STEPS=([regressor]=4000 [tracer]=3000 [base]=4000 [spatial]=2000 [temporal]=1500)
+declare -A STEPS=([regressor]=4000 [tracer]=3000 [orientation]=4000 [base]=4000 [spatial]=2000 [temporal]=1500)
 
 if [ ! -f "$BUNDLE/manifest.json" ]; then mkdir -p "$(dirname "$BUNDLE")" && cp -r "$INIT" "$BUNDLE"; fi
 if [ ! -f "$DATA/FileList.csv" ]; then   # deterministic: the same seed writes the same videos
@@ -32,6 +33,9 @@ for job in $STAGES; do
       --eval-every 250 --val-videos 100 --augment wide
   elif [ "$job" = tracer ]; then
     $PY train/train_tracer.py --data "$DATA" --out "$RUNS/tracer" --bundle "$BUNDLE" \
+      --steps "${STEPS[$job]}" --minutes "$MINUTES" --threads "$THREADS"
+  elif [ "$job" = orientation ]; then     # from scratch (it learns in minutes); session 17 used data/reg_mix4
+    $PY train/train_orient.py --data "$DATA" --out "$RUNS/orientation" --bundle "$BUNDLE" \
       --steps "${STEPS[$job]}" --minutes "$MINUTES" --threads "$THREADS"
   else
     extra=""; [ "$job" != base ] && extra="--max-videos 600"
