@@ -222,7 +222,11 @@ def test_generate_cli_reads_the_clip_as_the_app_does(tmp_path):
     assert (r["regressor"], r["tracing"]) == (a, b) and r["ef"] == round((a + b) / 2, 1), r
     assert r["read_by"] == "mean of the EF regressor and LV tracing" and abs(r["ef"] - float(row["EF"])) < 12, (r, row)
     line = _read_line(DEFAULT_WEIGHTS, "cpu", video, fps, 40.0)
-    assert f"EF read from the clip: {r['ef']:.1f} %" in line and f"difference {r['ef'] - 40:+.1f}" in line, line
+    assert f"EF read from the generated clip (the app's number): {r['ef']:.1f} %" in line, line
+    assert f"difference {r['ef'] - 40:+.1f}" in line and "written loop" not in line, line
+    loop = video[:20]                                              # OUT holds a loop cut from the clip: read too
+    line = _read_line(DEFAULT_WEIGHTS, "cpu", video, fps, 40.0, loop)
+    assert "EF read from the written loop (20 frames" in line and "--method both` reads" in line, line
     assert generated_ef(reg, None, video, fps)["read_by"] == "EF regressor"
     Cascade.random("tiny").save(tmp_path / "b")                   # a bundle with neither reader
     assert "not read" in _read_line(tmp_path / "b", "cpu", video, fps, 40.0)

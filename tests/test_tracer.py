@@ -562,3 +562,25 @@ def test_a4c_check_names_an_apex_down_fan():
     assert assess_input(frames).checks["sector"] == 1.0
     a = assess_input(np.ascontiguousarray(frames[:, ::-1]))
     assert not a.ok and "apex at the bottom" in a.reasons[1] and "upside down" in a.warning, a.reasons
+
+
+def test_a_generation_frame_is_judged_with_its_clip():
+    """Gradio's own sample video of the Earth at night (shipped in the gradio package): its clip is warned (a disc,
+    not a fan), but one frame's noisy rim has straight stretches, so the frame alone passed; `generate` and the
+    app's readout judged only the frame and said "looks like an apical-4-chamber echo (score 0.92)" (new-user
+    report, session 17). A generation's frame is now judged with its clip: the lower of the two."""
+    import gradio
+    from echogen.data.inputs import load_frames
+    from echogen.eval.readout import assess_input, check_input
+    from echogen.ui import support as S
+    demo = ROOT / "assets" / "weights" / "demo"
+    video = Path(gradio.__file__).parent / "media_assets" / "videos" / "b.mp4"
+    if not video.is_file():
+        pytest.skip("this gradio has no media_assets/videos/b.mp4")
+    frames, _ = load_frames(video)
+    assert assess_input(frames[:1]).checks["sector"] == 1.0          # the frame alone looks like a fan
+    a = check_input(video, demo, frame=0)
+    assert not a.ok and "(the whole clip)" in " ".join(a.reasons), a.reasons
+    engine = S.load_engine(str(demo))
+    assert not S.input_check(engine, video, 0).ok and not S.input_check(engine, video).ok
+    assert check_input(ROOT / "assets" / "examples" / "phantom_test_ef50.png", demo, frame=0).ok

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 WARN_BELOW = 0.5
+CLIP_CHECK_FRAMES = 96   # a clip's check traces at most this many of its frames (~3 s at 30 fps)
 
 
 # ------------------------------------------------------------------------------------ provenance
@@ -275,8 +276,8 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     apex_down = float(rows(0.85, 1.0) / max(rows(0.1, 0.4), 1.0))      # narrow bottom: a fan turned upside down
     if taper > 0.8 and apex_down < 0.5:      # unusable as it is (the real clip upside down read EF 88 / 72 %)
         score -= 0.8
-        notes.append("it is a fan with its apex at the bottom (an apex-down display); EchoGen's models need the apex at "
-                     "the top: turn the image upside down")
+        notes.append("it is a fan with its apex at the bottom (an apex-down display); EchoGen's models need the "
+                     "apex at the top: turn the image upside down")
     elif taper > 0.8:
         score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
@@ -398,15 +399,28 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
+def frame_and_clip(frame_check: Assessment, clip_check: Assessment | None) -> Assessment:
+    """The check of a frame a generation conditions on, taken from a clip: the lower-scoring of the frame's and
+    the whole clip's checks (one frame of a non-echo video can pass what the clip fails: Gradio's Earth-at-night
+    video is a curved disc in its max projection, while one frame's noisy rim has straight stretches)."""
+    if clip_check is None or frame_check.score <= clip_check.score:
+        return frame_check
+    clip_check.reasons = [r + " (the whole clip)" if r.startswith("warn") else r for r in clip_check.reasons]
+    return clip_check
+
+
 def assess_file(path, tracer=None, frame: int | None = None, orient=None) -> Assessment:
     """assess_input on a file (PNG / JPEG / DICOM / clip / .npy) read with echogen.data.inputs.load_frames;
-    frame: judge only that frame (what `generate` conditions on), else the whole clip."""
+    frame: the frame `generate` conditions on, judged with the clip it comes from (frame_and_clip); else the
+    whole clip (its first CLIP_CHECK_FRAMES frames)."""
     from echogen.data.inputs import load_frames
 
     frames, info = load_frames(path)
-    if frame is not None:
-        return assess_input(frames[frame:frame + 1], tracer, 0.0, orient=orient)
-    return assess_input(frames, tracer, float(info.get("fps") or 0.0), orient=orient)
+    fps = float(info.get("fps") or 0.0)
+    clip = assess_input(frames[:CLIP_CHECK_FRAMES], tracer, fps, orient=orient) if len(frames) > 1 else None
+    if frame is None:
+        return clip if clip is not None else assess_input(frames, tracer, 0.0, orient=orient)
+    return frame_and_clip(assess_input(frames[frame:frame + 1], tracer, 0.0, orient=orient), clip)
 
 
 def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:

@@ -177,6 +177,8 @@ def view_note(view: dict) -> str:
         why = f"P {p:.2f} by the orientation network" if p is not None else "as asked"
         return (f"mirrored view: the LV is on the left of the screen ({why}); read mirrored back to the standard "
                 "view (LV on the right), as the models were trained")
-    if view["mode"] == "as-is" or p is None:
+    if view["mode"] == "as-is" or p is None or p <= 0.2:
         return ""
-    return f"standard view (the LV on the right; P(mirrored) {p:.2f})" if p > 0.2 else ""
+    # not "standard view (the LV on the right)": an unsure network says nothing about an LV (a photo reads 0.5-0.6)
+    return (f"orientation unsure (P(mirrored) {p:.2f} by the orientation network, not above {MIRRORED_ABOVE:g}): "
+            "read as given")

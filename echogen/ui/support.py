@@ -271,7 +271,7 @@ def lv_area_curve(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ LV tracing
-CHECK_FRAMES = 96        # the upload check traces at most this many frames of a clip (~3 s at 30 fps)
+from echogen.eval.readout import CLIP_CHECK_FRAMES as CHECK_FRAMES  # noqa: E402  (the CLI's limit too)
 CONTOUR_RGB = (255, 196, 0)
 
 
@@ -397,28 +397,32 @@ def plot_volume(res: dict, source_fps: float, path, loop: tuple | None = None, l
 
 def input_check(engine: Engine, path, index: int | None = None, frames=None, info=None):
     """Does the upload look like an apical-4-chamber echo? echogen.eval.readout.assess_input with the
-    bundle's LV tracer when it has one (image checks only otherwise). index: judge only that frame (what a
-    generation conditions on); else the clip (its first CHECK_FRAMES frames: the tracer also checks that
-    the LV beats). Returns an Assessment; a check that itself fails falls back to the image checks."""
-    from echogen.eval.readout import assess_input
+    bundle's LV tracer when it has one (image checks only otherwise). index: the frame a generation conditions
+    on, judged with the clip it comes from (readout.frame_and_clip: the lower of the two); else the clip (its
+    first CHECK_FRAMES frames: the tracer also checks that the LV beats). The tracer sees the frames in the
+    upload's view (upload_view). Returns an Assessment; a check that itself fails falls back to the image checks."""
+    from echogen.eval.readout import assess_input, frame_and_clip
     if frames is None:
         frames, info = read_input(path)
-    frames = all_frames = np.asarray(frames)
+    frames = np.asarray(frames)
     fps = float((info or {}).get("fps") or 0.0)
-    if index is not None:
-        frames, fps = frames[int(index):int(index) + 1], 0.0
-    frames = frames[:CHECK_FRAMES]
     tracer = engine.tracer[0] if engine.tracer is not None else None
-    try:
-        view = upload_view(engine, path, all_frames) if path is not None else None  # the upload's, not one frame's
-        return assess_input(frames, tracer, fps, orient=getattr(engine, "orient", None),
-                            mirrored=None if view is None else view["mirrored"])
-    except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
-        a = assess_input(frames, None, fps)
-        a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")
-        a.checks["tracer"] = 0.0
-        a.score = min(a.score, 0.45)
-        return a
+
+    def check(f, f_fps):
+        try:
+            view = upload_view(engine, path, frames) if path is not None else None  # the upload's, not one frame's
+            return assess_input(f, tracer, f_fps, orient=getattr(engine, "orient", None),
+                                mirrored=None if view is None else view["mirrored"])
+        except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
+            a = assess_input(f, None, f_fps)
+            a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")
+            a.checks["tracer"] = 0.0
+            a.score = min(a.score, 0.45)
+            return a
+    clip = check(frames[:CHECK_FRAMES], fps) if index is None or len(frames) > 1 else None
+    if index is None:
+        return clip
+    return frame_and_clip(check(frames[int(index):int(index) + 1], 0.0), clip)
 
 
 def new_result_dir(root=None) -> Path:

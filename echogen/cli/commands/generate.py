@@ -5,7 +5,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from echogen.cli.main import UserError, add_input_limit_arguments, add_speed_arguments, input_limits, apply_speed
@@ -49,9 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-calibration", action="store_true",
                    help="condition the networks on --ef as given, not through the bundle's EF calibration")
     p.add_argument("--orientation", default="auto", choices=("auto", "as-is", "mirror"),
-                   help="a frame shown mirrored (the LV on the left) is generated from mirrored back and the loop "
-                        "mirrored again to match it: auto = when the bundle's orientation network says so (default), "
-                        "as-is = never, mirror = always")
+                   help="a frame shown mirrored (the LV on the left) is generated from mirrored back, and the loop "
+                        "written in the standard view (as the app shows it): auto = when the bundle's orientation "
+                        "network says so (default), as-is = never, mirror = always")
     p.add_argument("--no-read", action="store_true",
                    help="do not read the generated clip's EF with the bundle's EF regressor and LV tracer")
     p.add_argument("--full-clip", action="store_true",
@@ -123,8 +122,6 @@ def main(args) -> int:
         loop_note = (f"one heart cycle from end-diastole, frames {cut.start}-{cut.stop - 1} of {len(video)} "
                      f"({cut.method})" if cut.complete else
                      f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
-    if view["mirrored"]:          # generated in the standard view; written the way round the input was shown
-        loops = {k: np.ascontiguousarray(v[..., ::-1]) for k, v in loops.items()}
     video = loops[final.name]
     write_video(out, video, final.fps, loop=not args.full_clip)
     if args.save_stages:
@@ -140,10 +137,11 @@ def main(args) -> int:
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
     from echogen.nets.orient import view_note
     if view_note(view):
-        again = "; the loop is written mirrored again, as the input was shown" if view["mirrored"] else ""
-        print(f"  view: {view_note(view)}{again}", flush=True)
+        shown = "; the loop is written in the standard view, as the app shows it" if view["mirrored"] else ""
+        print(f"  view: {view_note(view)}{shown}", flush=True)
     if not args.no_read:
-        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef), flush=True)
+        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef,
+                         None if args.full_clip else video), flush=True)
     return 0
 
 
@@ -159,8 +157,9 @@ def _standard_view(frame, source, mode: str, device, path):
     return standard_view(frame, load_orient(source, device)[0], mode, decide_on=ef_frames(frames, 112))
 
 
-def _read_line(source, device, video, fps: float, asked: float) -> str:
-    """The generated clip's EF as the app's readout states it (echogen.eval.reading.generated_ef), one line."""
+def _read_line(source, device, video, fps: float, asked: float, loop=None) -> str:
+    """The generated clip's EF as the app's readout states it (echogen.eval.reading.generated_ef), and, when OUT
+    holds a loop cut from it, the loop's (what `ef --video OUT --method both` reads, before video compression)."""
     from echogen.eval.reading import generated_ef
     from echogen.weights.bundle import MANIFEST, read_manifest
 
@@ -176,12 +175,18 @@ def _read_line(source, device, video, fps: float, asked: float) -> str:
         tracer = load_tracer(source, device)[0]
     if regressor is None and tracer is None:
         return f"  EF read from the clip: not read ({source} has neither an EF regressor nor an LV tracer)"
+    def said(r):
+        each = ", ".join(f"{k} {r[k]:.1f} %" for k in ("regressor", "tracing") if r[k] is not None)
+        return f"{r['ef']:.1f} % ({r['read_by']}: {each})" if r["ef"] is not None else "neither reader could read it"
     r = generated_ef(regressor, tracer, video, fps)
-    if r["ef"] is None:
-        return "  EF read from the clip: neither reader could read it"
-    each = ", ".join(f"{k} {r[k]:.1f} %" for k in ("regressor", "tracing") if r[k] is not None)
-    return (f"  EF read from the clip: {r['ef']:.1f} % ({r['read_by']}: {each}; asked {asked:g} %, difference "
-            f"{r['ef'] - asked:+.1f}; `python -m echogen ef --video OUT --method both` for the details)")
+    line = f"  EF read from the generated clip (the app's number): {said(r)}"
+    if r["ef"] is not None:
+        line += f"; asked {asked:g} %, difference {r['ef'] - asked:+.1f}"
+    if loop is not None:
+        on_loop = said(generated_ef(regressor, tracer, loop, fps))
+        line += (f"\n  EF read from the written loop ({len(loop)} frames, what `python -m echogen ef --video OUT "
+                 f"--method both` reads; a short loop can read differently): {on_loop}")
+    return line
 
 
 def _tracer_area(source, device):
