@@ -140,8 +140,8 @@ def main(args) -> int:
         shown = "; the loop is written in the standard view, as the app shows it" if view["mirrored"] else ""
         print(f"  view: {view_note(view)}{shown}", flush=True)
     if not args.no_read:
-        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef,
-                         None if args.full_clip else video), flush=True)
+        cut_loop = video if len(video) != final.video.shape[2] else None       # OUT holds a loop cut from the clip
+        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef, cut_loop), flush=True)
     return 0
 
 
