@@ -426,12 +426,10 @@ def assess_file(path, tracer=None, frame: int | None = None, orient=None) -> Ass
 def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:
     """The A4C check the CLI and the app run before reading or generating: assess_file with the LV tracer
     (and the orientation network) of the weights bundle when it has them (image checks only otherwise)."""
-    tracer = orient = None
+    from echogen.nets.orient import bundle_orient
+    tracer = None
     if weights is not None:
-        from echogen.nets.orient import has_orient, load_orient
         from echogen.nets.tracer import has_tracer, load_tracer
         if has_tracer(weights):
             tracer = load_tracer(weights, device)[0]
-        if has_orient(weights):
-            orient = load_orient(weights, device)[0]
-    return assess_file(path, tracer, frame, orient)
+    return assess_file(path, tracer, frame, bundle_orient(weights, device))

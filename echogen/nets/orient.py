@@ -111,6 +111,14 @@ def has_orient(path_or_bundle) -> bool:
         return False
 
 
+def bundle_orient(bundle, device=None) -> OrientNet | None:
+    """The orientation network of a weights bundle folder, or None (no bundle, a single weights file, or a bundle
+    without one): what `ef`, `generate`, the input check and case pools put in front of their readers."""
+    if not bundle or not Path(bundle).is_dir() or not has_orient(bundle):
+        return None
+    return load_orient(bundle, device)[0]
+
+
 def load_orient(path_or_bundle, device=None) -> tuple[OrientNet, OrientConfig]:
     p = resolve_orient_path(path_or_bundle)
     tensors, cfg_dict, meta = load_tensors(p, KIND)

@@ -26,7 +26,7 @@ import numpy as np
 from echogen.data.loops import seamless_loop
 from echogen.ef import parse_efs
 from echogen.eval.reading import video_ef
-from echogen.nets.orient import standard_view
+from echogen.nets.orient import bundle_orient, standard_view
 from echogen.teaching.gate import DEFAULT_TOLERANCE, default_readers, tracer_area, verify
 from echogen.teaching.media import (BuildCancelled, CaseFolder, MonotonicProgress,  # noqa: F401 (re-export)
                                     VideoSpec, fit_clip, frame_hash, max_start, name_hash, random_id, save_png,
@@ -128,12 +128,6 @@ def as_frame(item) -> np.ndarray:
     return prepare_array(a, 112)
 
 
-def _orient(bundle, device="cpu"):
-    """The bundle's orientation network (echogen.nets.orient), or None (no bundle, or none in it)."""
-    from echogen.nets.orient import has_orient, load_orient
-    return load_orient(bundle, device)[0] if bundle is not None and has_orient(bundle) else None
-
-
 class NonA4CFrames(ValueError):
     """Source frames that do not look like apical-4-chamber echoes (the organiser can override)."""
 
@@ -150,7 +144,7 @@ def check_source_frames(frames, weights=None, device="cpu", labels=None, allow: 
         from echogen.nets.tracer import has_tracer, load_tracer
         if has_tracer(weights):
             tracer = load_tracer(weights, device)[0]
-    orient = _orient(weights if weights is not None and _is_dir(str(weights)) else None, device)
+    orient = bundle_orient(weights if weights is not None and _is_dir(str(weights)) else None, device)
     n = len(frames)
     labels = list(labels) if labels is not None else [f"source frame {i + 1} of {n}" for i in range(n)]
     out, bad = [], []
@@ -236,7 +230,7 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
     area_fn = tracer_area(readers)
     done = 0
     conditioned = cascade.conditioning_ef(efs, (sample_kwargs or {}).get("calibrate", True))  # what the networks get
-    orient = _orient(cascade.source if _is_dir(cascade.source) else None)
+    orient = bundle_orient(cascade.source if _is_dir(cascade.source) else None)
     for item in frames:
         frame = standard_view(as_frame(item), orient)[0]        # a mirrored source frame: generated the right way round
         fhash = frame_hash(frame)

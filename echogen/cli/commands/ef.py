@@ -74,9 +74,8 @@ def _readers(weights: Path, method: str, device):
 def _standard_view(frames, weights: Path, mode: str, device):
     """The clip in the standard orientation (echogen.nets.orient.standard_view) with the bundle's orientation
     network (a bundle without one, or a single weights file: read as given unless --orientation mirror)."""
-    from echogen.nets.orient import has_orient, load_orient, standard_view
-    model = load_orient(weights, device)[0] if mode == "auto" and weights.is_dir() and has_orient(weights) else None
-    return standard_view(frames, model, mode)
+    from echogen.nets.orient import bundle_orient, standard_view
+    return standard_view(frames, bundle_orient(weights, device) if mode == "auto" else None, mode)
 
 
 def main(args) -> int:

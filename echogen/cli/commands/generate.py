@@ -149,12 +149,13 @@ def _standard_view(frame, source, mode: str, device, path):
     """The conditioning frame in the standard orientation (echogen.nets.orient.standard_view), decided by the
     bundle's orientation network (none: as given unless --orientation mirror) on the input's frames as `ef` and
     the app read them (a clip: up to 16 of its frames, far surer than the one frame)."""
-    from echogen.nets.orient import has_orient, load_orient, standard_view
-    if not (mode == "auto" and source and Path(source).is_dir() and has_orient(source)):
+    from echogen.nets.orient import bundle_orient, standard_view
+    model = bundle_orient(source, device) if mode == "auto" else None
+    if model is None:
         return standard_view(frame, None, mode)
     from echogen.data.clips import ef_frames, read_input
     frames, _ = read_input(path)
-    return standard_view(frame, load_orient(source, device)[0], mode, decide_on=ef_frames(frames, 112))
+    return standard_view(frame, model, mode, decide_on=ef_frames(frames, 112))
 
 
 def _read_line(source, device, video, fps: float, asked: float, loop=None) -> str:
