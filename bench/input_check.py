@@ -1,10 +1,12 @@
-"""The A4C input check (echogen.eval.readout.assess_input) on files, and its false-warning rate on a dataset.
+"""The A4C input check (echogen.eval.readout.assess_file) on files, and its false-warning rate on a dataset.
 
     python bench/input_check.py FILE [FILE ...]                     # score + sub-scores per file
     python bench/input_check.py --data data/sim2_1k --n 60          # warned share of the first N TEST clips
 
-Files are read as the app and `echogen ef` read them (echogen.data.inputs.load_frames), with the tracer of
---weights (default: the demo bundle). Non-cardiac ultrasound for the first form: pydicom/pydicom-data's US1_UNCR,
+Files are read and checked as the app, `ef` and `generate` do (echogen.data.clips.read_input, then
+echogen.eval.readout.assess_frames: the clip, in its standard view), with the LV tracer and orientation network
+of --weights (default: the demo bundle); --upside-down turns every file upside down first (an apex-down display
+should pass as its upright self does). Non-cardiac ultrasound for the first form: pydicom/pydicom-data's US1_UNCR,
 OBXXXX1A, gdcm-US-ALOKA-16 (fetch that repository yourself; nothing here downloads), pydicom's own CT_small.dcm and
 MR_small.dcm, any photo.
 """
@@ -15,9 +17,9 @@ import numpy as np
 import torch
 
 from echogen.data.echonet import read_filelist
-from echogen.data.inputs import InputError, load_frames
-from echogen.eval.readout import assess_input
-from echogen.nets.tracer import load_tracer
+from echogen.data.clips import read_input
+from echogen.data.inputs import InputError
+from echogen.eval.readout import assess_frames, bundle_readers
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("files", nargs="*")
@@ -25,14 +27,17 @@ p.add_argument("--data", default=None, help="an EchoNet-format dataset: score it
 p.add_argument("--n", type=int, default=60)
 p.add_argument("--weights", default="assets/weights/demo", help="bundle whose LV tracer joins the check")
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--upside-down", action="store_true", help="turn every input upside down before the check")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
-tracer = load_tracer(args.weights)[0]
+tracer, orient = bundle_readers(args.weights)
 
 
 def check(path):
-    frames, info = load_frames(path)
-    return assess_input(frames, tracer=tracer, fps=info.get("fps") or 0)
+    frames, info = read_input(path)
+    if args.upside_down:
+        frames = np.ascontiguousarray(frames[:, ::-1])
+    return assess_frames(frames, float(info.get("fps") or 0), tracer, None, orient)
 
 
 for f in args.files:

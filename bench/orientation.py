@@ -1,11 +1,13 @@
-"""How often the orientation network (echogen.nets.orient) tells a mirrored view from the standard one.
+"""How often the orientation network (echogen.nets.orient) tells a mirrored view from the standard one, and how
+often the geometry test (echogen.data.inputs.apex_at_bottom) tells an apex-down display from an upright one.
 
     python bench/orientation.py --data data/sim2_3k_test --n 200 [--weights assets/weights/demo]
     python bench/orientation.py --files clip.dcm frame.png ...      # files in the standard view (LV on the right)
 
 Every clip (the TEST split of an EchoNet-format dataset, or each file as the app reads it) is judged as given and
 mirrored: as a clip (up to 16 frames, the app's and `ef`'s decision) and frame by frame (a single-frame upload),
-as written and after an 8 fps / 16-frame / JPEG q50 export. Prints the wrong decisions and the closest calls.
+as written and after an 8 fps / 16-frame / JPEG q50 export. Prints the wrong decisions and the closest calls; then
+the same clips and frames upright and upside down: how many are turned wrongly or left apex-down.
 """
 import argparse
 
@@ -15,7 +17,7 @@ import torch
 
 from echogen.data.clips import ef_frames
 from echogen.data.echonet import load_video, read_filelist
-from echogen.data.inputs import load_frames
+from echogen.data.inputs import apex_at_bottom, load_frames
 from echogen.eval.tracer_eval import Degrade
 from echogen.nets.orient import MIRRORED_ABOVE, load_orient, p_mirrored
 
@@ -42,8 +44,17 @@ def clips():
 
 export = Degrade(fps=8, frames=16, jpeg=50)
 stats = {k: [] for k in ("clip", "frame", "clip_export", "frame_export")}     # P(correct) of every decision
+turns = {k: [0, 0, 0, 0] for k in stats}      # upright turned, upright judged, apex-down left, apex-down judged
 for name, v, fps in clips():
     for cond, (x, _) in (("", (v, fps)), ("_export", export.apply(v, fps))):
+        for down, y in ((False, x), (True, np.ascontiguousarray(x[:, ::-1]))):
+            for k, items in (("clip", [y]), ("frame", y[np.linspace(0, len(y) - 1, min(8, len(y))).round().astype(int)])):
+                for item in items:
+                    wrong = apex_at_bottom(item) != down
+                    turns[k + cond][2 * down] += int(wrong)
+                    turns[k + cond][2 * down + 1] += 1
+                    if wrong:
+                        print(f"  turn wrong: {name} {'apex-down' if down else 'upright'} ({k + cond})")
         for mirrored, y in ((False, x), (True, np.ascontiguousarray(x[:, :, ::-1]))):
             stats["clip" + cond].append((p_mirrored(model, y), name, mirrored))
             for k in np.linspace(0, len(y) - 1, min(8, len(y))).round().astype(int):
@@ -57,3 +68,6 @@ for k, rows in stats.items():
     print(f"{k:>13}: standard {len(std)}: mirrored wrongly {(std > MIRRORED_ABOVE).sum()} (max P {std.max():.2f}); "
           f"mirrored {len(mir)}: left as given {(mir <= MIRRORED_ABOVE).sum()} (min P {mir.min():.2f}); closest to the "
           "threshold " + ", ".join(f"{n}{' mirrored' if m else ''} {p:.2f}" for p, n, m in margin))
+print("apex-down (geometry, echogen.data.inputs.apex_at_bottom):")
+for k, (ut, un, dl, dn) in turns.items():
+    print(f"{k:>13}: upright {un}: turned wrongly {ut}; apex-down {dn}: left apex-down {dl}")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from echogen.nets.orient import (OrientNet, get_orient_preset, has_orient, load_orient, p_mirrored, save_orient,
-                                 standard_view, view_note)
+from echogen.nets.orient import (OrientNet, apply_view, get_orient_preset, has_orient, load_orient, p_mirrored,
+                                 save_orient, standard_view, view_note)
 from echogen.weights.bundle import WeightsError, update_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,40 @@ def test_standard_view_modes():
     assert not view["mirrored"] and out is clip
     with pytest.raises(ValueError, match="orientation must be"):
         standard_view(clip, None, "flip")
+
+
+def test_standard_view_turns_an_apex_down_fan_apex_up():
+    """Some labs show apical views apex-down (the fan's apex at the bottom). That is geometry, not a network's
+    guess: a fan narrow at the bottom and wide at the top is turned upside down before the mirror decision, in
+    modes auto and mirror (as-is: neither); clips, single frames, uint8, float and torch alike; an upright fan, a
+    disc-like blob and a rectangle are never turned."""
+    from echogen.data.inputs import apex_at_bottom
+    from echogen.data.phantom.dataset import make_video
+    for sim in ("v1", "v2"):
+        _, _, clip = make_video(4242, 3, sim=sim)                                   # (T, 112, 112) uint8, apex up
+        down = np.ascontiguousarray(clip[:, ::-1])
+        assert not apex_at_bottom(clip) and apex_at_bottom(down) and apex_at_bottom(down[5])
+        out, view = standard_view(down, _always(False))
+        assert view["turned"] and not view["mirrored"] and np.array_equal(out, clip)
+        assert view_note(view).startswith("apex-down display") and "mirrored" not in view_note(view)
+        out, view = standard_view(clip, _always(False))
+        assert not view["turned"] and out is clip
+        # the network decides on the turned frames, and a frame follows the clip's decision
+        out, view = standard_view(np.ascontiguousarray(down[:, :, ::-1]), _always(True))
+        assert view["turned"] and view["mirrored"] and np.array_equal(out, clip)
+        assert "apex-down" in view_note(view) and "mirrored view" in view_note(view)
+        one, v1 = standard_view(torch.from_numpy(down[0]).float() / 255, None, decide_on=down)
+        assert v1["turned"] and torch.equal(one, torch.from_numpy(clip[0]).float() / 255)
+        assert np.array_equal(apply_view(down[0], v1), clip[0])
+        out, view = standard_view(down, _always(True), "as-is")
+        assert not view["turned"] and not view["mirrored"] and out is down
+        assert standard_view(down, None, "mirror")[1]["turned"]
+    yy, xx = np.mgrid[:112, :112]
+    noise = np.random.default_rng(1).integers(60, 200, (112, 112)).astype(np.uint8)
+    disc = np.where((yy - 56) ** 2 + (xx - 56) ** 2 < 45 ** 2, noise, 0).astype(np.uint8)
+    rect = np.where((abs(yy - 56) < 45) & (abs(xx - 56) < 35), noise, 0).astype(np.uint8)
+    for img in (disc, rect, disc[::-1], rect[::-1]):
+        assert not apex_at_bottom(img)
 
 
 def _env():
@@ -150,18 +184,20 @@ def test_ef_reads_a_mirrored_clip_mirrored_back(tmp_path, capsys):
         assert main(["ef", "--video", str(video), "--method", "both", "--json", *extra]) == 0
         read[name] = json.loads(capsys.readouterr().out)
     assert not read["std"]["view"]["mirrored"] and read["mir"]["view"]["mirrored"]
-    assert read["mir_as_is"]["view"] == {"mirrored": False, "p_mirrored": None, "mode": "as-is"}
+    assert read["mir_as_is"]["view"] == {"turned": False, "mirrored": False, "p_mirrored": None, "mode": "as-is"}
     for k in ("regressor", "tracing"):
         assert abs(read["mir"][k]["ef"] - read["std"][k]["ef"]) < 2.0, (k, read["mir"][k]["ef"], read["std"][k]["ef"])
     assert main(["ef", "--video", str(tmp_path / "mir.avi"), "--method", "tracing"]) == 0
     assert "mirrored view: the LV is on the left" in capsys.readouterr().out
     # generate decides on the clip's frames as `ef` does (one real frame alone is less sure), then mirrors the frame
     from echogen.cli.commands.generate import _standard_view
+    from echogen.data.clips import read_input
     from echogen.data.inputs import prepare_frame
+    orient = load_orient(DEMO)[0]
     frame = prepare_frame(tmp_path / "mir.avi", frame=0)[0]
-    out, view = _standard_view(frame, DEMO, "auto", "cpu", tmp_path / "mir.avi")
+    out, view = _standard_view(frame, read_input(tmp_path / "mir.avi")[0], orient, "auto")
     assert view["mirrored"] and np.array_equal(out, frame[:, ::-1])
-    assert not _standard_view(frame, DEMO, "auto", "cpu", tmp_path / "std.avi")[1]["mirrored"]
+    assert not _standard_view(frame, read_input(tmp_path / "std.avi")[0], orient, "auto")[1]["mirrored"]
 
 
 @needs_shipped
@@ -220,12 +256,52 @@ def test_app_input_check_of_one_frame_follows_the_upload_s_decision(tmp_path, mo
     path = tmp_path / "x.npy"
     np.save(path, frames)
     seen = {}
-    monkeypatch.setattr(R, "assess_input", lambda *a, mirrored=None, **k: seen.update(mirrored=mirrored)
+    monkeypatch.setattr(R, "assess_input", lambda *a, view=None, **k: seen.update(view=view)
                         or R.Assessment(score=1.0))
     monkeypatch.setattr(S, "_VIEWS", {})
     st = path.stat()
-    S._VIEWS[(str(path), st.st_mtime_ns, st.st_size, id(engine))] = {"mirrored": True, "p_mirrored": 0.97,
-                                                                     "mode": "auto"}   # the upload's decision
+    decided = {"turned": False, "mirrored": True, "p_mirrored": 0.97, "mode": "auto"}    # the upload's decision
+    S._VIEWS[(str(path), st.st_mtime_ns, st.st_size, id(engine))] = decided
     S.input_check(engine, path, index=0, frames=frames, info={})
-    assert seen["mirrored"] is True
+    assert seen["view"] == decided
 
+
+
+@needs_shipped
+def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys):
+    """The real SonoSite apical clip (pydicom's examples_ybr_color.dcm) shown apex-down read EF 88 / 72 % (session
+    16; 64 / 52 the right way up) and was only warned about. Now `ef`, `generate` and the app's upload path turn it
+    apex-up: the same readings, the same conditioning frame, and the readouts say what was done."""
+    from pydicom.data import get_testdata_file
+    from echogen.cli.commands.generate import _standard_view
+    from echogen.cli.main import main
+    from echogen.data.inputs import load_frames, prepare_frame
+    from echogen.ui import support as S
+    frames, _ = load_frames(get_testdata_file("examples_ybr_color.dcm"))             # (30, 240, 320, 3)
+    np.save(tmp_path / "up.npy", frames)
+    np.save(tmp_path / "down.npy", np.ascontiguousarray(frames[:, ::-1]))
+    read = {}
+    for name in ("up", "down"):
+        assert main(["ef", "--video", str(tmp_path / f"{name}.npy"), "--fps", "30", "--method", "both", "--json"]) == 0
+        read[name] = json.loads(capsys.readouterr().out)
+    assert read["down"]["view"]["turned"] and not read["up"]["view"]["turned"]
+    assert not read["down"]["view"]["mirrored"]
+    for k in ("regressor", "tracing"):
+        assert abs(read["down"][k]["ef"] - read["up"][k]["ef"]) < 1.0, (k, read["down"][k], read["up"][k])
+    assert read["down"]["input_check"]["ok"], read["down"]["input_check"]
+    up_frame = prepare_frame(tmp_path / "up.npy", frame=3)[0]
+    down_frame = prepare_frame(tmp_path / "down.npy", frame=3)[0]
+    out, view = _standard_view(down_frame, S.read_input(tmp_path / "down.npy")[0], load_orient(DEMO)[0], "auto")
+    assert view["turned"] and np.abs(out - up_frame).mean() < 0.01
+    engine = S.load_engine(str(DEMO))
+    f, info = S.conditioning_frame(tmp_path / "down.npy", 3, engine)
+    assert np.abs(f - up_frame).mean() < 0.01 and "apex-down display" in S.input_summary(info, 3)
+    e_up, e_down = (S.clip_ef(engine, S.read_input(tmp_path / f"{n}.npy")[0], 30.0)[0] for n in ("up", "down"))
+    assert abs(e_up - e_down) < 1.0, (e_up, e_down)
+    a = S.input_check(engine, tmp_path / "down.npy", index=3)
+    assert a.ok and a.checks["tracer"] > 0.7 and any("apex at the bottom" in r for r in a.reasons), a.reasons
+    # the CLI's generation: one decode for the check and the view; the loop generated from the turned frame
+    assert main(["generate", "--image", str(tmp_path / "down.npy"), "--frame", "3", "--ef", "45", "--out",
+                 str(tmp_path / "g.npy"), "--no-read"]) == 0
+    out = capsys.readouterr().out
+    assert "input check: looks like an apical-4-chamber echo" in out and "view: apex-down display" in out, out

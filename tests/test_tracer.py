@@ -294,7 +294,7 @@ def test_ef_both_warns_when_the_readings_disagree(monkeypatch, tmp_path, capsys)
     tracer = LVTracer(get_tracer_preset("tiny"))
     monkeypatch.setattr(E, "_readers", lambda weights, method, device: ((Reg(), Reg.cfg), (tracer, tracer.cfg)))
     import echogen.eval.readout as R
-    monkeypatch.setattr(R, "model_provenance", lambda *a: "test regressor")
+    monkeypatch.setattr(R, "model_provenance", lambda *a, **k: "test regressor")
     ramp = np.linspace(0.2, 0.8, n, dtype=np.float32)[:, None, None]   # brightens: does not repeat seamlessly
     np.save(tmp_path / "clip.npy", np.broadcast_to(ramp, (n, 112, 112)).copy())
     args = ["ef", "--video", str(tmp_path / "clip.npy"), "--weights", str(tmp_path), "--method", "both", "--fps", "25",
@@ -499,6 +499,36 @@ def test_describe_dataset_names_the_simulator(phantom, tmp_path):
     assert model_provenance(p, "tracer") == "LV tracer (7 steps) trained on My echoes 3"
 
 
+def test_readouts_name_the_training_data_in_a_few_words(tmp_path, capsys):
+    """Every readout printed each reader's whole training history (the shipped tracer's: 390 characters; new-user
+    report, session 17). A readout line now names the datasets in a few words; `ef --json` and the app's details
+    keep the whole history."""
+    from echogen.cli.main import main
+    from echogen.eval.readout import model_provenance
+    from echogen.weights.bundle import data_summary, steps_summary
+
+    assert data_summary("EchoNet-format data 'EchoNet-Dynamic' (7465 TRAIN videos)") == "EchoNet-Dynamic (real echoes)"
+    assert data_summary("EchoGen phantom v2 (synthetic) (9 TRAIN videos) + EchoGen phantom v1 (synthetic) (3 TRAIN "
+                        "videos)") == "EchoGen simulator v2 + EchoGen phantom v1 (synthetic echoes only)"
+    mixed = data_summary("EchoNet-format data 'mine' (10 TRAIN videos) + EchoGen phantom v2 (synthetic) (5 TRAIN videos)")
+    assert "'mine'" in mixed and "synthetic echoes only" not in mixed          # not all of it is known to be synthetic
+    assert data_summary("unit-test phantom") == "unit-test phantom" and len(data_summary("x" * 300)) == 90
+    assert steps_summary("9000 (2000 + 4000 + 3000)") == "9000" and steps_summary("7 + 3") == "7 + 3"
+    demo = ROOT / "assets" / "weights" / "demo"
+    assert len(model_provenance(demo, "tracer")) < 120 and "synthetic echoes only" in model_provenance(demo, "tracer")
+    assert len(model_provenance(demo, "tracer", full=True)) > 300
+    from echogen.data.phantom.dataset import make_video
+    _, _, clip = make_video(77, 1, sim="v2")
+    np.save(tmp_path / "c.npy", clip)
+    assert main(["ef", "--video", str(tmp_path / "c.npy"), "--fps", "50", "--method", "both"]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) < 260 for line in out.splitlines()), out
+    assert "trained on EchoGen simulator v2 + EchoGen phantom v1 (synthetic echoes only)" in out
+    assert main(["ef", "--video", str(tmp_path / "c.npy"), "--fps", "50", "--method", "both", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert "TRAIN videos" in d["tracing"]["model"] and "TRAIN videos" in d["regressor"]["model"]
+
+
 def test_a4c_check_warns_on_a_linear_doppler_image_with_text_merged_into_a_corner():
     """Built like pydicom-data's US1_UNCR (a GE lymph-node power-Doppler scan, the issue's "beating heart" with
     "EF 31.8 %"): a rectangular linear-probe image, a block of burned-in text touching its top-right corner (the
@@ -514,6 +544,30 @@ def test_a4c_check_warns_on_a_linear_doppler_image_with_text_merged_into_a_corne
     a = assess_input(img)
     assert not a.ok and a.score < 0.5, (a.score, a.reasons)
     assert "off to one side" in a.reasons[1] and "of the sector is coloured" in a.reasons[0], a.reasons
+
+
+def test_a4c_check_warns_when_the_tracer_finds_no_lv_even_if_the_image_checks_pass(tmp_path):
+    """Gradio's own Hugging Face logo (shipped in the gradio package) turned grey: a round face on black passes the
+    image checks (grey, a sector-like blob, dark eyes and mouth as "blood pools") and scored 0.64, "looks like an
+    apical-4-chamber echo", with the LV tracer unsure (sub-score 0.39). A tracer sub-score under 0.45 now warns on
+    its own; the real SonoSite clip (1.0) and the bundled examples still pass."""
+    import cv2
+    import gradio
+    from pydicom.data import get_testdata_file
+    from echogen.eval.readout import TRACER_ALONE_BELOW, check_input
+
+    logo = Path(gradio.__file__).parent / "media_assets" / "images" / "hf-logo_transpng.png"
+    if not logo.is_file():
+        pytest.skip("this gradio build ships no media_assets/images/hf-logo_transpng.png")
+    grey = tmp_path / "logo_grey.png"
+    cv2.imwrite(str(grey), cv2.imread(str(logo), cv2.IMREAD_GRAYSCALE))
+    demo = ROOT / "assets" / "weights" / "demo"
+    a = check_input(grey, demo)
+    assert a.checks["colour"] == 1.0 and a.checks["sector"] == 1.0, a.reasons       # the image checks pass ...
+    assert a.checks["tracer"] < TRACER_ALONE_BELOW and not a.ok, (a.score, a.reasons)  # ... no LV: warned
+    assert check_input(get_testdata_file("examples_ybr_color.dcm"), demo).checks["tracer"] == 1.0
+    for png in sorted((ROOT / "assets" / "examples").glob("*.png")):
+        assert check_input(png, demo).ok, png.name
 
 
 def test_a4c_check_warns_on_a_bright_disc_on_black():
@@ -550,18 +604,26 @@ def test_a4c_check_warns_on_a_bright_disc_on_black():
         assert assess_input(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)).checks["sector"] == 1.0, png.name
 
 
-def test_a4c_check_names_an_apex_down_fan():
+def test_a4c_check_accepts_an_apex_down_fan_and_says_it_is_turned():
     """A fan shown upside down (apex at the bottom, as some labs display apical views) was warned as "not
-    fan-shaped ... a linear or rectangular image"; the warning now says what it is and what to do. The real
-    SonoSite clip the right way up still passes."""
+    fan-shaped ... a linear or rectangular image", then (session 17) as "apex-down: turn it upside down". Now every
+    reader turns it apex-up (echogen.nets.orient.standard_view), so the check passes it and says so, with the
+    tracer seeing the turned frames; a rectangle (wide at both ends) is still not a fan."""
     from pydicom.data import get_testdata_file
     from echogen.data.inputs import load_frames
     from echogen.eval.readout import assess_input
+    from echogen.nets.tracer import load_tracer
 
     frames, _ = load_frames(get_testdata_file("examples_ybr_color.dcm"))
-    assert assess_input(frames).checks["sector"] == 1.0
-    a = assess_input(np.ascontiguousarray(frames[:, ::-1]))
-    assert not a.ok and "apex at the bottom" in a.reasons[1] and "upside down" in a.warning, a.reasons
+    tracer = load_tracer(ROOT / "assets" / "weights" / "demo")[0]
+    up = assess_input(frames, tracer, 30.0)
+    down = assess_input(np.ascontiguousarray(frames[:, ::-1]), tracer, 30.0)
+    assert up.ok and "apex at the bottom" not in up.reasons[1]
+    assert down.ok and "apex at the bottom" in down.reasons[1] and "turned apex-up" in down.reasons[1], down.reasons
+    assert abs(down.checks["tracer"] - up.checks["tracer"]) < 0.02, (up.checks, down.checks)
+    rect = np.zeros((1, 200, 200), np.uint8)
+    rect[0, 20:180, 40:160] = np.random.default_rng(0).integers(60, 200, (160, 120))
+    assert "rectangular" in assess_input(rect).reasons[1]
 
 
 def test_a_generation_frame_is_judged_with_its_clip():

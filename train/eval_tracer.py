@@ -2,7 +2,7 @@
 real exports are.
 
   python train/eval_tracer.py --data DIR --tracer runs/tracer/tracer.safetensors [--split TEST] [--n N]
-      [--degrade 8fps,16frames,32levels,jpeg50,mirror ...] [--regressor BUNDLE] [--orientation BUNDLE] [--out DIR]
+      [--degrade 8fps,16frames,32levels,jpeg50,mirror,upsidedown ...] [--regressor BUNDLE] [--orientation BUNDLE] [--out DIR]
 
 Prints one table row per condition: Dice on the traced frames, EF by LV tracing (R^2, MAE, Pearson r, failed
 videos), and the two controls (predicted masks at the labelled ED / ES frames; the reference masks' own
@@ -23,9 +23,10 @@ from echogen.eval.tracer_eval import Degrade, evaluate_tracer, traced_frames  # 
 def parse_degrade(text: str) -> Degrade:
     d = Degrade()
     for part in filter(None, (t.strip() for t in text.split(","))):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)(fps|frames|levels)|jpeg(\d+)|mirror|none", part)
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)(fps|frames|levels)|jpeg(\d+)|mirror|upsidedown|none", part)
         if not m:
-            raise SystemExit(f"error: --degrade: cannot read '{part}' (e.g. 8fps,16frames,32levels,jpeg50,mirror)")
+            raise SystemExit(f"error: --degrade: cannot read '{part}' (e.g. 8fps,16frames,32levels,jpeg50,mirror,"
+                             "upsidedown)")
         if m.group(2) == "fps":
             d.fps = float(m.group(1))
         elif m.group(2) == "frames":
@@ -36,6 +37,8 @@ def parse_degrade(text: str) -> Degrade:
             d.jpeg = int(m.group(3))
         elif part == "mirror":
             d.mirror = True
+        elif part == "upsidedown":
+            d.upside_down = True
     return d
 
 
@@ -82,7 +85,8 @@ def main():
               f"{te['pearson_r']:.3f} | {s['tracing_failed']} of {s['videos']} | {c1:.3f} | {c2:.3f} |"
               + (f" {s['regressor_ef']['r2']:.3f} | {s['regressor_ef']['mae']:.2f} | {s['regressor_ef']['pearson_r']:.3f} |"
                  if reg else "")
-              + (f" read mirrored back: {s['read_mirrored_back']} of {s['videos']}" if orient else ""),
+              + (f" read mirrored back: {s['read_mirrored_back']} of {s['videos']}, turned apex-up: "
+                 f"{s['read_turned']}" if orient else ""),
               flush=True)
         if args.out:
             out = Path(args.out)

@@ -47,12 +47,13 @@ READ_SIDE = 256   # every frame of an input is area-shrunk to at most this side 
 EF_FRAMES = 256   # the EF of a clip is read from at most its first EF_FRAMES frames
 
 
-def read_input(path) -> tuple[np.ndarray, dict]:
+def read_input(path, limits=None) -> tuple[np.ndarray, dict]:
     """The ONE decode of a user's input for the app and the CLI alike (they read the same file 1.6 EF points
     apart when only the app shrank while decoding): uint8 (T, H, W) or (T, H, W, 3) frames, each shrunk to at
     most READ_SIDE a side as it is decoded (also the memory bound for hostile uploads), at most the input
-    limits' max_frames, and the safe info dict of echogen.data.inputs.load_frames. Raises InputError."""
-    return load_frames(path, shrink=READ_SIDE)
+    limits' max_frames (limits: echogen.data.inputs.Limits, default the process's), and the safe info dict of
+    echogen.data.inputs.load_frames. Raises InputError."""
+    return load_frames(path, limits, shrink=READ_SIDE)
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, float]:

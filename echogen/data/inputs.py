@@ -487,6 +487,44 @@ def find_sector(grey: np.ndarray) -> np.ndarray | None:
     return mask
 
 
+def fan_shape(mask: np.ndarray) -> dict:
+    """Shape of a sector mask (find_sector): widths of horizontal bands as fractions of its height from the top.
+    taper: top band (0-15 %) over a lower one (60-90 %): a fan (apex at the top) is narrow at the top, << 0.8.
+    apex_down: bottom band (85-100 %) over an upper one (10-40 %).
+    ends: top band over bottom band: < 1 for an upright fan, a zoomed one (apex cropped off) too; > 1 upside down.
+    off_centre: how far the narrow top lies from the middle, as a fraction of the width."""
+    ys, xs = np.nonzero(mask)
+    y0, y1 = ys.min(), ys.max()
+    rows = lambda a, b: mask[int(y0 + a * (y1 - y0)):int(y0 + b * (y1 - y0)) + 1].sum(1).mean()  # noqa: E731
+    top = ys <= y0 + 0.05 * (y1 - y0)
+    return {"taper": float(rows(0.0, 0.15) / max(rows(0.6, 0.9), 1.0)),
+            "apex_down": float(rows(0.85, 1.0) / max(rows(0.1, 0.4), 1.0)),
+            "ends": float(rows(0.0, 0.15) / max(rows(0.85, 1.0), 1.0)),
+            "off_centre": float(abs(xs[top].mean() - xs.mean()) / max(xs.max() - xs.min(), 1))}
+
+
+def is_apex_down(shape: dict) -> bool:
+    """A fan shown upside down (its apex at the bottom, as some labs display apical views): wider at the top than
+    below it (taper) and than at its bottom (ends). Upright fans, zoomed ones whose apex is cropped off, rectangles
+    and discs are not. Measured on simulator TEST sectors (v1 60 + v2 60 + v2 200 clips; max projections and 8
+    frames each, as written and after an 8 fps / 16-frame / JPEG q50 export; docs/RESULTS.md, session 18): no
+    upright clip turned and 4 of 5,120 single frames (dim v2 clips whose sector edge the sector finder misses);
+    636 of 640 upside-down clips and 98 % of frames caught. The real SonoSite clip: upright ends <= 0.54, upside
+    down taper >= 0.90 and ends >= 1.8 (every frame)."""
+    return shape["taper"] > 0.75 and shape["ends"] > 1.2
+
+
+def apex_at_bottom(frames) -> bool:
+    """Is this frame (H, W) or clip (T, H, W) (uint8 or float [0, 1]; greyscale, e.g. prepared model frames) a fan
+    with its apex at the bottom? Judged on the sector of the maximum projection (find_sector)."""
+    a = np.asarray(frames)
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+    grey = a.reshape(-1, *a.shape[-2:]).max(0)
+    mask = find_sector(grey)
+    return mask is not None and is_apex_down(fan_shape(mask))
+
+
 def _square(x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
     """Square box of side = sector height (apex at the top), centred horizontally: a wide fan loses its
     far lateral corners, as in EchoNet-Dynamic's frames; a narrow one is padded at the sides, a very

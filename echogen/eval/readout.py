@@ -25,6 +25,10 @@ import numpy as np
 
 WARN_BELOW = 0.5
 CLIP_CHECK_FRAMES = 96   # a clip's check traces at most this many of its frames (~3 s at 30 fps)
+# the tracer check below this (its confidence < 0.66) warns on its own: an A4C echo has an LV the tracer finds.
+# Simulator v1 / v2 TEST clips and first frames, as written and exported: >= 0.5 (one of 720), else 1.0; the real
+# SonoSite clip 1.0 in every frame and export; Gradio's HF logo in grey 0.39 (passed at 0.64; session 18)
+TRACER_ALONE_BELOW = 0.45
 
 
 # ------------------------------------------------------------------------------------ provenance
@@ -152,10 +156,11 @@ def shipped_metadata(run_file, data, trained_on: str | None = None, stored_as: s
     return meta
 
 
-def model_provenance(weights, kind: str = "regressor") -> str:
+def model_provenance(weights, kind: str = "regressor", full: bool = False) -> str:
     """'<what> trained on <data>' for the regressor or tracer of a bundle (or a .safetensors file), from
-    the file's metadata, else the bundle manifest's provenance, else says it is unrecorded."""
-    from echogen.weights.bundle import read_manifest, read_metadata
+    the file's metadata, else the bundle manifest's provenance, else says it is unrecorded. <data>: the datasets
+    in a few words (echogen.weights.bundle.data_summary); full=True: the whole recorded training history."""
+    from echogen.weights.bundle import data_summary, read_manifest, read_metadata, steps_summary
 
     p = Path(weights)
     man = {}
@@ -171,9 +176,11 @@ def model_provenance(weights, kind: str = "regressor") -> str:
         label += f" '{meta['preset']}'"
     steps = meta.get("steps") or (man.get("provenance", {}).get("trained_steps", {}) or {}).get(kind)
     if steps:
-        label += f" ({steps} steps)"
+        label += f" ({steps if full else steps_summary(steps)} steps)"
     on = meta.get("trained_on") or man.get("provenance", {}).get("data")
-    return f"{label} " + (f"trained on {on}" if on else "(training data not recorded in the weights)")
+    if not on:
+        return f"{label} (training data not recorded in the weights)"
+    return f"{label} trained on {on if full else data_summary(on)}"
 
 
 # ------------------------------------------------------------------------------------ A4C score
@@ -245,7 +252,7 @@ def _longest_straight_side(mask: np.ndarray) -> float:
 
 def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     """grey: (H, W) uint8 maximum projection of the clip."""
-    from echogen.data.inputs import find_sector
+    from echogen.data.inputs import fan_shape, find_sector, is_apex_down
 
     h, w = grey.shape
     mask = find_sector(grey)
@@ -254,14 +261,9 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     area = float(mask.mean())
     outside = grey[mask == 0]
     dark_out = float((outside < 25).mean()) if outside.size > 0.02 * h * w else 1.0
-    ys, xs = np.nonzero(mask)
-    y0, y1 = ys.min(), ys.max()
-    rows = lambda a, b: mask[int(y0 + a * (y1 - y0)):int(y0 + b * (y1 - y0)) + 1].sum(1).mean()  # noqa: E731
-    taper = float(rows(0.0, 0.15) / max(rows(0.6, 0.9), 1.0))          # fan: narrow top, wide bottom
-    # ... and the narrow top is the apex, above the fan's middle: text or a marker merged into one corner of a
-    # rectangular (linear-probe) image also makes a narrow top, off to one side (pydicom-data's US1_UNCR)
-    top = ys <= y0 + 0.05 * (y1 - y0)
-    off_centre = float(abs(xs[top].mean() - xs.mean()) / max(xs.max() - xs.min(), 1))
+    shape = fan_shape(mask)
+    # a fan: narrow top (taper). And the narrow top is the apex, above the fan's middle: text or a marker merged
+    # into one corner of a rectangular (linear-probe) image also makes a narrow top, off to one side (US1_UNCR)
     score = 1.0
     notes = []
     if area > 0.97 and dark_out >= 0.5:
@@ -273,15 +275,13 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
     if dark_out < 0.6:
         score -= 0.5
         notes.append(f"only {dark_out:.0%} of the pixels around it are black")
-    apex_down = float(rows(0.85, 1.0) / max(rows(0.1, 0.4), 1.0))      # narrow bottom: a fan turned upside down
-    if taper > 0.8 and apex_down < 0.5:      # unusable as it is (the real clip upside down read EF 88 / 72 %)
-        score -= 0.8
-        notes.append("it is a fan with its apex at the bottom (an apex-down display); EchoGen's models need the "
-                     "apex at the top: turn the image upside down")
-    elif taper > 0.8:
+    turned = is_apex_down(shape)     # shown apex-down: the readers turn it apex-up (echogen.nets.orient.standard_view)
+    if turned:
+        shape = fan_shape(np.ascontiguousarray(mask[::-1]))
+    if shape["taper"] > 0.8:
         score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
-    elif off_centre > 0.25:      # simulator v2's probe offsets and tilts: <= 0.19 (190 clips)
+    elif shape["off_centre"] > 0.25:      # simulator v2's probe offsets and tilts: <= 0.19 (190 clips)
         score -= 0.45
         notes.append("it is not fan-shaped (its narrow top lies off to one side, not at an apex above the middle)")
     elif _longest_straight_side(mask) < 0.3:
@@ -289,8 +289,9 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
         notes.append("it is not fan-shaped (its outline is curved all round, like a disc: no straight sides from an "
                      "apex)")
     score = max(0.0, score)
+    apex = " with its apex at the bottom (an apex-down display: read turned apex-up)" if turned else ""
     if score >= 0.7:
-        return score, _line(True, f"a fan-shaped ultrasound sector covering {area:.0%} of the image"), mask
+        return score, _line(True, f"a fan-shaped ultrasound sector{apex} covering {area:.0%} of the image"), mask
     return score, _line(False, "sector: " + "; ".join(notes)), mask
 
 
@@ -349,15 +350,17 @@ def _tracer_check(prepared: np.ndarray, tracer, fps: float) -> tuple[float, str]
 
 
 def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=None,
-                 mirrored: bool | None = None) -> Assessment:
+                 view: dict | None = None) -> Assessment:
     """How much an input looks like an apical-4-chamber echo.
 
     frames: the raw input, uint8 (T, H, W) / (T, H, W, 3) or one frame (H, W) / (H, W, 3), as
     echogen.data.inputs.load_frames gives it. tracer: an LVTracer (or None: image checks only). fps: the clip's
     frame rate (0 unknown). prepared: the (T, 112, 112) model frames if already made (else made here with
-    the generator's preprocessing). orient: an orientation network (echogen.nets.orient): the tracer then sees the
-    prepared frames in the standard view (a mirrored upload is not an unsure trace). mirrored: that decision already
-    made (e.g. on the whole upload when `frames` is one frame of it): True / False, None = orient decides."""
+    the generator's preprocessing; `prepared` frames given are taken to be in the standard view already). orient: an
+    orientation network (echogen.nets.orient): the tracer sees the prepared frames in the standard view
+    (standard_view: an apex-down input turned apex-up, a mirrored one mirrored back when orient says so; a mirrored
+    upload is not an unsure trace). view: that view already decided (e.g. on the whole upload when `frames` is one
+    frame of it; echogen.nets.orient.standard_view's dict), else decided here."""
     a = np.asarray(frames)
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4) and a.shape[0] > 4 and a.shape[1] > 4
                        and a.shape[-1] != a.shape[-2]):
@@ -377,11 +380,9 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=No
     if tracer is not None:
         if prepared is None:
             from echogen.data.clips import prepare_clip
+            from echogen.nets.orient import apply_view, standard_view
             prepared = prepare_clip(a, tracer.cfg.size)
-            if orient is not None or mirrored:
-                from echogen.nets.orient import standard_view
-                mode = "auto" if mirrored is None else ("mirror" if mirrored else "as-is")
-                prepared = standard_view(np.asarray(prepared), orient, mode)[0]
+            prepared = (standard_view(prepared, orient)[0] if view is None else apply_view(prepared, view))
         s, r = _tracer_check(np.asarray(prepared), tracer, fps)
         checks["tracer"], _ = s, reasons.append(r)
     vals = np.sort(np.array(list(checks.values())))
@@ -389,7 +390,7 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=No
     # grows with how echo-like the REST looks, so a CT with one failed check scores above a colour photo that
     # fails two (both scored exactly 0.25 under a fixed "worst + 0.25")
     score = float(min(vals.mean(), vals[0] + 0.25 * vals[1:].mean()))
-    if (vals < 0.7).sum() >= 2:                  # two independent signs that this is not an A4C echo
+    if (vals < 0.7).sum() >= 2 or checks.get("tracer", 1.0) < TRACER_ALONE_BELOW:  # two signs, or no LV
         score = min(score, 0.45)
     return Assessment(score=score, reasons=reasons, checks=checks)
 
@@ -409,27 +410,47 @@ def frame_and_clip(frame_check: Assessment, clip_check: Assessment | None) -> As
     return clip_check
 
 
-def assess_file(path, tracer=None, frame: int | None = None, orient=None) -> Assessment:
-    """assess_input on a file (PNG / JPEG / DICOM / clip / .npy) read with echogen.data.inputs.load_frames;
-    frame: the frame `generate` conditions on, judged with the clip it comes from (frame_and_clip); else the
-    whole clip (its first CLIP_CHECK_FRAMES frames)."""
-    from echogen.data.inputs import load_frames
-
-    frames, info = load_frames(path)
-    fps = float(info.get("fps") or 0.0)
-    clip = assess_input(frames[:CLIP_CHECK_FRAMES], tracer, fps, orient=orient) if len(frames) > 1 else None
+def assess_frames(frames, fps: float = 0.0, tracer=None, frame: int | None = None, orient=None,
+                  view: dict | None = None) -> Assessment:
+    """The check of a decoded input (echogen.data.clips.read_input: the one decode the app and the CLI share).
+    frame: the frame a generation conditions on, judged with the clip it comes from (frame_and_clip); else the
+    whole clip (its first CLIP_CHECK_FRAMES frames). view: the input's view, decided on the whole input
+    (echogen.nets.orient.standard_view); else decided here with orient."""
+    frames = np.asarray(frames)
+    clip = (assess_input(frames[:CLIP_CHECK_FRAMES], tracer, fps, orient=orient, view=view)
+            if len(frames) > 1 else None)
     if frame is None:
-        return clip if clip is not None else assess_input(frames, tracer, 0.0, orient=orient)
-    return frame_and_clip(assess_input(frames[frame:frame + 1], tracer, 0.0, orient=orient), clip)
+        return clip if clip is not None else assess_input(frames, tracer, 0.0, orient=orient, view=view)
+    if view is None and orient is not None and len(frames) > 1:      # one frame alone is a weaker witness
+        from echogen.data.clips import ef_frames
+        from echogen.nets.orient import standard_view
+        view = standard_view(ef_frames(frames, 112), orient)[1]
+    one = assess_input(frames[frame:frame + 1], tracer, 0.0, orient=orient, view=view)
+    return frame_and_clip(one, clip)
 
 
-def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:
-    """The A4C check the CLI and the app run before reading or generating: assess_file with the LV tracer
-    (and the orientation network) of the weights bundle when it has them (image checks only otherwise)."""
+def assess_file(path, tracer=None, frame: int | None = None, orient=None) -> Assessment:
+    """assess_frames on a file (PNG / JPEG / DICOM / clip / .npy) decoded as the app and the CLI decode it
+    (echogen.data.clips.read_input)."""
+    from echogen.data.clips import read_input
+
+    frames, info = read_input(path)
+    return assess_frames(frames, float(info.get("fps") or 0.0), tracer, frame, orient)
+
+
+def bundle_readers(weights, device=None) -> tuple:
+    """(LV tracer or None, orientation network or None) of a weights bundle (None: neither), for the check."""
     from echogen.nets.orient import bundle_orient
     tracer = None
     if weights is not None:
         from echogen.nets.tracer import has_tracer, load_tracer
         if has_tracer(weights):
             tracer = load_tracer(weights, device)[0]
-    return assess_file(path, tracer, frame, bundle_orient(weights, device))
+    return tracer, bundle_orient(weights, device)
+
+
+def check_input(path, weights=None, frame: int | None = None, device=None) -> Assessment:
+    """The A4C check the CLI runs before reading or generating: assess_file with the LV tracer (and the
+    orientation network) of the weights bundle when it has them (image checks only otherwise)."""
+    tracer, orient = bundle_readers(weights, device)
+    return assess_file(path, tracer, frame, orient)

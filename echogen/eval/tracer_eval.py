@@ -27,11 +27,12 @@ class Degrade:
     levels: int = 0          # quantise to this many grey levels
     jpeg: int = 0            # JPEG quality of every frame
     mirror: bool = False     # left-right mirror (a site that shows the LV on the other side of the screen)
+    upside_down: bool = False  # rows reversed (a site that shows apical views apex-down)
 
     def label(self) -> str:
         parts = [f"{self.fps:g} fps" if self.fps else "", f"{self.frames} frames" if self.frames else "",
                  f"{self.levels} grey levels" if self.levels else "", f"JPEG q{self.jpeg}" if self.jpeg else "",
-                 "mirrored" if self.mirror else ""]
+                 "mirrored" if self.mirror else "", "upside down" if self.upside_down else ""]
         return ", ".join(p for p in parts if p) or "as written"
 
     def apply(self, video: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
@@ -50,6 +51,8 @@ class Degrade:
                                        cv2.IMREAD_GRAYSCALE) for f in v])
         if self.mirror:
             v = np.ascontiguousarray(v[:, :, ::-1])
+        if self.upside_down:
+            v = np.ascontiguousarray(v[:, ::-1])
         return v, fps
 
 
@@ -146,6 +149,7 @@ def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade |
                "beats": len(res["beats"])}
         if view is not None:
             rec["read_mirrored_back"] = view["mirrored"]
+            rec["read_turned"] = view["turned"]
         if len(items) == 2:
             vp = {fr: (disks_from_mask(pr >= cfg.threshold) or {"volume": 0.0})["volume"] for fr, pr, _ in items}
             vr = {fr: (disks_from_mask(mk) or {"volume": 0.0})["volume"] for fr, _, mk in items}
@@ -165,6 +169,7 @@ def evaluate_tracer(model, root, split: str = "TEST", n=None, degrade: Degrade |
                "tracing_ef": _finite([r["ef_true"] for r in per_video], [r["ef_tracing"] for r in per_video])}
     if orient is not None:
         summary["read_mirrored_back"] = int(sum(r["read_mirrored_back"] for r in per_video))
+        summary["read_turned"] = int(sum(r["read_turned"] for r in per_video))
     if regressor is not None:
         summary["regressor_ef"] = _finite([r["ef_true"] for r in per_video], [r["ef_regressor"] for r in per_video])
     two = [r for r in per_video if "ef_reference_masks" in r]

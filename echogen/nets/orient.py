@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, resolve_weights, save_tensors
+from echogen.weights.bundle import ModelFile, WeightsError
 
 KIND = "orientation"
 # p_mirrored above this: the input is read mirrored back (standard_view). Not 0.5: most uploads are in the standard
@@ -94,21 +93,24 @@ def num_params(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------ weights
+def _build(cfg_dict: dict) -> tuple[OrientNet, OrientConfig]:
+    cfg = OrientConfig.from_dict(cfg_dict)
+    return OrientNet(cfg), cfg
+
+
+FILE = ModelFile(KIND, "orientation model", "train/train_orient.py", _build)
+
+
 def save_orient(path, model: OrientNet, cfg: OrientConfig, **extra) -> Path:
-    save_tensors(path, getattr(model, "module", model).state_dict(), KIND, cfg.to_dict(), **extra)
-    return Path(path)
+    return FILE.save(path, model, cfg, **extra)
 
 
 def resolve_orient_path(path_or_bundle) -> Path:
-    return resolve_weights(path_or_bundle, "orientation", "orientation model", "train/train_orient.py")
+    return FILE.resolve(path_or_bundle)
 
 
 def has_orient(path_or_bundle) -> bool:
-    try:
-        resolve_orient_path(path_or_bundle)
-        return True
-    except WeightsError:
-        return False
+    return FILE.has(path_or_bundle)
 
 
 def bundle_orient(bundle, device=None) -> OrientNet | None:
@@ -120,16 +122,7 @@ def bundle_orient(bundle, device=None) -> OrientNet | None:
 
 
 def load_orient(path_or_bundle, device=None) -> tuple[OrientNet, OrientConfig]:
-    p = resolve_orient_path(path_or_bundle)
-    tensors, cfg_dict, meta = load_tensors(p, KIND)
-    try:
-        cfg = OrientConfig.from_dict(cfg_dict)
-        model = OrientNet(cfg)
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{p}: invalid orientation config ({e})") from None
-    load_state_strict(model, tensors, str(p))
-    model.meta = meta
-    return model.to(device or "cpu").eval(), cfg
+    return FILE.load(path_or_bundle, device)
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -165,28 +158,54 @@ def _flip(frames):
     return frames.flip(-1) if torch.is_tensor(frames) else np.ascontiguousarray(np.asarray(frames)[..., ::-1])
 
 
+def _turn(frames):
+    """Upside down (rows reversed)."""
+    return frames.flip(-2) if torch.is_tensor(frames) else np.ascontiguousarray(np.asarray(frames)[..., ::-1, :])
+
+
+def apply_view(frames, view: dict):
+    """frames (T, S, S) or (S, S) of the input a view was decided on (standard_view), put in that view: turned
+    apex-up if the input was apex-down, mirrored back if it was mirrored."""
+    if view.get("turned"):
+        frames = _turn(frames)
+    return _flip(frames) if view["mirrored"] else frames
+
+
 def standard_view(frames, model: OrientNet | None, mode: str = "auto", decide_on=None):
-    """The prepared model input (T, S, S) or (S, S) in the standard orientation (the LV on the right).
-    mode "auto": mirrored back when the network says P(mirrored) > MIRRORED_ABOVE (as given without a network);
-    "as-is": as given; "mirror": mirrored whatever the network says. decide_on: the frames to decide on (default
-    `frames`; e.g. the whole clip when `frames` is one frame of it). Returns (frames, view) with view
-    {"mirrored": bool, "p_mirrored": float or None, "mode": mode}."""
+    """The prepared model input (T, S, S) or (S, S) in the standard view: apex at the top, the LV on the right.
+    An apex-down display (a fan with its apex at the bottom, echogen.data.inputs.apex_at_bottom: geometry, no
+    network) is turned upside down first, in modes "auto" and "mirror". Then mode "auto": mirrored back when the
+    network says P(mirrored) > MIRRORED_ABOVE (as given without a network); "as-is": as given, neither turned nor
+    mirrored; "mirror": mirrored whatever the network says. decide_on: the frames to decide on (default `frames`;
+    e.g. the whole clip when `frames` is one frame of it). Returns (frames, view) with view
+    {"turned": bool, "mirrored": bool, "p_mirrored": float or None, "mode": mode}."""
+    from echogen.data.inputs import apex_at_bottom
+
     if mode not in VIEW_MODES:
         raise ValueError(f"orientation must be one of {VIEW_MODES}, got {mode!r}")
-    p = p_mirrored(model, frames if decide_on is None else decide_on) if model is not None and mode == "auto" else None
+    decide_on = frames if decide_on is None else decide_on
+    turned = mode != "as-is" and apex_at_bottom(decide_on.cpu() if torch.is_tensor(decide_on) else decide_on)
+    if turned:
+        decide_on = _turn(decide_on)
+    p = p_mirrored(model, decide_on) if model is not None and mode == "auto" else None
     mirrored = mode == "mirror" or (p is not None and p > MIRRORED_ABOVE)
-    return (_flip(frames) if mirrored else frames), {"mirrored": bool(mirrored), "p_mirrored": p, "mode": mode}
+    view = {"turned": bool(turned), "mirrored": bool(mirrored), "p_mirrored": p, "mode": mode}
+    return apply_view(frames, view), view
 
 
 def view_note(view: dict) -> str:
     """One line for the readouts; "" when the input was read as given in the standard view."""
     p = view.get("p_mirrored")
+    parts = []
+    if view.get("turned"):
+        parts.append("apex-down display (the fan's apex at the bottom of the screen): read turned upside down, apex "
+                     "at the top, as the models were trained")
     if view["mirrored"]:
         why = f"P {p:.2f} by the orientation network" if p is not None else "as asked"
-        return (f"mirrored view: the LV is on the left of the screen ({why}); read mirrored back to the standard "
-                "view (LV on the right), as the models were trained")
-    if view["mode"] == "as-is" or p is None or p <= 0.2:
-        return ""
-    # not "standard view (the LV on the right)": an unsure network says nothing about an LV (a photo reads 0.5-0.6)
-    return (f"orientation unsure (P(mirrored) {p:.2f} by the orientation network, not above {MIRRORED_ABOVE:g}): "
-            "read as given")
+        parts.append(f"mirrored view: the LV is on the left of the screen ({why}); read mirrored back to the "
+                     "standard view (LV on the right), as the models were trained")
+    elif view["mode"] != "as-is" and p is not None and p > 0.2:
+        # not "standard view (the LV on the right)": an unsure network says nothing about an LV (a photo: 0.5-0.6)
+        parts.append(f"orientation unsure (P(mirrored) {p:.2f} by the orientation network, not above "
+                     f"{MIRRORED_ABOVE:g}): read as given")
+    return "; ".join(parts)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
 from echogen.data.resample import source_frames
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, resolve_weights, save_tensors
+from echogen.weights.bundle import ModelFile, WeightsError
 
 KIND = "regressor"
 
@@ -175,35 +175,31 @@ def num_params(model: nn.Module) -> int:
 # Weights
 # ---------------------------------------------------------------------------------------------
 
+def _build(cfg_dict: dict) -> tuple:
+    if cfg_dict.get("arch") == "echonet_r2plus1d_18":  # EchoNet-Dynamic's published regressor
+        from echogen.nets.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
+        cfg = EchoNetConfig.from_dict(cfg_dict)
+        return EchoNetR2Plus1D(cfg), cfg
+    cfg = RegressorConfig.from_dict(cfg_dict)
+    return EFRegressor(cfg), cfg
+
+
+FILE = ModelFile(KIND, "EF regressor", "train/train_regressor.py", _build)
+
+
 def save_regressor(path, model: EFRegressor, cfg: RegressorConfig, **extra) -> Path:
     """Write the model's state dict with its config in the metadata (kind "regressor")."""
-    model = getattr(model, "module", model)  # unwrap DDP
-    save_tensors(path, model.state_dict(), KIND, cfg.to_dict(), **extra)
-    return Path(path)
+    return FILE.save(path, model, cfg, **extra)
 
 
 def resolve_regressor_path(path_or_bundle) -> Path:
     """A .safetensors file, or a bundle folder whose manifest names the regressor."""
-    return resolve_weights(path_or_bundle, "regressor", "EF regressor", "train/train_regressor.py")
+    return FILE.resolve(path_or_bundle)
 
 
 def load_regressor(path_or_bundle, device=None) -> tuple[EFRegressor, RegressorConfig]:
     """Load a regressor (eval mode) from a .safetensors file or a weights bundle folder."""
-    p = resolve_regressor_path(path_or_bundle)
-    tensors, cfg_dict, _ = load_tensors(p, KIND)
-    try:
-        if cfg_dict.get("arch") == "echonet_r2plus1d_18":  # EchoNet-Dynamic's published regressor
-            from echogen.nets.echonet_r2plus1d import EchoNetConfig, EchoNetR2Plus1D
-            cfg = EchoNetConfig.from_dict(cfg_dict)
-            model = EchoNetR2Plus1D(cfg)
-        else:
-            cfg = RegressorConfig.from_dict(cfg_dict)
-            model = EFRegressor(cfg)
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{p}: invalid regressor config ({e})") from None
-    load_state_strict(model, tensors, str(p))
-    model.to(device or "cpu").eval()
-    return model, cfg
+    return FILE.load(path_or_bundle, device)
 
 
 # ---------------------------------------------------------------------------------------------

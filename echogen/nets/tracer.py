@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from echogen.config import copy_preset, dataclass_from_dict
 from echogen.eval.lv_volume import N_DISKS, disks_from_mask, ef_from_volumes, fill_frames, implausible_frames
-from echogen.weights.bundle import WeightsError, load_state_strict, load_tensors, resolve_weights, save_tensors
+from echogen.weights.bundle import ModelFile, WeightsError
 
 KIND = "tracer"
 TRACE_FPS = 25.0          # clips faster than this are traced at this rate (ES is found to within 40 ms)
@@ -104,42 +104,33 @@ def num_params(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------ weights
+def _build(cfg_dict: dict) -> tuple[LVTracer, TracerConfig]:
+    cfg = TracerConfig.from_dict(cfg_dict)
+    return LVTracer(cfg), cfg
+
+
+FILE = ModelFile(KIND, "LV tracer", "train/train_tracer.py", _build)
+
+
 def save_tracer(path, model: LVTracer, cfg: TracerConfig, **extra) -> Path:
     """Write the state dict with its config in the metadata (kind "tracer"); extra strings (trained_on,
     steps, val_dice, ...) go into the metadata too."""
-    model = getattr(model, "module", model)
-    save_tensors(path, model.state_dict(), KIND, cfg.to_dict(), **extra)
-    return Path(path)
+    return FILE.save(path, model, cfg, **extra)
 
 
 def resolve_tracer_path(path_or_bundle) -> Path:
     """A .safetensors file, or a bundle folder whose manifest names the tracer."""
-    return resolve_weights(path_or_bundle, "tracer", "LV tracer", "train/train_tracer.py")
+    return FILE.resolve(path_or_bundle)
 
 
 def has_tracer(path_or_bundle) -> bool:
-    try:
-        resolve_tracer_path(path_or_bundle)
-        return True
-    except WeightsError:
-        return False
+    return FILE.has(path_or_bundle)
 
 
 def load_tracer(path_or_bundle, device=None) -> tuple[LVTracer, TracerConfig]:
     """Load a tracer (eval mode) from a .safetensors file or a weights bundle folder. The metadata is
     kept on model.meta (e.g. model.meta.get("trained_on"))."""
-    p = resolve_tracer_path(path_or_bundle)
-    tensors, cfg_dict, meta = load_tensors(p, KIND)
-    try:
-        cfg = TracerConfig.from_dict(cfg_dict)
-        model = LVTracer(cfg)
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{p}: invalid tracer config ({e})") from None
-    load_state_strict(model, tensors, str(p))
-    model.meta = dict(meta)
-    model.source = str(p)
-    model.to(device or "cpu").eval()
-    return model, cfg
+    return FILE.load(path_or_bundle, device)
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -259,11 +250,14 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
     return res
 
 
-def provenance(model) -> str:
-    """'LV tracer (0.39 M params, 1600 steps) trained on <data>' from the weights' metadata."""
+def provenance(model, full: bool = False) -> str:
+    """'LV tracer (0.39 M params, 1600 steps) trained on <data>' from the weights' metadata; <data> in a few words
+    (echogen.weights.bundle.data_summary), full=True: the whole recorded training history."""
+    from echogen.weights.bundle import data_summary, steps_summary
     meta = getattr(model, "meta", {}) or {}
     bits = [f"{num_params(model) / 1e6:.2f} M params"]
     if meta.get("steps"):
-        bits.append(f"{meta['steps']} steps")
-    on = meta.get("trained_on") or "unrecorded data (no trained_on in the weights' metadata)"
-    return f"LV tracer ({', '.join(bits)}) trained on {on}"
+        bits.append(f"{meta['steps'] if full else steps_summary(meta['steps'])} steps")
+    if not meta.get("trained_on"):
+        return f"LV tracer ({', '.join(bits)}) trained on unrecorded data (no trained_on in the weights' metadata)"
+    return f"LV tracer ({', '.join(bits)}) trained on {meta['trained_on'] if full else data_summary(meta['trained_on'])}"

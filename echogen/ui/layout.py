@@ -86,6 +86,8 @@ def methods_html(r: dict) -> str:
             if m.get("interpolated_frames"):
                 extra += f", {m['interpolated_frames']} frame(s) with no plausible trace (interpolated)"
         who = html.escape(m.get("model") or "")
+        if m.get("history"):      # the whole training history on hover, the data in a few words on the line
+            who = f"<span title='{html.escape(m['history'], quote=True)}'>{who}</span>"
         items.append(f"<li><b>{html.escape(m['method'])}</b>: {val}{extra} — {who}</li>")
     return ("<div id='ef-methods' class='eg-methods'>EF read by " + " and ".join(html.escape(m["method"]) for m in rows)
             + ":<ul>" + "".join(items) + "</ul></div>")

@@ -50,6 +50,7 @@ class Engine:
     tracer: object = None             # (LVTracer, TracerConfig) or None: LV tracing (echogen.nets.tracer)
     regressor_from: str = ""          # "EF regressor ... trained on ..." (echogen.eval.readout.model_provenance)
     tracer_from: str = ""             # "LV tracer ... trained on ..."
+    history: dict = field(default_factory=dict)   # "regressor" / "tracer" -> the whole recorded training history
     clip_reader: str = "regressor"    # who reads an uploaded clip's EF first (echogen.eval.readout.clip_reader)
     orient: object = None             # OrientNet or None: is an upload shown mirrored? (echogen.nets.orient)
 
@@ -84,6 +85,8 @@ def load_engine(choice: str, device="cpu") -> Engine:
                   note or "regressor from this bundle", tracer=tracer,
                   regressor_from=model_provenance(choice, "regressor") if reg is not None else "",
                   tracer_from=model_provenance(choice, "tracer") if tracer is not None else "",
+                  history={k: model_provenance(choice, k, full=True) for k, m in (("regressor", reg), ("tracer", tracer))
+                           if m is not None},
                   clip_reader=clip_reader(choice), orient=orient)
 
 
@@ -136,37 +139,38 @@ def list_examples(folder) -> list[str]:
 
 def conditioning_frame(path, index: int = 0, engine: Engine | None = None) -> tuple[np.ndarray, dict]:
     """Frame `index` of the upload, preprocessed to the model's 112x112 float [0,1] frame, in the standard view
-    (the LV on the right) when the engine's orientation network finds the upload mirrored (upload_view);
-    info["view"] then says so."""
+    (apex at the top, the LV on the right) as decided once for the upload (upload_view); info["view"] then says
+    what was done."""
     from echogen.data.inputs import prepare_frame
+    from echogen.nets.orient import apply_view
     frame, info = prepare_frame(path, frame=int(index))
     view = upload_view(engine, path)
-    if view is not None and view["mirrored"]:
-        frame = np.ascontiguousarray(frame[..., ::-1])
-    note = "" if view is None else view_note(view)
-    return frame, ({**info, "view": note + ("; loops are generated and shown in the standard view"
-                                            if view["mirrored"] else "")} if note else info)
+    frame = apply_view(frame, view)
+    note = view_note(view)
+    moved = view["mirrored"] or view["turned"]
+    return frame, ({**info, "view": note + ("; loops are generated and shown in the standard view" if moved else "")}
+                   if note else info)
 
 
 _VIEWS: dict = {}
 _VIEWS_LOCK = threading.Lock()
 
 
-def clip_view(engine: Engine, f: np.ndarray):
+def clip_view(engine: Engine | None, f: np.ndarray):
     """(frames in the standard view, view) for model frames f (T, S, S) of an upload (echogen.nets.orient.
-    standard_view with the engine's network; as given without one)."""
+    standard_view with the engine's network: an apex-down upload turned apex-up, a mirrored one mirrored back;
+    without a network only the turn, which is geometry)."""
     from echogen.nets.orient import standard_view
     return standard_view(f, getattr(engine, "orient", None))
 
 
-def upload_view(engine: Engine | None, path, frames=None) -> dict | None:
-    """Is this upload shown mirrored? Decided once per upload on the frames its EF is read from (clip_ef), so the
-    conditioning frame, the clip's EF and the input check agree; None without an orientation network.
-    frames: the upload as read_input gives it, when already read (else it is read here)."""
-    if engine is None or engine.orient is None:
-        return None
+def upload_view(engine: Engine | None, path, frames=None) -> dict:
+    """How is this upload shown (apex-down? mirrored?)? Decided once per upload on the frames its EF is read from
+    (clip_ef), so the conditioning frame, the clip's EF and the input check agree (echogen.nets.orient.standard_view;
+    without an orientation network: never mirrored). frames: the upload as read_input gives it, when already read
+    (else it is read here)."""
     st = Path(path).stat()
-    key = (str(path), st.st_mtime_ns, st.st_size, id(engine))
+    key = (str(path), st.st_mtime_ns, st.st_size, id(engine) if engine is not None else None)
     with _VIEWS_LOCK:
         if key in _VIEWS:
             return _VIEWS[key]
@@ -271,7 +275,6 @@ def lv_area_curve(video: np.ndarray, frame: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ LV tracing
-from echogen.eval.readout import CLIP_CHECK_FRAMES as CHECK_FRAMES  # noqa: E402  (the CLI's limit too)
 CONTOUR_RGB = (255, 196, 0)
 
 
@@ -396,33 +399,25 @@ def plot_volume(res: dict, source_fps: float, path, loop: tuple | None = None, l
 
 
 def input_check(engine: Engine, path, index: int | None = None, frames=None, info=None):
-    """Does the upload look like an apical-4-chamber echo? echogen.eval.readout.assess_input with the
-    bundle's LV tracer when it has one (image checks only otherwise). index: the frame a generation conditions
-    on, judged with the clip it comes from (readout.frame_and_clip: the lower of the two); else the clip (its
-    first CHECK_FRAMES frames: the tracer also checks that the LV beats). The tracer sees the frames in the
+    """Does the upload look like an apical-4-chamber echo? echogen.eval.readout.assess_frames (what `generate` and
+    `ef` run too) with the bundle's LV tracer when it has one (image checks only otherwise). index: the frame a
+    generation conditions on, judged with the clip it comes from; else the clip. The tracer sees the frames in the
     upload's view (upload_view). Returns an Assessment; a check that itself fails falls back to the image checks."""
-    from echogen.eval.readout import assess_input, frame_and_clip
+    from echogen.eval.readout import assess_frames
     if frames is None:
         frames, info = read_input(path)
     frames = np.asarray(frames)
     fps = float((info or {}).get("fps") or 0.0)
     tracer = engine.tracer[0] if engine.tracer is not None else None
-
-    def check(f, f_fps):
-        try:
-            view = upload_view(engine, path, frames) if path is not None else None  # the upload's, not one frame's
-            return assess_input(f, tracer, f_fps, orient=getattr(engine, "orient", None),
-                                mirrored=None if view is None else view["mirrored"])
-        except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
-            a = assess_input(f, None, f_fps)
-            a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")
-            a.checks["tracer"] = 0.0
-            a.score = min(a.score, 0.45)
-            return a
-    clip = check(frames[:CHECK_FRAMES], fps) if index is None or len(frames) > 1 else None
-    if index is None:
-        return clip
-    return frame_and_clip(check(frames[int(index):int(index) + 1], 0.0), clip)
+    try:
+        view = upload_view(engine, path, frames) if path is not None else None   # the upload's, not one frame's
+        return assess_frames(frames, fps, tracer, index, getattr(engine, "orient", None), view)
+    except Exception as e:  # noqa: BLE001  a tracer failing on an odd input is itself a sign; never block on it
+        a = assess_frames(frames, fps, None, index)
+        a.reasons.append(f"warn: LV tracing failed on this input ({type(e).__name__})")
+        a.checks["tracer"] = 0.0
+        a.score = min(a.score, 0.45)
+        return a
 
 
 def new_result_dir(root=None) -> Path:
@@ -450,11 +445,13 @@ def ef_readers(engine: Engine, regressor_read, tracing: dict | None) -> list[dic
     if engine.regressor is not None:
         rows.append({"method": "EF regressor", "how": "a video network reads the EF from the clip",
                      "ef": None if regressor_read is None else round(regressor_read[0], 1),
-                     "model": engine.regressor_from or engine.regressor_note})
+                     "model": engine.regressor_from or engine.regressor_note,
+                     "history": engine.history.get("regressor", "")})
     if tracing is not None:
         rows.append({"method": "LV tracing", "how": "LV traced per frame; ED/ES from the area curve; volumes by the "
                      "single-plane method of disks", "ef": tracing["ef"], "failed": tracing["failed"],
-                     "model": engine.tracer_from, "confidence": tracing["confidence"],
+                     "model": engine.tracer_from, "history": engine.history.get("tracer", ""),
+                     "confidence": tracing["confidence"],
                      "ed_frame": tracing["ed_frame"], "es_frame": tracing["es_frame"],
                      "interpolated_frames": tracing.get("interpolated_frames", 0)})
     return rows

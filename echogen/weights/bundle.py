@@ -67,6 +67,33 @@ def read_metadata(path) -> dict[str, str]:
         raise WeightsError(f"{path}: not a readable .safetensors file ({e})") from None
 
 
+def data_summary(trained_on: str) -> str:
+    """What a reader learned from, in a few words for a readout line, from a weights file's "trained_on" text
+    (which may be a whole training history: it stays in the file's metadata, `ef --json` and the app's details):
+    the datasets it names (as echogen.eval.readout.describe_dataset names them) and, when all are EchoGen's own,
+    that they are synthetic; text it does not recognise is kept as it is (cut to 90 characters)."""
+    s = trained_on.lower()
+    ours = "echogen" in s
+    names = ["EchoNet-Dynamic (real echoes)"] if "echonet-dynamic" in s else []
+    names += [f"EchoNet-format data '{n}'" for n in re.findall(r"echonet-format data '([^']*)'", trained_on, re.I)
+              if "echonet-dynamic" not in n.lower()]
+    real = bool(names)
+    if ours and "v2" in s:
+        names.append("EchoGen simulator v2")
+    if ours and ("v1" in s or ("phantom" in s and "v2" not in s)):
+        names.append("EchoGen phantom v1")
+    if ours and "cascade samples" in s:
+        names.append("EchoGen cascade samples")
+    if not names:
+        return trained_on if len(trained_on) <= 90 else trained_on[:87].rstrip() + "..."
+    return " + ".join(names) + ("" if real else " (synthetic echoes only)")
+
+
+def steps_summary(steps) -> str:
+    """A weights file's "steps" label without its breakdown: "9000 (2000 + 4000 + 3000)" -> "9000"."""
+    return re.sub(r"\s*\(.*\)\s*$", "", str(steps)) or str(steps)
+
+
 def load_tensors(path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
     """Return (tensors, config dict, raw metadata). Checks the kind when given."""
     meta = read_metadata(path)
@@ -148,6 +175,48 @@ def resolve_weights(path_or_bundle, key: str, what: str, script: str) -> Path:
     elif not p.exists():
         raise WeightsError(f"{key} weights not found: {p}")
     return p
+
+
+class ModelFile:
+    """One kind of small model kept as a .safetensors file with its config in the metadata (the LV tracer, the EF
+    regressor, the orientation network): save, resolve (a file, or the one a bundle's manifest names under the
+    kind), has, load: one implementation for every such model.
+
+    kind: the metadata "echogen_kind" and the manifest key; what: the model's name in errors ("LV tracer");
+    script: what trains one; build: config dict -> (model, config), raising TypeError / ValueError when the
+    config does not fit."""
+
+    def __init__(self, kind: str, what: str, script: str, build):
+        self.kind, self.what, self.script, self.build = kind, what, script, build
+
+    def save(self, path, model: torch.nn.Module, cfg, **extra: str) -> Path:
+        """The state dict (of a DDP-wrapped model too) with cfg.to_dict() in the metadata; extra strings
+        (trained_on, steps, ...) go into the metadata too."""
+        save_tensors(path, getattr(model, "module", model).state_dict(), self.kind, cfg.to_dict(), **extra)
+        return Path(path)
+
+    def resolve(self, path_or_bundle) -> Path:
+        return resolve_weights(path_or_bundle, self.kind, self.what, self.script)
+
+    def has(self, path_or_bundle) -> bool:
+        try:
+            self.resolve(path_or_bundle)
+            return True
+        except WeightsError:
+            return False
+
+    def load(self, path_or_bundle, device=None) -> tuple:
+        """(model in eval mode on device, config); the file's metadata on model.meta, its path on model.source."""
+        p = self.resolve(path_or_bundle)
+        tensors, cfg_dict, meta = load_tensors(p, self.kind)
+        try:
+            model, cfg = self.build(cfg_dict)
+        except (TypeError, ValueError) as e:
+            raise WeightsError(f"{p}: invalid {self.kind} config ({e})") from None
+        load_state_strict(model, tensors, str(p))
+        model.meta = dict(meta)
+        model.source = str(p)
+        return model.to(device or "cpu").eval(), cfg
 
 
 def write_manifest(bundle, manifest: dict) -> None:

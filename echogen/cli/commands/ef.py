@@ -37,8 +37,10 @@ def add_arguments(p) -> None:
                         "reader the weights have (default)")
     p.add_argument("--no-check", action="store_true", help="skip the apical-4-chamber input check")
     p.add_argument("--orientation", default="auto", choices=("auto", "as-is", "mirror"),
-                   help="a view shown mirrored (the LV on the left) is read mirrored back: auto = when the bundle's "
-                        "orientation network says so (default), as-is = never, mirror = always")
+                   help="the clip is read in the standard view: an apex-down display (the fan's apex at the bottom) "
+                        "turned apex-up, and one shown mirrored (the LV on the left) mirrored back: auto = when the "
+                        "fan's shape / the bundle's orientation network say so (default), as-is = neither, "
+                        "mirror = always mirror")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a sentence")
 
 
@@ -73,7 +75,8 @@ def _readers(weights: Path, method: str, device):
 
 def _standard_view(frames, weights: Path, mode: str, device):
     """The clip in the standard orientation (echogen.nets.orient.standard_view) with the bundle's orientation
-    network (a bundle without one, or a single weights file: read as given unless --orientation mirror)."""
+    network (a bundle without one, or a single weights file: never mirrored unless --orientation mirror; an
+    apex-down clip is turned apex-up either way, which is geometry)."""
     from echogen.nets.orient import bundle_orient, standard_view
     return standard_view(frames, bundle_orient(weights, device) if mode == "auto" else None, mode)
 
@@ -115,9 +118,10 @@ def main(args) -> int:
         model, cfg = reg
         rfps = cfg.fps if assumed else fps
         mean, per_clip = predict_ef(model, cfg, frames, rfps, stride=args.stride)
-        who = model_provenance(weights, "regressor")
+        who = model_provenance(weights, "regressor")          # the data in a few words; JSON: the whole history
         out.update({"fps": rfps, "fps_assumed": assumed,      # the clip's; each reader's own fields are its own
-                    "regressor": {"ef": round(mean, 2), "method": "EF regressor (video network)", "model": who,
+                    "regressor": {"ef": round(mean, 2), "method": "EF regressor (video network)",
+                                  "model": model_provenance(weights, "regressor", full=True),
                                   "clips": [round(e, 2) for e in per_clip], "clip_frames": cfg.frames,
                                   "clip_fps": cfg.fps}})
         note = f" (fps unknown; taken as {cfg.fps:g})" if assumed else ""
@@ -144,7 +148,7 @@ def main(args) -> int:
         tfps = TRACE_FPS if assumed else fps
         res = trace_video(model, frames, tfps)
         t = {"ef": None if res["failed"] else round(res["ef"], 2), "method": "LV tracing, single-plane method of disks",
-             "model": provenance(model), "confidence": round(res["confidence"], 3), "failed": res["failed"],
+             "model": provenance(model, full=True), "confidence": round(res["confidence"], 3), "failed": res["failed"],
              "ed_frame": int(res["frames"][res["ed"]]) if res["ed"] >= 0 else None,
              "es_frame": int(res["frames"][res["es"]]) if res["es"] >= 0 else None,
              "edv_px3": None if res["failed"] else round(res["edv"], 1),

@@ -48,9 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-calibration", action="store_true",
                    help="condition the networks on --ef as given, not through the bundle's EF calibration")
     p.add_argument("--orientation", default="auto", choices=("auto", "as-is", "mirror"),
-                   help="a frame shown mirrored (the LV on the left) is generated from mirrored back, and the loop "
-                        "written in the standard view (as the app shows it): auto = when the bundle's orientation "
-                        "network says so (default), as-is = never, mirror = always")
+                   help="the loop is generated from, and written in, the standard view (as the app shows it): an "
+                        "apex-down frame (the fan's apex at the bottom) turned apex-up, one shown mirrored (the LV "
+                        "on the left) mirrored back: auto = when the fan's shape / the bundle's orientation network "
+                        "say so (default), as-is = neither, mirror = always mirror")
     p.add_argument("--no-read", action="store_true",
                    help="do not read the generated clip's EF with the bundle's EF regressor and LV tracer")
     p.add_argument("--full-clip", action="store_true",
@@ -71,17 +72,22 @@ def main(args) -> int:
     check_ef(args.ef, "--ef")
     from echogen.diffusion.cascade import check_seed
     check_seed(args.seed, "--seed")
-    frame, info = prepare_frame(args.image, frame=args.frame, size=112, limits=input_limits(args))
+    limits = input_limits(args)
+    frame, info = prepare_frame(args.image, frame=args.frame, size=112, limits=limits)
+    from echogen.data.clips import read_input
+    frames, finfo = read_input(args.image, limits)     # one decode for the input check and the view, as the app's
     device = pick_device(args.device)
+    cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
+    from echogen.diffusion.cascade import DEFAULT_WEIGHTS
+    from echogen.eval.readout import bundle_readers
+    bundle = Path(args.weights) if args.weights else Path(DEFAULT_WEIGHTS)
+    tracer, orient = bundle_readers(bundle if (bundle / "manifest.json").is_file() else None, device)
     if not args.no_check:
-        from echogen.diffusion.cascade import DEFAULT_WEIGHTS
-        from echogen.eval.readout import check_input
-        bundle = Path(args.weights) if args.weights else Path(DEFAULT_WEIGHTS)
-        check = check_input(args.image, bundle if (bundle / "manifest.json").is_file() else None, args.frame)
+        from echogen.eval.readout import assess_frames
+        check = assess_frames(frames, float(finfo.get("fps") or 0.0), tracer, args.frame, orient)
         print(check.warning or f"input check: looks like an apical-4-chamber echo (score {check.score:.2f})",
               flush=True)
-    cascade = apply_speed(load_cascade(args.weights, args.preset, device, args.random_init), args)
-    frame, view = _standard_view(frame, cascade.source, args.orientation, device, args.image)
+    frame, view = _standard_view(frame, frames, orient if args.orientation == "auto" else None, args.orientation)
     names = cascade.config.stage_names
     stages = None
     if args.stages:
@@ -137,7 +143,8 @@ def main(args) -> int:
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
     from echogen.nets.orient import view_note
     if view_note(view):
-        shown = "; the loop is written in the standard view, as the app shows it" if view["mirrored"] else ""
+        moved = view["mirrored"] or view["turned"]
+        shown = "; the loop is written in the standard view, as the app shows it" if moved else ""
         print(f"  view: {view_note(view)}{shown}", flush=True)
     if not args.no_read:
         cut_loop = video if len(video) != final.video.shape[2] else None       # OUT holds a loop cut from the clip
@@ -145,17 +152,14 @@ def main(args) -> int:
     return 0
 
 
-def _standard_view(frame, source, mode: str, device, path):
-    """The conditioning frame in the standard orientation (echogen.nets.orient.standard_view), decided by the
-    bundle's orientation network (none: as given unless --orientation mirror) on the input's frames as `ef` and
-    the app read them (a clip: up to 16 of its frames, far surer than the one frame)."""
-    from echogen.nets.orient import bundle_orient, standard_view
-    model = bundle_orient(source, device) if mode == "auto" else None
-    if model is None:
-        return standard_view(frame, None, mode)
-    from echogen.data.clips import ef_frames, read_input
-    frames, _ = read_input(path)
-    return standard_view(frame, model, mode, decide_on=ef_frames(frames, 112))
+def _standard_view(frame, frames, orient, mode: str):
+    """The conditioning frame in the standard view (echogen.nets.orient.standard_view), decided on the input's
+    frames (read_input's) as `ef` and the app read them (a clip: up to 16 of its frames, far surer than the one
+    frame) with the bundle's orientation network (none: never mirrored unless --orientation mirror; an apex-down
+    input is turned either way)."""
+    from echogen.data.clips import ef_frames
+    from echogen.nets.orient import standard_view
+    return standard_view(frame, orient, mode, decide_on=ef_frames(frames, 112))
 
 
 def _read_line(source, device, video, fps: float, asked: float, loop=None) -> str:
