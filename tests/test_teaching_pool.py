@@ -142,3 +142,23 @@ def test_review_set_from_uploaded_clips(bundle, echonet, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no known EF"):
         build_review_set(Cascade.load(bundle), uploads=sorted(up.iterdir()), regressor=None, n=1,
                          out_dir=tmp_path / "rev2", key_path=tmp_path / "rev2.key.json")
+
+
+def test_review_uploads_are_put_in_the_standard_view(tmp_path, monkeypatch):
+    """An organiser's uploaded clip shown apex-down (or mirrored) is read and generated from in the standard view,
+    as every other reader sees inputs: the regressor reads the same EF and the factual generation conditions on the
+    same first frame as for the upright upload."""
+    import echogen.teaching.pool as P
+    from echogen.data.phantom.dataset import make_video
+    from echogen.data.video_io import write_video
+    from echogen.teaching.media import VideoSpec
+    from echogen.teaching.review import real_from_uploads
+    seen = []
+    monkeypatch.setattr(P, "_regressor_reading", lambda reg, video, fps: seen.append(np.asarray(video)) or 50.0)
+    row, _, clip = make_video(31, 0, sim="v2")
+    fps = float(row["FPS"])
+    write_video(tmp_path / "up.avi", clip.astype(np.float32) / 255, fps)
+    write_video(tmp_path / "down.avi", np.ascontiguousarray(clip[:, ::-1]).astype(np.float32) / 255, fps)
+    spec = VideoSpec(frames=16, fps=25.0, size=112)
+    (up,), (down,) = (real_from_uploads([tmp_path / f"{n}.avi"], spec, object()) for n in ("up", "down"))
+    assert np.abs(up[2] - down[2]).mean() < 0.01 and np.abs(seen[0] - seen[1]).mean() < 0.01

@@ -421,7 +421,7 @@ def assess_frames(frames, fps: float = 0.0, tracer=None, frame: int | None = Non
             if len(frames) > 1 else None)
     if frame is None:
         return clip if clip is not None else assess_input(frames, tracer, 0.0, orient=orient, view=view)
-    if view is None and orient is not None and len(frames) > 1:      # one frame alone is a weaker witness
+    if view is None and len(frames) > 1:      # the frame is seen as the clip is: one frame alone is a weaker witness
         from echogen.data.clips import ef_frames
         from echogen.nets.orient import standard_view
         view = standard_view(ef_frames(frames, 112), orient)[1]

@@ -43,14 +43,17 @@ def default_key_path(review_dir) -> Path:
     return d.with_name(d.name + ".key.json")
 
 
-def real_from_uploads(paths, spec: VideoSpec, regressor, seed: int = 0) -> list[tuple]:
+def real_from_uploads(paths, spec: VideoSpec, regressor, seed: int = 0, orient=None) -> list[tuple]:
     """Clips or multi-frame DICOMs uploaded by the organiser -> [(record, uint8 clip fitted to spec,
     its first frame float32 (112, 112))] like select_real. An upload has no measured EF, so the EF the
     factual generation is asked for is what the bundle's regressor reads from the clip (ef_source
-    "regressor"); without a regressor uploads cannot be used. Files too short or unreadable are skipped
-    (their names are never stored: only a hash of the pixels)."""
+    "regressor"); without a regressor uploads cannot be used. Each clip is put in the standard view first
+    (echogen.nets.orient.standard_view: an apex-down display turned apex-up, a mirrored one mirrored back when the
+    orientation network `orient` says so), as every reader and the generator see inputs. Files too short or
+    unreadable are skipped (their names are never stored: only a hash of the pixels)."""
     from echogen.data.inputs import InputError, load_frames
     from echogen.data.video_io import VideoError
+    from echogen.nets.orient import standard_view
     from echogen.teaching.media import fit_clip, max_start, prepare_clip
     from echogen.teaching.pool import _regressor_reading
 
@@ -71,6 +74,7 @@ def real_from_uploads(paths, spec: VideoSpec, regressor, seed: int = 0) -> list[
         if last < 0:
             continue
         clip = (prepare_clip(frames, 112, info.get("regions")) * 255 + 0.5).astype(np.uint8)
+        clip = standard_view(clip, orient)[0]
         start = int(rng.integers(last + 1))
         fitted = fit_clip(clip, fps, spec, start=start)
         if fitted is None:
@@ -104,7 +108,10 @@ def build_review_set(cascade, echonet_root=None, split: str = "TEST", n: int = 1
         raise ValueError("the key must be kept outside the review folder")
     spec = VideoSpec.of_cascade(cascade)
     if uploads:
-        chosen = real_from_uploads(uploads, spec, regressor, seed)[:n]
+        from echogen.nets.orient import bundle_orient
+        source = getattr(cascade, "source", None)
+        chosen = real_from_uploads(uploads, spec, regressor, seed,
+                                   bundle_orient(source if source and Path(str(source)).is_dir() else None))[:n]
     elif echonet_root is not None:
         chosen = select_real(echonet_root, split, n, spec, seed)
     else:
