@@ -105,14 +105,19 @@ def test_volume_plot_and_readout_with_a_known_trace(tmp_path):
     assert failed["ef"] is None and failed["failed"] == "no LV cavity found"
     r = {"requested_ef": 45.0, "read_ef": 40.5, "difference": -4.5, "per_clip_ef": [41.0],
          "read_by": "mean of the EF regressor and LV tracing",
-         "tracing": s, "readers": [{"method": "EF regressor", "ef": 41.0, "model": "EF regressor trained on X"},
+         "tracing": s, "readers": [{"method": "EF regressor", "ef": 41.0, "model": "EF regressor trained on X",
+                                    "history": "X: 9 videos, then 'X2' (3 steps)"},
                                    {"method": "LV tracing", "ef": 40.0, "model": "LV tracer trained on Y",
                                     "confidence": 0.9, "ed_frame": 0, "es_frame": 7}],
          "stages": [], "weights": "w", "seed": 0,
-         "input_check": {"ok": False, "score": 0.2, "reasons": ["warn: no ultrasound sector found"]}}
+         "input_check": {"ok": False, "score": 0.2, "reasons": ["warn: no ultrasound sector found"]},
+         "view": "apex-down display (...): read turned upside down; the loops are shown in the standard view"}
     html = readout_html(r)
     assert "mean: regressor 41.0 %, tracing 40.0 %" in html and "40.5" in html
     assert "trained on X" in html and "trained on Y" in html
+    # the short name on the line, the whole history on hover (escaped), said to be there; the view repeated
+    assert "class='eg-history' title='X: 9 videos, then &#x27;X2&#x27; (3 steps)'" in html and "hover" in html
+    assert "Input view: apex-down display" in html
     assert "a4c-check-readout" in html and "no ultrasound sector found" in html
     assert "disagree" not in html and "may jump" not in html          # 41 vs 40, a whole cycle
     # readings 10+ points apart: the readout says so (as `echogen ef --method both`); a loop that is the whole

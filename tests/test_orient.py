@@ -190,8 +190,8 @@ def test_ef_reads_a_mirrored_clip_mirrored_back(tmp_path, capsys):
     assert main(["ef", "--video", str(tmp_path / "mir.avi"), "--method", "tracing"]) == 0
     assert "mirrored view: the LV is on the left" in capsys.readouterr().out
     # generate decides on the clip's frames as `ef` does (one real frame alone is less sure), then mirrors the frame
-    from echogen.cli.commands.generate import _standard_view
     from echogen.data.clips import read_input
+    from echogen.nets.orient import frame_in_view as _standard_view
     from echogen.data.inputs import prepare_frame
     orient = load_orient(DEMO)[0]
     frame = prepare_frame(tmp_path / "mir.avi", frame=0)[0]
@@ -273,8 +273,8 @@ def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys):
     16; 64 / 52 the right way up) and was only warned about. Now `ef`, `generate` and the app's upload path turn it
     apex-up: the same readings, the same conditioning frame, and the readouts say what was done."""
     from pydicom.data import get_testdata_file
-    from echogen.cli.commands.generate import _standard_view
     from echogen.cli.main import main
+    from echogen.nets.orient import frame_in_view as _standard_view
     from echogen.data.inputs import load_frames, prepare_frame
     from echogen.ui import support as S
     frames, _ = load_frames(get_testdata_file("examples_ybr_color.dcm"))             # (30, 240, 320, 3)
@@ -300,6 +300,16 @@ def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys):
     assert abs(e_up - e_down) < 1.0, (e_up, e_down)
     a = S.input_check(engine, tmp_path / "down.npy", index=3)
     assert a.ok and a.checks["tracer"] > 0.7 and any("apex at the bottom" in r for r in a.reasons), a.reasons
+    # read as given (--orientation as-is), the upside-down clip reads nonsense: the check now warns (it passed)
+    assert main(["ef", "--video", str(tmp_path / "down.npy"), "--fps", "30", "--orientation", "as-is", "--json"]) == 0
+    as_is = json.loads(capsys.readouterr().out)["input_check"]
+    assert not as_is["ok"] and "read as given" in as_is["warning"], as_is
+    # `prepare` writes the frame generate conditions on: turned too, and says so
+    for name in ("up", "down"):
+        assert main(["prepare", "--image", str(tmp_path / f"{name}.npy"), "--frame", "3", "--out",
+                     str(tmp_path / f"{name}_frame.npy")]) == 0
+    assert "view: apex-down display" in capsys.readouterr().out
+    assert np.abs(np.load(tmp_path / "up_frame.npy") - np.load(tmp_path / "down_frame.npy")).mean() < 0.01
     # the CLI's generation: one decode for the check and the view; the loop generated from the turned frame
     assert main(["generate", "--image", str(tmp_path / "down.npy"), "--frame", "3", "--ef", "45", "--out",
                  str(tmp_path / "g.npy"), "--no-read"]) == 0

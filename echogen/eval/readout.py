@@ -250,8 +250,9 @@ def _longest_straight_side(mask: np.ndarray) -> float:
     return longest
 
 
-def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
-    """grey: (H, W) uint8 maximum projection of the clip."""
+def _sector_check(grey: np.ndarray, turnable: bool = True) -> tuple[float, str, np.ndarray | None]:
+    """grey: (H, W) uint8 maximum projection of the clip. turnable: an apex-down fan is read turned apex-up (False:
+    it is read as given, e.g. `--orientation as-is`, and fails)."""
     from echogen.data.inputs import fan_shape, find_sector, is_apex_down
 
     h, w = grey.shape
@@ -276,9 +277,14 @@ def _sector_check(grey: np.ndarray) -> tuple[float, str, np.ndarray | None]:
         score -= 0.5
         notes.append(f"only {dark_out:.0%} of the pixels around it are black")
     turned = is_apex_down(shape)     # shown apex-down: the readers turn it apex-up (echogen.nets.orient.standard_view)
-    if turned:
+    if turned and turnable:
         shape = fan_shape(np.ascontiguousarray(mask[::-1]))
-    if shape["taper"] > 0.8:
+    if turned and not turnable:      # read as given (the real clip upside down read EF 88 / 72 %, upright 64 / 52)
+        score -= 0.8
+        notes.append("it is a fan with its apex at the bottom (an apex-down display) read as given (orientation "
+                     "as-is); EchoGen's models need the apex at the top")
+        turned = False
+    elif shape["taper"] > 0.8:
         score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
     elif shape["off_centre"] > 0.25:      # simulator v2's probe offsets and tilts: <= 0.19 (190 clips)
@@ -371,7 +377,7 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=No
     checks, reasons = {}, []
     grey = a if a.ndim == 3 else np.stack([_luma(f) for f in a])
     proj = grey.max(0)
-    s_sector, r_sector, mask = _sector_check(proj)
+    s_sector, r_sector, mask = _sector_check(proj, turnable=view is None or view.get("mode") != "as-is")
     s, r = _colour_check(a, mask)
     checks["colour"], _ = s, reasons.append(r)
     checks["sector"], _ = s_sector, reasons.append(r_sector)

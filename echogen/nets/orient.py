@@ -193,6 +193,13 @@ def standard_view(frames, model: OrientNet | None, mode: str = "auto", decide_on
     return apply_view(frames, view), view
 
 
+def frame_in_view(frame, frames, model: OrientNet | None, mode: str = "auto"):
+    """A prepared frame (S, S) of an input, in the view decided on the input's frames (read_input's, as `ef` and
+    the app read them: a clip's up to 16 frames decide, far surer than the one frame). (frame, view)."""
+    from echogen.data.clips import ef_frames
+    return standard_view(frame, model, mode, decide_on=ef_frames(frames, 112))
+
+
 def view_note(view: dict) -> str:
     """One line for the readouts; "" when the input was read as given in the standard view."""
     p = view.get("p_mirrored")
@@ -206,6 +213,6 @@ def view_note(view: dict) -> str:
                      "standard view (LV on the right), as the models were trained")
     elif view["mode"] != "as-is" and p is not None and p > 0.2:
         # not "standard view (the LV on the right)": an unsure network says nothing about an LV (a photo: 0.5-0.6)
-        parts.append(f"orientation unsure (P(mirrored) {p:.2f} by the orientation network, not above "
-                     f"{MIRRORED_ABOVE:g}): read as given")
+        parts.append(f"left-right orientation unsure (P(mirrored) {p:.2f} by the orientation network, not above "
+                     f"{MIRRORED_ABOVE:g}): not mirrored")
     return "; ".join(parts)

@@ -251,13 +251,14 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
 
 
 def provenance(model, full: bool = False) -> str:
-    """'LV tracer (0.39 M params, 1600 steps) trained on <data>' from the weights' metadata; <data> in a few words
-    (echogen.weights.bundle.data_summary), full=True: the whole recorded training history."""
+    """"LV tracer 'small' (9000 steps) trained on <data>" from the weights' metadata, worded as
+    echogen.eval.readout.model_provenance words a bundle's (the CLI and the app name a tracer alike); <data> in a
+    few words (echogen.weights.bundle.data_summary), full=True: the whole recorded training history."""
     from echogen.weights.bundle import data_summary, steps_summary
     meta = getattr(model, "meta", {}) or {}
-    bits = [f"{num_params(model) / 1e6:.2f} M params"]
+    label = "LV tracer" + (f" '{meta['preset']}'" if meta.get("preset") else "")
     if meta.get("steps"):
-        bits.append(f"{meta['steps'] if full else steps_summary(meta['steps'])} steps")
+        label += f" ({meta['steps'] if full else steps_summary(meta['steps'])} steps)"
     if not meta.get("trained_on"):
-        return f"LV tracer ({', '.join(bits)}) trained on unrecorded data (no trained_on in the weights' metadata)"
-    return f"LV tracer ({', '.join(bits)}) trained on {meta['trained_on'] if full else data_summary(meta['trained_on'])}"
+        return f"{label} (training data not recorded in the weights)"
+    return f"{label} trained on {meta['trained_on'] if full else data_summary(meta['trained_on'])}"

@@ -322,6 +322,9 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             check = S.input_check(engine, input_file, int(frame_index or 0))
             g = S.run_generation(engine, frame, float(ef), enabled, steps, guidance, seed,
                                  S.new_result_dir(out_root), G.Budget(serving.budget_s).wrap(cb), check=check)
+            v = S.upload_view(engine, input_file)                 # what was turned / mirrored (the input line says it too)
+            g.readout["view"] = S.view_note(v) + ("; the loops are shown in the standard view"
+                                                  if v["turned"] or v["mirrored"] else "")
         except errors as e:
             fail(e, input_file)
         vids, caps = [], []

@@ -40,6 +40,7 @@ CSS = """
 .eg-check.bad ul {font-weight: 400; margin: .3rem 0 0 1rem;}
 .eg-check.good {opacity: .8;}
 .eg-methods {flex-basis: 100%; font-size: .85rem;}
+.eg-methods .eg-history {text-decoration: underline dotted; cursor: help;}
 """
 
 
@@ -87,7 +88,8 @@ def methods_html(r: dict) -> str:
                 extra += f", {m['interpolated_frames']} frame(s) with no plausible trace (interpolated)"
         who = html.escape(m.get("model") or "")
         if m.get("history"):      # the whole training history on hover, the data in a few words on the line
-            who = f"<span title='{html.escape(m['history'], quote=True)}'>{who}</span>"
+            who = (f"<span class='eg-history' title='{html.escape(m['history'], quote=True)}'>{who}</span>"
+                   " (hover: its whole training history)")
         items.append(f"<li><b>{html.escape(m['method'])}</b>: {val}{extra} — {who}</li>")
     return ("<div id='ef-methods' class='eg-methods'>EF read by " + " and ".join(html.escape(m["method"]) for m in rows)
             + ":<ul>" + "".join(items) + "</ul></div>")
@@ -150,6 +152,8 @@ def readout_html(r: dict) -> str:
     if r.get("conditioning"):
         foot += f"<br>EF conditioning: {html.escape(r['conditioning'])}."
     foot += f"<br>Weights: {html.escape(r.get('weights', ''))} · seed {r.get('seed')} · {sampled}"
+    if r.get("view"):
+        foot += f"<br>Input view: {html.escape(r['view'])}."
     if r.get("untrained"):
         foot = "<b style='color:#b91c1c'>UNTRAINED weights — noise, for testing only.</b> " + foot
     check = r.get("input_check")

@@ -187,7 +187,7 @@ def main(args) -> int:
     if view_note(view):
         lines.append(view_note(view))
     if not args.no_check:
-        a = assess_input(raw, tr[0] if tr else None, fps=0.0 if assumed else fps, prepared=frames)
+        a = assess_input(raw, tr[0] if tr else None, fps=0.0 if assumed else fps, prepared=frames, view=view)
         out["input_check"] = a.to_dict()
         lines.append(a.warning or f"input check: looks like an apical-4-chamber echo (score {a.score:.2f})")
     if args.json:

@@ -82,12 +82,13 @@ def main(args) -> int:
     from echogen.eval.readout import bundle_readers
     bundle = Path(args.weights) if args.weights else Path(DEFAULT_WEIGHTS)
     tracer, orient = bundle_readers(bundle if (bundle / "manifest.json").is_file() else None, device)
-    if not args.no_check:
+    from echogen.nets.orient import frame_in_view
+    frame, view = frame_in_view(frame, frames, orient if args.orientation == "auto" else None, args.orientation)
+    if not args.no_check:      # the input as the generation sees it (in the view just decided)
         from echogen.eval.readout import assess_frames
-        check = assess_frames(frames, float(finfo.get("fps") or 0.0), tracer, args.frame, orient)
+        check = assess_frames(frames, float(finfo.get("fps") or 0.0), tracer, args.frame, orient, view)
         print(check.warning or f"input check: looks like an apical-4-chamber echo (score {check.score:.2f})",
               flush=True)
-    frame, view = _standard_view(frame, frames, orient if args.orientation == "auto" else None, args.orientation)
     names = cascade.config.stage_names
     stages = None
     if args.stages:
@@ -150,16 +151,6 @@ def main(args) -> int:
         cut_loop = video if len(video) != final.video.shape[2] else None       # OUT holds a loop cut from the clip
         print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef, cut_loop), flush=True)
     return 0
-
-
-def _standard_view(frame, frames, orient, mode: str):
-    """The conditioning frame in the standard view (echogen.nets.orient.standard_view), decided on the input's
-    frames (read_input's) as `ef` and the app read them (a clip: up to 16 of its frames, far surer than the one
-    frame) with the bundle's orientation network (none: never mirrored unless --orientation mirror; an apex-down
-    input is turned either way)."""
-    from echogen.data.clips import ef_frames
-    from echogen.nets.orient import standard_view
-    return standard_view(frame, orient, mode, decide_on=ef_frames(frames, 112))
 
 
 def _read_line(source, device, video, fps: float, asked: float, loop=None) -> str:
