@@ -268,7 +268,7 @@ def test_app_input_check_of_one_frame_follows_the_upload_s_decision(tmp_path, mo
 
 
 @needs_shipped
-def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys):
+def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys, monkeypatch):
     """The real SonoSite apical clip (pydicom's examples_ybr_color.dcm) shown apex-down read EF 88 / 72 % (session
     16; 64 / 52 the right way up) and was only warned about. Now `ef`, `generate` and the app's upload path turn it
     apex-up: the same readings, the same conditioning frame, and the readouts say what was done."""
@@ -310,8 +310,15 @@ def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys):
                      str(tmp_path / f"{name}_frame.npy")]) == 0
     assert "view: apex-down display" in capsys.readouterr().out
     assert np.abs(np.load(tmp_path / "up_frame.npy") - np.load(tmp_path / "down_frame.npy")).mean() < 0.01
-    # the CLI's generation: one decode for the check and the view; the loop generated from the turned frame
+    # the CLI's generation: one decode for the check and the view; the loop generated from the turned frame; the
+    # LV tracer loaded once for the check, the loop cut and the EF line (it was loaded three times)
+    import echogen.nets.tracer as T
+    loads, load = [], T.load_tracer
+    monkeypatch.setattr(T, "load_tracer", lambda *a, **k: loads.append(a) or load(*a, **k))
     assert main(["generate", "--image", str(tmp_path / "down.npy"), "--frame", "3", "--ef", "45", "--out",
-                 str(tmp_path / "g.npy"), "--no-read"]) == 0
+                 str(tmp_path / "g.npy")]) == 0
     out = capsys.readouterr().out
     assert "input check: looks like an apical-4-chamber echo" in out and "view: apex-down display" in out, out
+    assert "the loop is written in the standard view" in out and "EF read from the generated clip" in out, out
+    assert "(tracer)" in out or "tracing" in out, out
+    assert len(loads) == 1, loads

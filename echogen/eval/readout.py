@@ -250,9 +250,11 @@ def _longest_straight_side(mask: np.ndarray) -> float:
     return longest
 
 
-def _sector_check(grey: np.ndarray, turnable: bool = True) -> tuple[float, str, np.ndarray | None]:
-    """grey: (H, W) uint8 maximum projection of the clip. turnable: an apex-down fan is read turned apex-up (False:
-    it is read as given, e.g. `--orientation as-is`, and fails)."""
+def _sector_check(grey: np.ndarray, turned: bool | None = None, as_is: bool = False
+                  ) -> tuple[float, str, np.ndarray | None]:
+    """grey: (H, W) uint8 maximum projection of the clip. turned: whether the readers turn this input apex-up (the
+    view applied, echogen.nets.orient.standard_view; None: none decided, then the same geometry rule decides here,
+    unless as_is). An apex-down fan that is not turned is read as given, and fails (as_is: asked so)."""
     from echogen.data.inputs import fan_shape, find_sector, is_apex_down
 
     h, w = grey.shape
@@ -276,14 +278,16 @@ def _sector_check(grey: np.ndarray, turnable: bool = True) -> tuple[float, str, 
     if dark_out < 0.6:
         score -= 0.5
         notes.append(f"only {dark_out:.0%} of the pixels around it are black")
-    turned = is_apex_down(shape)     # shown apex-down: the readers turn it apex-up (echogen.nets.orient.standard_view)
-    if turned and turnable:
+    apex_down = is_apex_down(shape)
+    if turned is None:               # no view decided: the rule standard_view applies (apex_at_bottom)
+        turned = apex_down and not as_is
+    if turned:                       # the readers see it turned apex-up: judge that fan
         shape = fan_shape(np.ascontiguousarray(mask[::-1]))
-    if turned and not turnable:      # read as given (the real clip upside down read EF 88 / 72 %, upright 64 / 52)
+    if apex_down and not turned:     # read as given (the real clip upside down read EF 88 / 72 %, upright 64 / 52)
         score -= 0.8
-        notes.append("it is a fan with its apex at the bottom (an apex-down display) read as given (orientation "
-                     "as-is); EchoGen's models need the apex at the top")
-        turned = False
+        how = " (orientation as-is)" if as_is else ""
+        notes.append(f"it is a fan with its apex at the bottom (an apex-down display) read as given{how}; EchoGen's "
+                     "models need the apex at the top")
     elif shape["taper"] > 0.8:
         score -= 0.45
         notes.append("it is not fan-shaped (as wide at the top as below; a linear or rectangular image)")
@@ -377,18 +381,19 @@ def assess_input(frames, tracer=None, fps: float = 0.0, prepared=None, orient=No
     checks, reasons = {}, []
     grey = a if a.ndim == 3 else np.stack([_luma(f) for f in a])
     proj = grey.max(0)
-    s_sector, r_sector, mask = _sector_check(proj, turnable=view is None or view.get("mode") != "as-is")
+    if tracer is not None and prepared is None:      # the tracer's frames, in the view (decided here if not given)
+        from echogen.data.clips import prepare_clip
+        from echogen.nets.orient import apply_view, standard_view
+        prepared = prepare_clip(a, tracer.cfg.size)
+        prepared, view = standard_view(prepared, orient) if view is None else (apply_view(prepared, view), view)
+    s_sector, r_sector, mask = _sector_check(proj, None if view is None else bool(view.get("turned")),
+                                             as_is=view is not None and view.get("mode") == "as-is")
     s, r = _colour_check(a, mask)
     checks["colour"], _ = s, reasons.append(r)
     checks["sector"], _ = s_sector, reasons.append(r_sector)
     s, r = _chamber_check(grey[len(grey) // 2], mask)
     checks["chambers"], _ = s, reasons.append(r)
     if tracer is not None:
-        if prepared is None:
-            from echogen.data.clips import prepare_clip
-            from echogen.nets.orient import apply_view, standard_view
-            prepared = prepare_clip(a, tracer.cfg.size)
-            prepared = (standard_view(prepared, orient)[0] if view is None else apply_view(prepared, view))
         s, r = _tracer_check(np.asarray(prepared), tracer, fps)
         checks["tracer"], _ = s, reasons.append(r)
     vals = np.sort(np.array(list(checks.values())))
@@ -423,14 +428,16 @@ def assess_frames(frames, fps: float = 0.0, tracer=None, frame: int | None = Non
     whole clip (its first CLIP_CHECK_FRAMES frames). view: the input's view, decided on the whole input
     (echogen.nets.orient.standard_view); else decided here with orient."""
     frames = np.asarray(frames)
+    if frame is not None and view is None and len(frames) > 1:
+        # one decision for the clip's check and the frame's (the frame is seen as the clip is: one frame alone is a
+        # weaker witness), on the frames the EF is read from, as the app decides it (upload_view)
+        from echogen.data.clips import ef_frames
+        from echogen.nets.orient import standard_view
+        view = standard_view(ef_frames(frames, 112), orient)[1]
     clip = (assess_input(frames[:CLIP_CHECK_FRAMES], tracer, fps, orient=orient, view=view)
             if len(frames) > 1 else None)
     if frame is None:
         return clip if clip is not None else assess_input(frames, tracer, 0.0, orient=orient, view=view)
-    if view is None and len(frames) > 1:      # the frame is seen as the clip is: one frame alone is a weaker witness
-        from echogen.data.clips import ef_frames
-        from echogen.nets.orient import standard_view
-        view = standard_view(ef_frames(frames, 112), orient)[1]
     one = assess_input(frames[frame:frame + 1], tracer, 0.0, orient=orient, view=view)
     return frame_and_clip(one, clip)
 

@@ -200,8 +200,15 @@ def frame_in_view(frame, frames, model: OrientNet | None, mode: str = "auto"):
     return standard_view(frame, model, mode, decide_on=ef_frames(frames, 112))
 
 
-def view_note(view: dict) -> str:
-    """One line for the readouts; "" when the input was read as given in the standard view."""
+def moved(view: dict) -> bool:
+    """Was the input turned or mirrored to reach the standard view (so what is shown differs from the upload)?"""
+    return bool(view.get("turned") or view.get("mirrored"))
+
+
+def view_note(view: dict, then: str = "") -> str:
+    """One line for the readouts; "" when the input was read as given in the standard view. then: what the caller
+    shows in the standard view (e.g. "the loops are shown in the standard view"), added when the view moved the
+    input."""
     p = view.get("p_mirrored")
     parts = []
     if view.get("turned"):
@@ -215,4 +222,6 @@ def view_note(view: dict) -> str:
         # not "standard view (the LV on the right)": an unsure network says nothing about an LV (a photo: 0.5-0.6)
         parts.append(f"left-right orientation unsure (P(mirrored) {p:.2f} by the orientation network, not above "
                      f"{MIRRORED_ABOVE:g}): not mirrored")
+    if then and moved(view):
+        parts.append(then)
     return "; ".join(parts)

@@ -62,18 +62,24 @@ def _tracer_module():
     return None
 
 
-def tracer_reader(bundle, device="cpu") -> EFReader | None:
+def tracer_reader(bundle, device="cpu", loaded=None) -> EFReader | None:
     """The bundle's LV tracer as an EF reader (EF from traced volumes; area for end-diastole), or None when
-    the tracer module is not installed or the bundle has no tracer."""
+    the tracer module is not installed or the bundle has no tracer. loaded: that tracer already loaded (an LVTracer;
+    then `bundle` is not read again)."""
     mod = _tracer_module()
-    if mod is None or bundle is None or not all(hasattr(mod, f) for f in ("has_tracer", "load_tracer", "trace_video")):
+    if mod is None or not all(hasattr(mod, f) for f in ("has_tracer", "load_tracer", "trace_video")):
         return None
-    try:
-        if not mod.has_tracer(bundle):
+    if loaded is not None:
+        model, cfg = loaded, loaded.cfg
+    else:
+        if bundle is None:
             return None
-        model, cfg = mod.load_tracer(bundle, device)
-    except Exception:  # a tracer that cannot be loaded is reported by whoever loads bundles; no gate from it
-        return None
+        try:
+            if not mod.has_tracer(bundle):
+                return None
+            model, cfg = mod.load_tracer(bundle, device)
+        except Exception:  # a tracer that cannot be loaded is reported by whoever loads bundles; no gate from it
+            return None
 
     def read(video, fps):
         r = mod.trace_video(model, np.asarray(video, np.float32), fps, cfg)

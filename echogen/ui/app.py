@@ -323,8 +323,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             g = S.run_generation(engine, frame, float(ef), enabled, steps, guidance, seed,
                                  S.new_result_dir(out_root), G.Budget(serving.budget_s).wrap(cb), check=check)
             v = S.upload_view(engine, input_file)                 # what was turned / mirrored (the input line says it too)
-            g.readout["view"] = S.view_note(v) + ("; the loops are shown in the standard view"
-                                                  if v["turned"] or v["mirrored"] else "")
+            g.readout["view"] = S.view_note(v, then=S.SHOWN_IN_VIEW)
         except errors as e:
             fail(e, input_file)
         vids, caps = [], []

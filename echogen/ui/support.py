@@ -25,6 +25,7 @@ from echogen.weights.bundle import find_bundles, read_manifest
 RANDOM_INIT = "random-init (UNTRAINED, testing only)"
 SWEEP_EFS = (20, 35, 50, 65, 80)
 DISPLAY = 224            # display side of each loop (28x28 base upscaled 8x)
+SHOWN_IN_VIEW = "the loops are generated and shown in the standard view"    # view line's tail when the input moved
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 # what each stage adds, shown next to its toggle (keyed by the demo/paper stage names)
@@ -146,10 +147,8 @@ def conditioning_frame(path, index: int = 0, engine: Engine | None = None) -> tu
     frame, info = prepare_frame(path, frame=int(index))
     view = upload_view(engine, path)
     frame = apply_view(frame, view)
-    note = view_note(view)
-    moved = view["mirrored"] or view["turned"]
-    return frame, ({**info, "view": note + ("; loops are generated and shown in the standard view" if moved else "")}
-                   if note else info)
+    note = view_note(view, then=SHOWN_IN_VIEW)
+    return frame, ({**info, "view": note} if note else info)
 
 
 _VIEWS: dict = {}

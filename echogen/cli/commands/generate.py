@@ -82,6 +82,7 @@ def main(args) -> int:
     from echogen.eval.readout import bundle_readers
     bundle = Path(args.weights) if args.weights else Path(DEFAULT_WEIGHTS)
     tracer, orient = bundle_readers(bundle if (bundle / "manifest.json").is_file() else None, device)
+    own = tracer if Path(str(cascade.source)) == bundle else None        # the tracer of the bundle generating
     from echogen.nets.orient import frame_in_view
     frame, view = frame_in_view(frame, frames, orient if args.orientation == "auto" else None, args.orientation)
     if not args.no_check:      # the input as the generation sees it (in the view just decided)
@@ -125,7 +126,7 @@ def main(args) -> int:
     loop_note = "every generated frame (--full-clip)"
     if not args.full_clip:
         from echogen.data.loops import stage_loops
-        loops, cut = stage_loops(results, frame, tracer=_tracer_area(cascade.source, device))
+        loops, cut = stage_loops(results, frame, tracer=_tracer_area(cascade.source, device, own))
         loop_note = (f"one heart cycle from end-diastole, frames {cut.start}-{cut.stop - 1} of {len(video)} "
                      f"({cut.method})" if cut.complete else
                      f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
@@ -144,29 +145,29 @@ def main(args) -> int:
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
     from echogen.nets.orient import view_note
     if view_note(view):
-        moved = view["mirrored"] or view["turned"]
-        shown = "; the loop is written in the standard view, as the app shows it" if moved else ""
-        print(f"  view: {view_note(view)}{shown}", flush=True)
+        print(f"  view: {view_note(view, then='the loop is written in the standard view, as the app shows it')}",
+              flush=True)
     if not args.no_read:
         cut_loop = video if len(video) != final.video.shape[2] else None       # OUT holds a loop cut from the clip
-        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef, cut_loop), flush=True)
+        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef, cut_loop, own), flush=True)
     return 0
 
 
-def _read_line(source, device, video, fps: float, asked: float, loop=None) -> str:
+def _read_line(source, device, video, fps: float, asked: float, loop=None, tracer=None) -> str:
     """The generated clip's EF as the app's readout states it (echogen.eval.reading.generated_ef), and, when OUT
-    holds a loop cut from it, the loop's (what `ef --video OUT --method both` reads, before video compression)."""
+    holds a loop cut from it, the loop's (what `ef --video OUT --method both` reads, before video compression).
+    tracer: the bundle's LV tracer when already loaded (else loaded here when the bundle has one)."""
     from echogen.eval.reading import generated_ef
     from echogen.weights.bundle import MANIFEST, read_manifest
 
     if not source or not (Path(source) / MANIFEST).is_file():
         return "  EF read from the clip: not read (no weights bundle with an EF reader)"
     man = read_manifest(source)
-    regressor = tracer = None
+    regressor = None
     if man.get("regressor"):
         from echogen.nets.regressor import load_regressor
         regressor = load_regressor(source, device)
-    if man.get("tracer"):
+    if tracer is None and man.get("tracer"):
         from echogen.nets.tracer import load_tracer
         tracer = load_tracer(source, device)[0]
     if regressor is None and tracer is None:
@@ -185,11 +186,11 @@ def _read_line(source, device, video, fps: float, asked: float, loop=None) -> st
     return line
 
 
-def _tracer_area(source, device):
+def _tracer_area(source, device, tracer=None):
     """The bundle's LV tracer as an LV-area function for the loop cut (as the app cuts it), or None (then the
-    dark-area curve): bundles without a tracer, random-init weights."""
+    dark-area curve): bundles without a tracer, random-init weights. tracer: that tracer, when already loaded."""
     if not source or not (Path(source) / "manifest.json").is_file():
         return None
     from echogen.teaching.gate import tracer_reader
-    reader = tracer_reader(source, device)
+    reader = tracer_reader(source, device, loaded=tracer)
     return reader.area if reader is not None else None
