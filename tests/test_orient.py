@@ -319,6 +319,21 @@ def test_readers_turn_an_apex_down_real_clip_apex_up(tmp_path, capsys, monkeypat
                  str(tmp_path / "g.npy")]) == 0
     out = capsys.readouterr().out
     assert "input check: looks like an apical-4-chamber echo" in out and "view: apex-down display" in out, out
-    assert "the loop is written in the standard view" in out and "EF read from the generated clip" in out, out
+    assert "the loop is generated and written in the standard view" in out and "EF read from the generated clip" in out
+    assert out.index("view: apex-down") < out.index("wrote "), out          # said before the generation, not after
     assert "(tracer)" in out or "tracing" in out, out
     assert len(loads) == 1, loads
+
+
+@needs_shipped
+def test_generate_names_the_ef_command_that_reads_its_loop_as_it_did():
+    """`generate --orientation as-is` writes the loop as given (an apex-down input stays apex-down), and said that
+    `ef --video OUT --method both` reads it: that command turns an apex-down loop apex-up and read 17.6 % where
+    generate printed 37.6 % (new-user report, session 19). The hint now carries the orientation it was read in."""
+    import torch
+    from echogen.cli.commands.generate import _read_line
+    video = torch.rand(16, 112, 112)
+    given = _read_line(str(DEMO), "cpu", video, 25.0, 40.0, loop=video[:12].numpy(), as_is=True)
+    assert "`python -m echogen ef --video OUT --method both --orientation as-is` reads" in given, given
+    auto = _read_line(str(DEMO), "cpu", video, 25.0, 40.0, loop=video[:12].numpy())
+    assert "--method both` reads" in auto and "as-is" not in auto, auto

@@ -643,6 +643,7 @@ def test_a_generation_frame_is_judged_with_its_clip():
     assert assess_input(frames[:1]).checks["sector"] == 1.0          # the frame alone looks like a fan
     a = check_input(video, demo, frame=0)
     assert not a.ok and "(the whole clip)" in " ".join(a.reasons), a.reasons
+    assert a.warning.count("the whole clip") == 1, a.warning      # said once in the line, not after each reason
     engine = S.load_engine(str(demo))
     assert not S.input_check(engine, video, 0).ok and not S.input_check(engine, video).ok
     assert check_input(ROOT / "assets" / "examples" / "phantom_test_ef50.png", demo, frame=0).ok

@@ -241,9 +241,9 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
                                eds, area, wrap, mx, crossfade)
     wrap = frame_diff(fv[-1], fv[0]) if n > 1 else 0.0
     why = ("no cycle wraps without a jump" if pairs else
-           f"no cycle holds a whole beat (LV-area swing below {MIN_SWING:.0%} of the clip's)" if partial else
+           f"no cycle holds a whole beat, its LV-area swing below {MIN_SWING:.0%} of the clip's" if partial else
            "fewer than two end-diastoles" if len(eds) < 2 else f"no two end-diastoles one period ({period} frames) apart")
-    return LoopCut(v, 0, n, float(fps), False, f"whole clip: {why} ({method})", eds, area, wrap,
+    return LoopCut(v, 0, n, float(fps), False, f"whole clip: {why}; curve: {method}", eds, area, wrap,
                    float(steps.max()) if len(steps) else 0.0)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 WARN_BELOW = 0.5
+WHOLE_CLIP = " (the whole clip)"     # a frame's check reason that the clip it comes from failed
 CLIP_CHECK_FRAMES = 96   # a clip's check traces at most this many of its frames (~3 s at 30 fps)
 # the tracer check below this (its confidence < 0.66) warns on its own: an A4C echo has an LV the tracer finds.
 # Simulator v1 / v2 TEST clips and first frames, as written and exported: >= 0.5 (one of 720), else 1.0; the real
@@ -200,6 +201,9 @@ class Assessment:
         if self.ok:
             return None
         bad = [r.split(": ", 1)[1] for r in self.reasons if r.startswith("warn")]
+        whole = [b[:-len(WHOLE_CLIP)] for b in bad if b.endswith(WHOLE_CLIP)]
+        if len(whole) > 1:          # said once for the line: "the whole clip: a; b"
+            bad = [b for b in bad if not b.endswith(WHOLE_CLIP)] + ["the whole clip: " + "; ".join(whole)]
         return (f"Warning: this does not look like an apical-4-chamber echo (score {self.score:.2f} of 1): "
                 + "; ".join(bad) + ". EF readings and generated loops from it are not meaningful.")
 
@@ -417,7 +421,7 @@ def frame_and_clip(frame_check: Assessment, clip_check: Assessment | None) -> As
     video is a curved disc in its max projection, while one frame's noisy rim has straight stretches)."""
     if clip_check is None or frame_check.score <= clip_check.score:
         return frame_check
-    clip_check.reasons = [r + " (the whole clip)" if r.startswith("warn") else r for r in clip_check.reasons]
+    clip_check.reasons = [r + WHOLE_CLIP if r.startswith("warn") else r for r in clip_check.reasons]
     return clip_check
 
 

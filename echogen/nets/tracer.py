@@ -239,7 +239,7 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
     else:
         res.update(ef_from_volumes(res["volume"], res["area"], rate))
         if not res["beats"]:
-            failed = "no beat with ESV below EDV (the traced volumes do not follow the LV area)"
+            failed = "no beat with ESV below EDV: the traced volumes do not follow the LV area"
     res["frame_confidence"] = res["confidence"]
     res["confidence"] = float(np.mean(res["frame_confidence"])) if len(idx) else 0.0
     efs = [b[2] for b in res.get("beats") or []]

@@ -230,7 +230,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         caps = [f"**{names[i]}**" if i < len(names) else "" for i in range(n_cols)]
         empty = ("<div id='ef-readout' class='eg-readout muted'>No loop generated yet"
                  + (" for this input.</div>" if path else ": upload an echo frame, DICOM or clip.</div>"))
-        return [None] * n_cols + caps + [empty, None, None, None, {}, None, None, None]
+        return [None] * n_cols + caps + [empty, None, None, None, {}, None, None, None, ""]   # "": the live status
 
     def on_check(path, weights):
         """Upload check (issue 19): does it look like an apical-4-chamber echo? A warning with the score;
@@ -501,8 +501,8 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         # shows (e.g. a refused upload's reason) can no longer be overwritten by a late clear (seen in Chromium on a
         # loaded box: the refusal replaced by "No loop generated yet")
         file_in.change(typed(clear_results), [file_in, weights],
-                       videos + captions + [readout, plot, files, details, shown, grid, table, sweep_files],
-                       api_name=False, queue=False).then(
+                       videos + captions + [readout, plot, files, details, shown, grid, table, sweep_files,
+                                            live_ui.status], api_name=False, queue=False).then(
             on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef, refusal], api_name=False,
             concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",

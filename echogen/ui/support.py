@@ -26,6 +26,10 @@ RANDOM_INIT = "random-init (UNTRAINED, testing only)"
 SWEEP_EFS = (20, 35, 50, 65, 80)
 DISPLAY = 224            # display side of each loop (28x28 base upscaled 8x)
 SHOWN_IN_VIEW = "the loops are generated and shown in the standard view"    # view line's tail when the input moved
+TRACE_FPS_UNKNOWN = 25.0   # the rate LV tracing assumes for a clip without one (an .npy array)
+SECTOR_SAID = {"dicom-regions": "sector from the DICOM's ultrasound regions",
+               "image-analysis": "sector found in the image",
+               "whole-image (no sector found)": "no sector found: the whole image used"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 # what each stage adds, shown next to its toggle (keyed by the demo/paper stage names)
@@ -190,10 +194,12 @@ def input_summary(info: dict, index: int) -> str:
     parts = [str(info.get("kind", "input")), f"{n} frame{'s' if n != 1 else ''}"]
     if info.get("fps"):
         parts.append(f"{float(info['fps']):.0f} fps")
+    elif n > 1:
+        parts.append(f"frame rate unknown (LV tracing assumes {TRACE_FPS_UNKNOWN:g} fps)")
     if n > 1:
         parts.append(f"conditioning on frame {int(index)}")
     if info.get("sector"):
-        parts.append(f"sector: {info['sector']}")
+        parts.append(SECTOR_SAID.get(info["sector"], f"sector: {info['sector']}"))
     if info.get("view"):
         parts.append(str(info["view"]))
     return " · ".join(parts)
@@ -212,7 +218,7 @@ def clip_ef(engine: Engine, frames: np.ndarray, fps: float, both: bool = False):
     f = clip_view(engine, f)[0]                        # ... in the standard view (a mirrored upload read mirrored back)
 
     def tracing():
-        t = trace_clip(engine, f, fps or 25.0)
+        t = trace_clip(engine, f, fps or TRACE_FPS_UNKNOWN)
         return None if t["failed"] or not np.isfinite(t["ef"]) else float(t["ef"])
 
     def regressor():
@@ -385,7 +391,8 @@ def plot_volume(res: dict, source_fps: float, path, loop: tuple | None = None, l
         ax.plot([t[es]], [y[es]], "v", color="#1d4ed8", ms=8, label="ES")
         title = f"LV volume by LV tracing (method of disks): EF {s['ef']:.1f} %"
     else:
-        title = f"LV volume by LV tracing: no EF ({s['failed']})"
+        import textwrap           # the reason can be long: wrapped to the plot's width, never past its edges
+        title = textwrap.fill(f"LV volume by LV tracing: no EF ({s['failed']})", 70)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("LV volume (% of EDV)" if s["ef"] is not None else "LV volume (% of max)")
     ax.set_title(title, fontsize=9)

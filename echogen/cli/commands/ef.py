@@ -140,7 +140,7 @@ def main(args) -> int:
         out["regressor"]["short_clip"] = bool(span < cfg.frames)
         out["regressor"]["repeated_loop"] = bool(looped)
         by = " by the EF regressor" if tr else ""
-        lines.append(f"EF {round(mean, 2):.1f} %{by}  ({path.name}: {frames.shape[0]} frames @ {rfps:g} fps{note}; {how})")
+        lines.append(f"EF {round(mean, 2):.1f} %{by}  ({path.name}: {frames.shape[0]} frames @ {round(rfps, 2):g} fps{note}; {how})")
         lines.append(f"  method: EF regressor; model: {who}")
     if tr:
         model, cfg = tr
@@ -177,8 +177,9 @@ def main(args) -> int:
         out["disagreement"] = gap
         mean = loop_ef(*both)[0]           # what the app's "EF read from the loop" is for a generated loop
         out["mean_of_readers"] = round(mean, 2)
+        first = "LV tracing" if top is not None and top[0] == "tracing" else "EF regressor"
         lines.append(f"mean of both readers: {mean:.1f} % (the app's 'EF read from the loop' for a loop it "
-                     "generated; a clip's EF is the first reading above)")
+                     f"generated; a clip's EF is the {first} reading, printed first)")
         if gap > DISAGREE:
             lines.append(f"⚠ the two readings disagree by {gap:.1f} EF points (regressor {both[0]}, LV tracing "
                          f"{both[1]}): trust neither without looking at the clip (is it an apical 4-chamber "

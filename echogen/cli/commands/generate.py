@@ -90,6 +90,9 @@ def main(args) -> int:
         check = assess_frames(frames, float(finfo.get("fps") or 0.0), tracer, args.frame, orient, view)
         print(check.warning or f"input check: looks like an apical-4-chamber echo (score {check.score:.2f})",
               flush=True)
+    from echogen.nets.orient import view_note
+    if view_note(view):        # before the generation: the view it conditions on
+        print(f"view: {view_note(view, then='the loop is generated and written in the standard view')}", flush=True)
     names = cascade.config.stage_names
     stages = None
     if args.stages:
@@ -108,7 +111,8 @@ def main(args) -> int:
         if stage not in bars:
             for b in bars.values():
                 b.close()
-            bars[stage] = tqdm(total=n, desc=f"{stage:>10}", leave=True, dynamic_ncols=True)
+            bars[stage] = tqdm(total=n, desc=f"{stage:>10}", leave=True, dynamic_ncols=True, disable=None)  # None:
+            # no bars when stderr is not a terminal (logs)
         bars[stage].update(1)
 
     if args.random_init:
@@ -129,7 +133,7 @@ def main(args) -> int:
         loops, cut = stage_loops(results, frame, tracer=_tracer_area(cascade.source, device, own))
         loop_note = (f"one heart cycle from end-diastole, frames {cut.start}-{cut.stop - 1} of {len(video)} "
                      f"({cut.method})" if cut.complete else
-                     f"no whole heart cycle found, so every frame ({cut.method}); it may jump when repeated")
+                     f"no whole heart cycle found, so every frame, which may jump when repeated; {cut.method}")
     video = loops[final.name]
     write_video(out, video, final.fps, loop=not args.full_clip)
     if args.save_stages:
@@ -143,20 +147,19 @@ def main(args) -> int:
     print(f"wrote {out}: {t} frames {h}x{w} at {final.fps:g} fps effective ({t / final.fps:.2f} s of heart motion), "
           f"EF {args.ef:g}%, seed {args.seed}, weights {cascade.source}, {total:.1f} s on {device}\n"
           f"  loop: {loop_note}\n  EF: {cascade.describe_conditioning(args.ef, not args.no_calibration)}")
-    from echogen.nets.orient import view_note
-    if view_note(view):
-        print(f"  view: {view_note(view, then='the loop is written in the standard view, as the app shows it')}",
-              flush=True)
     if not args.no_read:
         cut_loop = video if len(video) != final.video.shape[2] else None       # OUT holds a loop cut from the clip
-        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef, cut_loop, own), flush=True)
+        print(_read_line(cascade.source, device, final.video[0, 0], final.fps, args.ef, cut_loop, own,
+                         as_is=view["mode"] == "as-is"), flush=True)
     return 0
 
 
-def _read_line(source, device, video, fps: float, asked: float, loop=None, tracer=None) -> str:
+def _read_line(source, device, video, fps: float, asked: float, loop=None, tracer=None, as_is=False) -> str:
     """The generated clip's EF as the app's readout states it (echogen.eval.reading.generated_ef), and, when OUT
     holds a loop cut from it, the loop's (what `ef --video OUT --method both` reads, before video compression).
-    tracer: the bundle's LV tracer when already loaded (else loaded here when the bundle has one)."""
+    tracer: the bundle's LV tracer when already loaded (else loaded here when the bundle has one). as_is: the input
+    was read as given (--orientation as-is), so is the loop: `ef` reads it so only when told (it would turn an
+    apex-down loop apex-up)."""
     from echogen.eval.reading import generated_ef
     from echogen.weights.bundle import MANIFEST, read_manifest
 
@@ -181,8 +184,9 @@ def _read_line(source, device, video, fps: float, asked: float, loop=None, trace
         line += f"; asked {asked:g} %, difference {r['ef'] - asked:+.1f}"
     if loop is not None:
         on_loop = said(generated_ef(regressor, tracer, loop, fps))
+        same = " --orientation as-is" if as_is else ""
         line += (f"\n  EF read from the written loop ({len(loop)} frames, what `python -m echogen ef --video OUT "
-                 f"--method both` reads; a short loop can read differently): {on_loop}")
+                 f"--method both{same}` reads; a short loop can read differently): {on_loop}")
     return line
 
 
