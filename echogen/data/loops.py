@@ -226,7 +226,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
                     best = (score, i, j, wrap, mx)
     if best is not None and not best[0][0]:
         _, i, j, wrap, mx = best
-        return LoopCut(v[i:j], i, j, float(fps), True, f"ED to ED ({method})", eds, area, wrap, mx)
+        return LoopCut(v[i:j], i, j, float(fps), True, f"ED to ED; curve: {method}", eds, area, wrap, mx)
     if crossfade > 0:                                     # closest to the EDs found first
         cands = sorted(((refill[i0, j0], abs(i - i0) + abs(j - j0), i, j) for i0, j0 in pairs
                         for i in range(max(crossfade, i0 - max_shift), min(n - 1, i0 + max_shift) + 1)
@@ -237,7 +237,7 @@ def seamless_loop(video, fps: float, area=None, frame=None, tracer=None, max_shi
             fl = _float(loop)
             wrap, mx = frame_diff(fl[-1], fl[0]), float(frame_steps(fl).max())
             if wrap <= mx + 1e-9:
-                return LoopCut(loop, i, j, float(fps), True, f"ED to ED, {crossfade}-frame crossfade ({method})",
+                return LoopCut(loop, i, j, float(fps), True, f"ED to ED, {crossfade}-frame crossfade; curve: {method}",
                                eds, area, wrap, mx, crossfade)
     wrap = frame_diff(fv[-1], fv[0]) if n > 1 else 0.0
     why = ("no cycle wraps without a jump" if pairs else
