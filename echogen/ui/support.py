@@ -195,7 +195,8 @@ def input_summary(info: dict, index: int) -> str:
     if info.get("fps"):
         parts.append(f"{float(info['fps']):.0f} fps")
     elif n > 1:
-        parts.append(f"frame rate unknown (LV tracing assumes {TRACE_FPS_UNKNOWN:g} fps)")
+        parts.append(f"frame rate unknown (LV tracing assumes {TRACE_FPS_UNKNOWN:g} fps, the EF regressor its own "
+                     "frame rate)")
     if n > 1:
         parts.append(f"conditioning on frame {int(index)}")
     if info.get("sector"):
