@@ -20,6 +20,11 @@ import numpy as np
 MIN_SIDE, MAX_SIDE = 16, 8192
 VIDEO_EXTS = {".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 DICOM_EXTS = {".dcm", ".dicom", ".dic"}
+# where a frame's sector came from: the label written into info["sector"] -> what a user is told
+SECTOR_REGIONS, SECTOR_FOUND, SECTOR_NONE = "dicom-regions", "image-analysis", "whole-image (no sector found)"
+SECTOR_SAID = {SECTOR_REGIONS: "sector from the DICOM's ultrasound regions",
+               SECTOR_FOUND: "sector found in the image",
+               SECTOR_NONE: "no sector found: the whole image used"}
 
 
 class InputError(RuntimeError):
@@ -567,15 +572,15 @@ def _prepare(img: np.ndarray, size: int = 112, regions=None, name: str = "image"
             mask[y0:y1, x0:x1] = 1
         else:
             mask[y0:y1, x0:x1] = sub
-        info["sector"] = "dicom-regions"
+        info["sector"] = SECTOR_REGIONS
     else:
         if regions:
             info["regions_ignored"] = "ultrasound regions lie outside the image"
         mask = find_sector(grey)
-        info["sector"] = "image-analysis"
+        info["sector"] = SECTOR_FOUND
         if mask is None:
             mask = np.ones((h, w), np.uint8)
-            info["sector"] = "whole-image (no sector found)"
+            info["sector"] = SECTOR_NONE
     outside = (mask == 0) & (grey > 20)
     info["masked_pixels"] = int(outside.sum())  # burned-in text, rulers, ECG blanked
     grey = grey * mask

@@ -17,6 +17,7 @@ import torch
 from echogen.diffusion.cascade import DEFAULT_WEIGHTS, Cascade, StageResult
 from echogen.config import get_preset
 from echogen.data.clips import read_input  # noqa: F401  (one decode for the app and the CLI: S.read_input)
+from echogen.data.inputs import SECTOR_SAID
 from echogen.eval.reading import video_ef
 from echogen.eval.readout import LOOP_READER, loop_ef
 from echogen.nets.orient import view_note
@@ -27,9 +28,6 @@ SWEEP_EFS = (20, 35, 50, 65, 80)
 DISPLAY = 224            # display side of each loop (28x28 base upscaled 8x)
 SHOWN_IN_VIEW = "the loops are generated and shown in the standard view"    # view line's tail when the input moved
 TRACE_FPS_UNKNOWN = 25.0   # the rate LV tracing assumes for a clip without one (an .npy array)
-SECTOR_SAID = {"dicom-regions": "sector from the DICOM's ultrasound regions",
-               "image-analysis": "sector found in the image",
-               "whole-image (no sector found)": "no sector found: the whole image used"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 # what each stage adds, shown next to its toggle (keyed by the demo/paper stage names)
@@ -200,7 +198,7 @@ def input_summary(info: dict, index: int) -> str:
     if n > 1:
         parts.append(f"conditioning on frame {int(index)}")
     if info.get("sector"):
-        parts.append(SECTOR_SAID.get(info["sector"], f"sector: {info['sector']}"))
+        parts.append(SECTOR_SAID[info["sector"]])
     if info.get("view"):
         parts.append(str(info["view"]))
     return " · ".join(parts)

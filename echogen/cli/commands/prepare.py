@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from PIL import Image
 
-    from echogen.data.inputs import prepare_frame
+    from echogen.data.inputs import SECTOR_SAID, prepare_frame
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npy", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg"):
@@ -48,7 +48,7 @@ def main(args) -> int:
         Image.fromarray((frame * 255.0 + 0.5).astype(np.uint8)).save(out)
     crop = info.get("crop")
     print(f"wrote {out} ({args.size}x{args.size}) from frame {info['frame']} of {info['n_frames']} "
-          f"[{info['kind']}], sector: {info['sector']}, crop box {crop}, "
+          f"[{info['kind']}], {SECTOR_SAID[info['sector']]}, crop box {crop}, "
           f"{info['masked_pixels']} bright pixels masked outside the sector")
     if view_note(view):
         print(f"  view: {view_note(view)}")
