@@ -118,7 +118,7 @@ def test_sigterm_removes_every_temporary_folder(plain, client):
     assert len(runs) == 1 and _files(runs[0] / "results")
     plain["proc"].terminate()                                        # SIGTERM, as systemd / docker stop
     assert plain["proc"].wait(30) == 0
-    assert list((plain["tmp"] / "tmp").glob("echogen-app-*")) == []
+    assert list((plain["tmp"] / "tmp").glob("echogen-*")) == []      # the run folder and the teaching media
 
 
 def test_unusable_results_folder_keeps_generate_and_says_why(tmp_path):

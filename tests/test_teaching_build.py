@@ -80,6 +80,9 @@ def test_roles_and_opaque_media(state, tmp_path):
     shown = state.media(clip)
     assert "ward" not in shown and "abc" not in shown and shown.startswith(str(state.media_dir))
     assert state.served_paths() == []
+    media = state.media_dir
+    state.close()                                               # the app's exit: no links to case videos left
+    assert not media.exists()
     from echogen.ui.teaching import make_auth, parse_credentials
     auth = make_auth(parse_credentials(["ann:1,bob:2"], "--auth"), parse_credentials(["teach:3"], "--organiser"))
     assert auth("ann", "1") and auth("teach", "3") and not auth("ann", "3") and not auth("eve", "")

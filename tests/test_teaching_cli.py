@@ -50,3 +50,29 @@ def test_report_cli(tmp_path, capsys):
     assert len(rep) == 1 and rep[0]["summary"]["raters"]["bob"]["correct"] == 5
     assert main(["report", "--results", str(tmp_path / "none")]) == 2
     assert main(["report", "--results", str(tmp_path), "--session", "nosuch"]) == 2
+
+
+def test_report_names_pools_logins_skips_and_exclusions_as_the_app(tmp_path, capsys):
+    db = ResultsDB(tmp_path)
+    (tmp_path / "pools" / "ward").mkdir(parents=True)
+    (tmp_path / "pools" / "ward" / "pool.json").write_text(json.dumps({"id": "poolA", "cases": []}))
+    t = db.start_session("trainer", "poolA", meta={"categories": "esc2021", "user": "bob",
+                                                   "skipped": [{"position": 0}]})
+    db.add_answer(t, 1, "c1", truth_ef=40.0, answer_ef=50.0)
+    r1, r2 = db.start_session("review", "setB", rater="ann"), db.start_session("review", "setB", rater="cat")
+    for i in range(4):
+        db.add_answer(r1, i, f"c{i}", truth_label="real", answer_label="real", confidence=3)
+        db.add_answer(r2, i, f"c{i}", truth_label="real", answer_label="generated", confidence=3)
+    db.update_meta(t, excluded=True)                      # the organiser excluded both of these
+    db.update_meta(r2, excluded=True)
+    assert main(["report", "--results", str(tmp_path), "--csv", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "login bob, pool ward," in out and "1 skipped" in out and "EXCLUDED" in out and ": 1 answer\n" in out
+    assert "limits of agreement n/a (one answer)" in out          # no SD of one difference
+    assert "4 answers, 4 correct" in out and "1 session(s), 1 excluded by the organiser" in out   # cat left out
+    rows = list(csv.DictReader(open(tmp_path / "a.csv")))
+    assert {(x["session"], x["excluded"]) for x in rows} == {(t, "True"), (r1, "False"), (r2, "True")}
+    assert main(["report", "--results", str(tmp_path), "--json"]) == 0
+    rep = {x["kind"]: x for x in json.loads(capsys.readouterr().out)}
+    assert rep["trainer"]["excluded"] and rep["trainer"]["pool"] == "ward" and rep["trainer"]["skipped"] == 1
+    assert rep["review"]["excluded"] == [r2] and rep["review"]["summary"]["n"] == 4

@@ -14,6 +14,7 @@ The builds use the demo weights at 2/1/1 sampler steps (one batch each) to keep 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -39,10 +40,11 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("roles")
     write_phantom(tmp / "data" / "echonet", 3, seed=5, workers=1)
     (tmp / "outside").mkdir()
+    (tmp / "tmp").mkdir()                                                        # the app's TMPDIR
     (tmp / "outside" / "FileList.csv").write_text("FileName,EF,Split\n")       # never reachable
     args = ["--weights", str(ROOT / "assets" / "weights" / "demo"), "--results", str(tmp / "results"),
             "--auth", ":".join(PART) + ",bob:bob-pw", "--organiser", ":".join(ORG), "--data-root", str(tmp / "data")]
-    proc, url, _ = start_app(args, tmp / "app.log", timeout=180)
+    proc, url, _ = start_app(args, tmp / "app.log", timeout=180, env={"TMPDIR": str(tmp / "tmp")})
     yield {"url": url, "tmp": tmp, "results": tmp / "results", "proc": proc}
     stop_app(proc)
 
@@ -179,7 +181,8 @@ def test_trainer_needs_an_answer_and_records_skips(app, built):
     out = ann.predict(api_name="/trainer_skip")
     assert "Case 2 of 50" in out[1] and "Skipped" in out[1]
     fb = ann.predict(55, None, api_name="/trainer_answer")
-    assert "True EF" in fb
+    truth = float(re.search(r"True EF (\d+\.\d) %", fb).group(1))       # the value its category and error are of
+    assert f"your error {55 - truth:+.1f} %" in fb, fb
     with pytest.raises(AppError, match="already|answered"):
         ann.predict(60, None, api_name="/trainer_answer")
     db = ResultsDB(app["results"])
@@ -187,6 +190,12 @@ def test_trainer_needs_an_answer_and_records_skips(app, built):
     rows = db.answers(session=s["id"])
     assert [(r["position"], r["answer_ef"], r["answer_category"]) for r in rows] == [(1, 55.0, None)]
     assert [x["position"] for x in s["meta"]["skipped"]] == [0] and s["meta"]["user"] == "ann"
+    # the organiser's CSV of these answers (rater names) is written inside the app's private run folder, which
+    # the app prunes and removes; nothing of the teaching tabs lies loose in the temp folder
+    built["org"].predict("ward", api_name="/trainer_results")
+    tmp = app["tmp"] / "tmp"
+    assert list(tmp.glob("echogen-app-*/exports/echogen-csv-*/trainer-ward.csv"))
+    assert [p.name for p in tmp.glob("echogen-*") if not p.name.startswith("echogen-app-")] == []
 
 
 def test_review_needs_a_name_feedback_is_the_organisers_and_sessions_can_be_excluded(app, built):

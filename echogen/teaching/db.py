@@ -407,5 +407,6 @@ def _session_dict(r) -> dict:
 
 
 def rater_label(session: dict) -> str:
-    """A rater's display name: the name given, else 'anonymous-' + the session id."""
-    return session["rater"] or f"anonymous-{session['id']}"
+    """A rater's display name: the name given, else the login ('login bob'), else 'anonymous-' + the session id."""
+    user = (session.get("meta") or {}).get("user")
+    return session["rater"] or (f"login {user}" if user else f"anonymous-{session['id']}")

@@ -11,6 +11,32 @@ from echogen.teaching.db import ResultsDB
 from echogen.teaching.pool import POOL_FILE, Pool
 from echogen.teaching.review import REVIEW_FILE, ReviewSet
 
+# a results folder (the app's --results): results.sqlite, pools/NAME, reviews/NAME and the review keys
+POOLS, REVIEWS, KEYS = "pools", "reviews", "keys"
+
+
+def review_key_path(results_dir, review_name) -> Path:
+    return Path(results_dir) / KEYS / f"{review_name}.key.json"
+
+
+def source_names(results_dir) -> dict[str, str]:
+    """Pool / review-set id -> its folder name under the results folder (the name the app's pickers show)."""
+    from echogen.teaching.pool import load_pool
+    from echogen.teaching.review import load_review_set
+
+    names = {}
+    for p in find_pools(Path(results_dir) / POOLS):
+        try:
+            names[load_pool(p).id] = p.name
+        except (OSError, ValueError, KeyError):
+            pass
+    for p in find_review_sets(Path(results_dir) / REVIEWS):
+        try:
+            names[load_review_set(p, key_path=review_key_path(results_dir, p.name)).id] = p.name
+        except (OSError, ValueError, KeyError):
+            pass
+    return names
+
 
 def find_pools(root, ready_only: bool = False) -> list[Path]:
     """Folders under root (root itself included, two levels deep) that hold a pool; ready_only: only

@@ -81,12 +81,13 @@ def _f(x, fmt=".1f") -> str:
 
 
 def format_trainer(s: dict, title: str = "EF trainer") -> str:
-    lines = [f"{title}: {s['n']} answers"]
+    lines = [f"{title}: {s['n']} answer{'' if s['n'] == 1 else 's'}"]
     if s.get("n_ef"):
         ba = s["bland_altman"]
         call = "over-calls" if s["bias"] > 0 else "under-calls" if s["bias"] < 0 else "neither over- nor under-calls"
-        lines += [f"  EF: MAE {s['mae']:.1f} %, bias {s['bias']:+.1f} % ({call} EF), "
-                  f"limits of agreement {ba['loa_low']:+.1f} to {ba['loa_high']:+.1f} % (n={ba['n']})"]
+        loa = (f"limits of agreement {ba['loa_low']:+.1f} to {ba['loa_high']:+.1f} %" if ba["n"] > 1 else
+               "limits of agreement n/a (one answer)")
+        lines += [f"  EF: MAE {s['mae']:.1f} %, bias {s['bias']:+.1f} % ({call} EF), {loa} (n={ba['n']})"]
     if s.get("n_category"):
         lines.append(f"  categories ({s['categories']}): {s['category_overall']:.0%} correct (n={s['n_category']})")
         for name, v in s["category_accuracy"].items():
@@ -124,7 +125,9 @@ def trainer_rows(s: dict) -> tuple[list[str], list[list]]:
         rows += [["EF: mean absolute error (%)", round(s["mae"], 1), f"n={ba['n']}"],
                  ["EF: bias, you - truth (%)", round(s["bias"], 1),
                   "over-calls" if s["bias"] > 0 else "under-calls" if s["bias"] < 0 else ""],
-                 ["EF: 95 % limits of agreement (%)", f"{ba['loa_low']:+.1f} to {ba['loa_high']:+.1f}", ""]]
+                 ["EF: 95 % limits of agreement (%)",
+                  f"{ba['loa_low']:+.1f} to {ba['loa_high']:+.1f}" if ba["n"] > 1 else "n/a",
+                  "" if ba["n"] > 1 else "needs two or more answers"]]
     if s.get("n_category"):
         rows.append(["category: correct", f"{s['category_overall']:.0%}", f"n={s['n_category']}"])
         for name, v in s["category_accuracy"].items():

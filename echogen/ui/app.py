@@ -619,7 +619,8 @@ def _serve(args, device, choices, auth, engines, limits, run, organisers, pool_l
                                      local_organiser=auth is None and loopback and not args.share,
                                      data_root=args.data_root, limits=pool_limits,
                                      disk_budget_mb=args.teaching_disk_mb, tolerance=args.gate_tolerance,
-                                     export_root=run.exports)
+                                     export_root=run.exports, media_root=run.root)
+            run.on_close(teaching.close)
         except (OSError, sqlite3.Error, ResultsDBError) as e:
             why = e if isinstance(e, ResultsDBError) else getattr(e, "strerror", None) or type(e).__name__
             teaching_off = G.scrub(f"the results folder '{Path(args.results).name}' cannot be used ({why})")

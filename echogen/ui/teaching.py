@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class TeachingState:
     tolerance: float = DEFAULT_TOLERANCE   # pool quality gate (EF points)
     jobs: dict = field(default_factory=dict)
     export_root: Path | None = None        # CSV downloads (the app: its private temp folder, pruned and removed)
+    media_root: Path | None = None         # where the media folder is made (the app: its private temp folder)
 
     def __post_init__(self):
         self.results_dir = Path(self.results_dir)
@@ -67,16 +69,18 @@ class TeachingState:
         self.db = ResultsDB(self.results_dir)
         self.organisers = set(self.organisers or ())
         self.data_root = Path(self.data_root).resolve() if self.data_root else None
-        self.media_dir = Path(tempfile.mkdtemp(prefix="echogen-media-"))
+        self.media_dir = Path(tempfile.mkdtemp(prefix="echogen-media-", dir=self.media_root))
+        # removed by close(), when this state is collected, or at exit (links to case videos: never left behind)
+        self._drop_media = weakref.finalize(self, shutil.rmtree, str(self.media_dir), True)
         self._lock = threading.Lock()
         self._disk = (0.0, 0)             # (checked at, bytes)
 
-    pools_root = property(lambda self: self.results_dir / "pools")
-    reviews_root = property(lambda self: self.results_dir / "reviews")
-    keys_root = property(lambda self: self.results_dir / "keys")
+    pools_root = property(lambda self: self.results_dir / T.POOLS)
+    reviews_root = property(lambda self: self.results_dir / T.REVIEWS)
+    keys_root = property(lambda self: self.results_dir / T.KEYS)
 
     def key_path(self, review_dir) -> Path:
-        return self.keys_root / f"{Path(review_dir).name}.key.json"
+        return T.review_key_path(self.results_dir, Path(review_dir).name)
 
     def served_paths(self) -> list[str]:
         """Folders the browser may fetch files from by path: none (cases are shown through media copies)."""
@@ -92,6 +96,10 @@ class TeachingState:
     def require_organiser(self, request) -> None:
         if not self.is_organiser(request):
             raise NotAllowed("organiser only: log in with the organiser's credentials")
+
+    def close(self) -> None:
+        """Remove the media folder (the app calls this when it stops)."""
+        self._drop_media()
 
     # ---- media -----------------------------------------------------------------------------------
     def media(self, path) -> str:
@@ -355,8 +363,9 @@ def job_status(state: TeachingState, jid=None) -> str:
     return f"Building {j['name']}… {j['fraction']:.0%} — {j['message']}"
 
 
-def _csv(rows, prefix: str, excluded=frozenset(), root=None) -> str:
-    """A CSV download in a fresh private folder under `root` (the app prunes and removes them)."""
+def _csv(rows, prefix: str, excluded, root) -> str:
+    """A CSV download in a fresh private folder under `root` (the app: its exports folder, pruned and removed;
+    None: the system temp folder, for library use)."""
     path = Path(tempfile.mkdtemp(prefix="echogen-csv-", dir=root)) / f"{prefix}.csv"
     rows = [{**r, "excluded": r["session"] in excluded} for r in rows]
     return str(stats.write_csv(path, rows, ANSWER_COLUMNS + ["excluded"]))
@@ -390,7 +399,8 @@ def trainer_results(state: TeachingState, pool_name: str):
                                   title="Bland-Altman: trainees' EF - true EF") if len(ef_rows) >= 2 else None
     md = (f"**Pool {pool_name}:** {len(ss) - len(excluded)} sessions ({len(excluded)} excluded), "
           f"{len(rows)} answers")
-    return md, trainer_rows(summ)[1], fig, _csv(rows_all, f"trainer-{pool_name}", excluded)
+    return md, trainer_rows(summ)[1], fig, _csv(rows_all, f"trainer-{pool_name}", excluded,
+                                                                 state.export_root)
 
 
 def review_summary(state: TeachingState, review_name: str):
@@ -409,17 +419,7 @@ def review_summary(state: TeachingState, review_name: str):
 
 
 def sessions_table(state: TeachingState) -> list[list]:
-    names = {}
-    for p in T.find_pools(state.pools_root):
-        try:
-            names[load_pool(p).id] = p.name
-        except (OSError, ValueError):
-            pass
-    for p in T.find_review_sets(state.reviews_root):
-        try:
-            names[load_review_set(p, key_path=state.key_path(p)).id] = p.name
-        except (OSError, ValueError):
-            pass
+    names = T.source_names(state.results_dir)
     counts = {}
     for a in state.db.answers():
         counts[a["session"]] = counts.get(a["session"], 0) + 1
@@ -513,7 +513,8 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         except (ValueError, KeyError) as e:
             err(e)
         st["answered"] = True
-        lines = [f"**True EF {fb['true_ef']:.0f} %** ({fb['true_category']})"]
+        # one decimal: the category and the error are of this value (40.2 % is "mildly reduced", not "40 %")
+        lines = [f"**True EF {fb['true_ef']:.1f} %** ({fb['true_category']})"]
         if fb["error"] is not None:
             lines.append(f"your error {fb['error']:+.1f} %")
         if fb["category_correct"] is not None:

@@ -12,8 +12,8 @@ from echogen.cli.main import UserError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, help="results folder (holds results.sqlite)")
     p.add_argument("--session", default=None, help="one session id (default: every session)")
-    p.add_argument("--categories", default=None, help="EF categories for trainer summaries: esc2021 (default), "
-                   "ase2015-male, ase2015-female, or 'name<=40, name<50, name' (default: the session's own)")
+    p.add_argument("--categories", default=None, help="EF categories for trainer summaries: esc2021, ase2015-male, "
+                   "ase2015-female, or 'name<=40, name<50, name' (default: each session's own, as the trainee chose)")
     p.add_argument("--csv", default=None, help="also write the answers shown to this CSV file")
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
 
@@ -25,36 +25,49 @@ def _trainer(db, s, categories):
 
 
 def main(args) -> int:
-    from echogen.teaching.db import DB_NAME, ResultsDB, rater_label
+    from echogen.teaching.db import ANSWER_COLUMNS, DB_NAME, ResultsDB, rater_label
+    from echogen.teaching.sessions import source_names
     from echogen.teaching.stats import parse_categories, write_csv
     from echogen.teaching.summary import format_review, format_trainer, summarise_review
-    from echogen.teaching.db import ANSWER_COLUMNS
 
     if not (Path(args.results) / DB_NAME).is_file():
         raise UserError(f"{args.results}: no results database ({DB_NAME}) there")
     if args.categories:
         parse_categories(args.categories)                   # fail early on a bad spec
     db = ResultsDB(args.results)
+    names = source_names(args.results)                      # pool / review-set ids -> the names the app shows
     sessions = [db.session(args.session)] if args.session else db.sessions()
+    excluded = {s["id"] for s in sessions if s["meta"].get("excluded")}
     report, text = [], []
     for s in sessions:
         if s["kind"] != "trainer":
             continue
         summ = _trainer(db, s, args.categories)
+        skipped = len(s["meta"].get("skipped", []))
+        pool = names.get(s["source"], f"id {s['source']}")
         report.append({"session": s["id"], "kind": "trainer", "rater": rater_label(s), "source": s["source"],
-                       "started": s["started"], "summary": summ})
-        text.append(format_trainer(summ, f"EF trainer {s['id']} ({rater_label(s)}, pool {s['source']}, {s['started'][:16]})"))
+                       "pool": pool, "started": s["started"], "skipped": skipped, "excluded": s["id"] in excluded,
+                       "summary": summ})
+        note = f", {skipped} skipped" if skipped else ""
+        note += ", EXCLUDED by the organiser: left out of the app's summaries" if s["id"] in excluded else ""
+        text.append(format_trainer(summ, f"EF trainer {s['id']} ({rater_label(s)}, pool {pool}, "
+                                         f"{s['started'][:16]}{note})"))
     review_sources = dict.fromkeys(s["source"] for s in sessions if s["kind"] == "review")
     for src in review_sources:
         ss = [s for s in sessions if s["kind"] == "review" and s["source"] == src]
-        rows = [a for s in ss for a in db.answers(session=s["id"])]
-        summ = summarise_review(rows, ss)
-        what = f"session {ss[0]['id']}" if args.session else f"{len(ss)} session(s)"
-        report.append({"kind": "review", "source": src, "sessions": [s["id"] for s in ss], "summary": summ})
-        text.append(format_review(summ, f"Blinded review of set {src} ({what})"))
+        kept = [s for s in ss if s["id"] not in excluded]     # as the app: an excluded rater leaves the summary
+        rows = [a for s in kept for a in db.answers(session=s["id"])]
+        summ = summarise_review(rows, kept)
+        what = f"session {ss[0]['id']}" if args.session else f"{len(kept)} session(s)"
+        if len(kept) < len(ss):
+            what += f", {len(ss) - len(kept)} excluded by the organiser"
+        name = names.get(src, f"id {src}")
+        report.append({"kind": "review", "source": src, "set": name, "sessions": [s["id"] for s in kept],
+                       "excluded": [s["id"] for s in ss if s["id"] in excluded], "summary": summ})
+        text.append(format_review(summ, f"Blinded review of set {name} ({what})"))
     if args.csv:
-        rows = [a for s in sessions for a in db.answers(session=s["id"])]
-        write_csv(args.csv, rows, ANSWER_COLUMNS)
+        rows = [{**a, "excluded": s["id"] in excluded} for s in sessions for a in db.answers(session=s["id"])]
+        write_csv(args.csv, rows, ANSWER_COLUMNS + ["excluded"])
     if args.json:
         print(json.dumps(report, indent=1))
     else:
