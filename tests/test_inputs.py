@@ -156,12 +156,16 @@ def write_bytes(tmp_path, name, data):
 
 def bad_inputs(tmp_path):
     mr = open(dcm("MR_small.dcm"), "rb").read()
+    us = open(dcm("examples_ybr_color.dcm"), "rb").read()
     tiny, huge = tmp_path / "tiny.png", tmp_path / "huge.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tiny)
     Image.fromarray(np.zeros((16, 9000), np.uint8)).save(huge)
     return {
         "truncated pixel data": (dcm("MR_truncated.dcm"), "truncated"),
         "truncated header": (write_bytes(tmp_path, "cut.dcm", mr[:300]), "DICOM"),
+        # a real clip cut short (an interrupted copy): the header of an image without its image
+        "cut before its pixel data": (write_bytes(tmp_path, "cut_us.dcm", us[:3000]), "truncated or corrupt DICOM"),
+        "cut in its pixel data": (write_bytes(tmp_path, "cut_us2.dcm", us[:len(us) * 6 // 10]), "truncated"),
         "non-image DICOM": (dcm("rtplan.dcm"), "no image"),
         "empty": (write_bytes(tmp_path, "empty.png", b""), "empty"),
         "not an image": (write_bytes(tmp_path, "notes.png", b"hello, this is text\n" * 20), "not an image"),

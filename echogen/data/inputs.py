@@ -11,6 +11,7 @@ reaches `info`; header values are never printed or written.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,12 +171,18 @@ def _load_dicom(path: Path, limits: Limits, index=None, shrink=None) -> tuple[li
 
     name = path.name
     try:
-        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings(record=True) as said:   # pydicom warns (not raises) at an early end of file
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path)
     except InvalidDicomError:
         raise InputError(f"{name}: not a DICOM file (no DICOM header)") from None
     except Exception as e:  # truncated headers raise many kinds of errors
         raise InputError(f"{name}: unreadable DICOM ({type(e).__name__}: the file looks truncated or corrupt)") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        # an early end of file, or an image's header (its SOP class, its size) without the image: cut short
+        sop = str(getattr(ds.get("SOPClassUID"), "name", "") or "")
+        if any("end of file" in str(w.message).lower() for w in said) or "Image Storage" in sop or "Rows" in ds:
+            raise InputError(f"{name}: truncated or corrupt DICOM (the file ends before its pixel data)")
         raise InputError(f"{name}: DICOM file holds no image (no pixel data; e.g. a report or plan)")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_size(name, rows, cols, limits)
