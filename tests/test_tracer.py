@@ -85,6 +85,23 @@ def test_area_curve_beats():
     assert r["ef"] == pytest.approx(100 * (1 - (700 / 1300) ** 1.5), abs=0.01)
     r = ef_from_volumes(vol[3:10], area[3:10], fps)                       # shorter than a systole: fallback
     assert r["ed"] == 2 and r["es"] == 6                                  # the global maximum / minimum
+    assert r["why"] == ""
+
+
+def test_a_still_lv_has_no_ef():
+    """The trace of an LV that does not beat wiggles (a generated loop whose heart stands still, read from its
+    compressed file: 'EF 3.2 %' from a 2 % wiggle, where the regressor read 42 %): a fall under MIN_FALL of the
+    ED area is no contraction, the EF is NaN and says why. EF 10 % (area falls ~7 %) is still read."""
+    from echogen.eval.lv_volume import MIN_FALL
+    fps = 25.0
+    t = np.arange(64) / fps
+    for fall, has_ef in ((0.02, False), (0.07, True)):
+        area = 1000 * (1 - fall / 2 + fall / 2 * np.cos(2 * np.pi * (t - 0.1) / 0.8))
+        r = ef_from_volumes(area ** 1.5, area, fps)
+        assert (r["ef"] == r["ef"]) == has_ef, (fall, r)
+        if not has_ef:
+            assert r["why"].startswith("no contraction") and f"under {100 * MIN_FALL:.0f} %" in r["why"], r["why"]
+            assert "2.0 %" in r["why"], r["why"]
 
 
 def test_a_clip_that_starts_at_end_diastole_keeps_its_first_beat():

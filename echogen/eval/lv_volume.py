@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 N_DISKS = 20
+MIN_FALL = 0.03     # a beat's LV area must fall by this share of its ED area (EF ~4.5 %): less is a wiggle of the trace
 SUPERSAMPLE = 4
 
 
@@ -275,7 +276,10 @@ def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
     Beats whose ESV exceeds their EDV (the method of disks disagreeing with the area ranking: a broken
     tracing) are dropped, and so are beats whose area falls less than half as far as the deepest beat's or
     less than a quarter of the curve's whole range (a wiggle of the curve, not a contraction, also when it is
-    the only "beat" found); with none left the EF is NaN. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...]} (NaN when undefined)."""
+    the only "beat" found), and so are beats whose area falls by less than MIN_FALL of its ED area (no heart
+    that beats contracts so little: the wiggle of a still LV's trace); with none left the EF is NaN and "why"
+    says which rule left none. Returns {"ef", "edv", "esv", "ed", "es", "beats": [(ed, es, ef), ...], "why"}
+    (NaN when undefined; "why" empty when an EF was found)."""
     vol = np.asarray(volumes, dtype=np.float64)
     a = np.asarray(area, dtype=np.float64)
     beats = beats_from_curve(a, fps)
@@ -284,17 +288,25 @@ def ef_from_volumes(volumes: np.ndarray, area: np.ndarray, fps: float) -> dict:
         edv, esv = _peak_value(vol, ed, fps, max), _peak_value(vol, es, fps, min)
         if edv > 0 and 0.0 <= 100.0 * (edv - esv) / edv < 100.0:      # ESV > EDV: a broken tracing, not a beat
             rows.append((int(ed), int(es), 100.0 * (edv - esv) / edv))
+    why = "" if rows else "no beat with ESV below EDV: the traced volumes do not follow the LV area"
     if rows:                     # a wiggle of the curve is not a beat: keep beats whose area falls at least half as
         drop = [a[ed] - a[es] for ed, es, _ in rows]      # far as the deepest one's (a weak heart keeps its beats)
         span = float(np.ptp(smooth_curve(a, fps)))        # and a quarter of the whole curve's range
         rows = [r for r, d in zip(rows, drop) if d >= 0.5 * max(drop) and d >= 0.25 * span]
+        if not rows:
+            why = "no beat: the traced LV area drifts more than it falls and rises"
+        falls = [(a[ed] - a[es]) / a[ed] if a[ed] > 0 else 0.0 for ed, es, _ in rows]
+        rows = [r for r, f in zip(rows, falls) if f >= MIN_FALL]
+        if falls and not rows:
+            why = (f"no contraction: the traced LV area falls by {100 * max(falls):.1f} % of its size at most "
+                   f"(under {100 * MIN_FALL:.0f} %: a still LV)")
     if not rows:
-        return {"ef": math.nan, "edv": math.nan, "esv": math.nan, "ed": -1, "es": -1, "beats": []}
+        return {"ef": math.nan, "edv": math.nan, "esv": math.nan, "ed": -1, "es": -1, "beats": [], "why": why}
     efs = np.array([r[2] for r in rows])
     k = int(np.argsort(efs)[len(efs) // 2])          # the median beat (upper median for an even count)
     ed, es, ef = rows[k]                             # its EF, EDV and ESV: the numbers shown agree with each other
     return {"ef": float(ef), "edv": _peak_value(vol, ed, fps, max), "esv": _peak_value(vol, es, fps, min),
-            "ed": ed, "es": es, "beats": rows}
+            "ed": ed, "es": es, "beats": rows, "why": ""}
 
 
 def _peak_value(vol: np.ndarray, i: int, fps: float, pick) -> float:

@@ -238,8 +238,7 @@ def trace_video(model: LVTracer, video, fps: float, cfg: TracerConfig | None = N
         res.update(ef=math.nan, edv=math.nan, esv=math.nan, ed=-1, es=-1, beats=[])
     else:
         res.update(ef_from_volumes(res["volume"], res["area"], rate))
-        if not res["beats"]:
-            failed = "no beat with ESV below EDV: the traced volumes do not follow the LV area"
+        failed = res.pop("why")
     res["frame_confidence"] = res["confidence"]
     res["confidence"] = float(np.mean(res["frame_confidence"])) if len(idx) else 0.0
     efs = [b[2] for b in res.get("beats") or []]
