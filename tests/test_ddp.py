@@ -54,6 +54,21 @@ def shared_bundle(tmp_path_factory):
     return tmp_path_factory.mktemp("bundle") / "tiny"
 
 
+@pytest.fixture(scope="module")
+def one_process(phantom, tmp_path_factory):
+    """The single-process reference run of a stage (STEPS steps at batch 4), trained once per module: the tiny
+    base's is shared by the torchrun test and the two-node test (one launch less)."""
+    runs = {}
+
+    def run(preset, stage):
+        if (preset, stage) not in runs:
+            out = tmp_path_factory.mktemp(f"one_{stage}")
+            _run(STAGE, _stage_args(phantom, preset, stage, out, STEPS, 4))
+            runs[preset, stage] = out
+        return runs[preset, stage]
+    return run
+
+
 def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -178,13 +193,12 @@ def test_image_steps_are_shared_and_drawn_as_the_paper_says():
 
 @pytest.mark.parametrize("preset,stage", [("tiny", "base"), ("tiny", "spatial"), ("tiny", "temporal"),
                                           ("imagen", "spatiotemporal")])
-def test_two_ranks_equal_one_process_resume_and_export(phantom, imagen_preset, shared_bundle, tmp_path, preset,
-                                                       stage):
+def test_two_ranks_equal_one_process_resume_and_export(phantom, imagen_preset, shared_bundle, one_process, tmp_path,
+                                                       preset, stage):
     resume = stage in ("base", "spatiotemporal")   # checkpointing is stage-type free: resumed on a tiny + an imagen
     preset = str(imagen_preset) if preset == "imagen" else preset
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two = one_process(preset, stage), tmp_path / "two"
     bundle = shared_bundle if preset == "tiny" else tmp_path / "bundle"
-    _run(STAGE, _stage_args(phantom, preset, stage, one, STEPS, 4))
     # torchrun: 4 steps (checkpoint + bundle + preview at 4), then resume to 6 under torchrun again (each launch
     # is ~3 torch imports; the SR stages of the tiny preset run the 6 steps in one launch)
     _run(STAGE, _stage_args(phantom, preset, stage, two, 4 if resume else STEPS, 2, bundle=bundle, sample_every=4),
@@ -217,13 +231,12 @@ def test_bundle_trained_under_torchrun_generates(shared_bundle):
     assert tuple(out[-1].video.shape[-3:]) == (8, 16, 16) and torch.isfinite(out[-1].video).all()
 
 
-def test_two_nodes_without_shared_filesystem(phantom, tmp_path):
+def test_two_nodes_without_shared_filesystem(phantom, one_process, tmp_path):
     """c10d rendezvous, one process per "node", each node with its own --out: only rank 0's folder is
     written. Resuming with the node that holds the folder as node 0 continues the single-process curve
     (the other node gets the state by broadcast); with the empty node as rank 0 every rank stops with a
     message instead of silently restarting the run."""
-    one = tmp_path / "one"
-    _run(STAGE, _stage_args(phantom, "tiny", "base", one, STEPS, 4))
+    one = one_process("tiny", "base")
     nodes = [tmp_path / "node_a", tmp_path / "node_b"]
     _two_nodes(STAGE, [_stage_args(phantom, "tiny", "base", n, 3, 2) for n in nodes])
     made = [n for n in nodes if n.exists()]
