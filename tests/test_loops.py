@@ -228,5 +228,9 @@ def test_generate_cli_reads_the_clip_as_the_app_does(tmp_path):
     line = _read_line(DEFAULT_WEIGHTS, "cpu", video, fps, 40.0, loop)
     assert "EF read from the written loop (20 frames" in line and "--method both` reads" in line, line
     assert generated_ef(reg, None, video, fps)["read_by"] == "EF regressor"
+    still = video[:1].repeat(len(video), 1, 1)                     # a heart that does not beat: tracing gives no EF
+    assert generated_ef(reg, tr, still, fps)["tracing"] is None
+    line = _read_line(DEFAULT_WEIGHTS, "cpu", still, fps, 40.0)
+    assert "(EF regressor; LV tracing gave no EF)" in line and "regressor: regressor" not in line, line
     Cascade.random("tiny").save(tmp_path / "b")                   # a bundle with neither reader
     assert "not read" in _read_line(tmp_path / "b", "cpu", video, fps, 40.0)

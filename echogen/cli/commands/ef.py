@@ -114,10 +114,12 @@ def main(args) -> int:
         raise UserError(f"--stride must be >= 1, got {args.stride}")
     out = {"video": str(path), "frames": int(frames.shape[0]), "view": view}
     lines, tr_lines = [], []
+    unrounded = {}           # each reader's unrounded EF: rounded once, to 0.1, as generate / the app round them
     if reg:
         model, cfg = reg
         rfps = cfg.fps if assumed else fps
         mean, per_clip = predict_ef(model, cfg, frames, rfps, stride=args.stride)
+        unrounded["regressor"] = mean
         who = model_provenance(weights, "regressor")          # the data in a few words; JSON: the whole history
         out.update({"fps": rfps, "fps_assumed": assumed,      # the clip's; each reader's own fields are its own
                     "regressor": {"ef": round(mean, 2), "method": "EF regressor (video network)",
@@ -140,7 +142,8 @@ def main(args) -> int:
         out["regressor"]["short_clip"] = bool(span < cfg.frames)
         out["regressor"]["repeated_loop"] = bool(looped)
         by = " by the EF regressor" if tr else ""
-        lines.append(f"EF {round(mean, 2):.1f} %{by}  ({path.name}: {frames.shape[0]} frames @ {round(rfps, 2):g} fps{note}; {how})")
+        lines.append(f"EF {round(mean, 1):.1f} %{by}  ({path.name}: {frames.shape[0]} frames @ {round(rfps, 2):g} "
+                     f"fps{note}; {how})")
         lines.append(f"  method: EF regressor; model: {who}")
     if tr:
         model, cfg = tr
@@ -155,14 +158,17 @@ def main(args) -> int:
              "esv_px3": None if res["failed"] else round(res["esv"], 1), "beats": len(res["beats"]),
              "lv_area_px": [round(float(a), 1) for a in res["area"]], "traced_fps": res["fps"]}
         out["tracing"] = t
+        if not res["failed"]:
+            unrounded["tracing"] = res["ef"]
         if "fps" not in out:
             out.update({"fps": tfps, "fps_assumed": assumed})
         if res["failed"]:
             tr_lines.append(f"EF not read by LV tracing: {res['failed']} ({path.name})")
         else:
-            tr_lines.append(f"EF {t['ef']:.1f} % by LV tracing  ({path.name}: ED frame {t['ed_frame']}, ES frame "
-                            f"{t['es_frame']}, EDV {res['edv']:.0f} / ESV {res['esv']:.0f} px^3 by the method of "
-                            f"disks, {len(res['beats'])} beat(s), tracer confidence {res['confidence']:.2f})")
+            tr_lines.append(f"EF {round(res['ef'], 1):.1f} % by LV tracing  ({path.name}: ED frame "
+                            f"{t['ed_frame']}, ES frame {t['es_frame']}, EDV {res['edv']:.0f} / ESV {res['esv']:.0f} "
+                            f"px^3 by the method of disks, {len(res['beats'])} beat(s), tracer confidence "
+                            f"{res['confidence']:.2f})")
         tr_lines.append(f"  method: LV tracing (area curve -> ED/ES -> method of disks); model: {provenance(model)}")
     # which reading is THE EF of this clip (JSON "ef", printed first): the bundle's clip_reader when it read the
     # clip, else the other one (echogen.eval.readout.clip_reader / headline); both are printed
@@ -170,7 +176,7 @@ def main(args) -> int:
                    clip_reader(weights))
     out["ef"], out["method"] = (None, None) if top is None else (round(top[1], 2), top[0])
     lines = tr_lines + lines if top is not None and top[0] == "tracing" else lines + tr_lines
-    both = [f"{out[k]['ef']:.1f}" for k in ("regressor", "tracing") if k in out and out[k]["ef"] is not None]
+    both = [f"{round(unrounded[k], 1):.1f}" for k in ("regressor", "tracing") if k in unrounded]   # as printed, rounded once
     if len(both) == 2:     # the gap between the readings as printed
         from echogen.eval.readout import DISAGREE, disagreement, loop_ef
         gap = disagreement(*both)

@@ -176,8 +176,13 @@ def _read_line(source, device, video, fps: float, asked: float, loop=None, trace
     if regressor is None and tracer is None:
         return f"  EF read from the clip: not read ({source} has neither an EF regressor nor an LV tracer)"
     def said(r):
-        each = ", ".join(f"{k} {r[k]:.1f} %" for k in ("regressor", "tracing") if r[k] is not None)
-        return f"{r['ef']:.1f} % ({r['read_by']}: {each})" if r["ef"] is not None else "neither reader could read it"
+        if r["ef"] is None:
+            return "neither reader could read it"
+        if r["regressor"] is not None and r["tracing"] is not None:
+            return f"{r['ef']:.1f} % ({r['read_by']}: regressor {r['regressor']:.1f} %, tracing {r['tracing']:.1f} %)"
+        other = "LV tracing" if r["tracing"] is None and tracer is not None else \
+            "the EF regressor" if r["regressor"] is None and regressor is not None else ""
+        return f"{r['ef']:.1f} % ({r['read_by']}" + (f"; {other} gave no EF)" if other else ")")
     r = generated_ef(regressor, tracer, video, fps)
     line = f"  EF read from the generated clip (the app's number): {said(r)}"
     if r["ef"] is not None:
