@@ -241,6 +241,22 @@ def test_scrub_removes_upload_names_and_server_paths():
     assert scrub(f"{up}: file not found", up) == "the upload: file not found"
 
 
+def test_server_log_hides_tracebacks_names_the_upload_and_cuts_a_flood():
+    import io
+
+    from echogen.ui.guard import QuietTracebacks
+    out = io.StringIO()
+    log = QuietTracebacks(out, private=["/tmp/echogen-app-x"])
+    log.write("Traceback (most recent call last):\n  File \"x.py\", line 1\n")
+    flood = "gradio.exceptions.Error: Value: '" + "X" * 100_000 + "' is not in the list of choices"
+    log.write(flood + "\n")
+    log.write("wrote /tmp/echogen-app-x/uploads/ab/DOE_JANE.png\n")
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("EchoGen: error (traceback hidden): gradio.exceptions.Error: Value: 'XXX")
+    assert len(first) < 700 and first.endswith(f"(cut: {len(flood)} characters)"), first[-60:]
+    assert second == "wrote the upload"
+
+
 def test_check_request_in_project_words():
     from echogen.ui.guard import check_request
     assert check_request(2, 45, 7, [12, 3.0, 8, 1.0]) == (2, 45.0, 7, [12, 3.0, 8, 1.0])

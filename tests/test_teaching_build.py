@@ -39,8 +39,14 @@ def wait(state, jid, timeout=900):   # a hang guard: builds are slow on a loaded
 def test_one_build_at_a_time_and_cancel_keeps_nothing(state):
     from echogen.ui.teaching import cancel_build, job_status, start_build
 
-    jid = start_build(state, "pool", "slow", "tinyb", [state.frame], "30, 60", steps="base=400", tolerance=50,
-                      allow_non_a4c=True)
+    for bad, words in (("../evil", "name: use 1-60 letters"), ("x" * 5000, "name: use 1-60 letters"),
+                       ("-x", "starting with a letter")):
+        with pytest.raises(ValueError, match=words):
+            start_build(state, "pool", bad, "tinyb", [state.frame], "30", allow_non_a4c=True)
+    with pytest.raises(ValueError, match="steps must be a whole number from 1 to 50, got 999"):
+        start_build(state, "pool", "many", "tinyb", [state.frame], "30", steps="base=999", allow_non_a4c=True)
+    jid = start_build(state, "pool", "slow", "tinyb", [state.frame], "20, 30, 40, 50, 60", per_frame=2,
+                      steps="base=50", tolerance=50, allow_non_a4c=True)
     with pytest.raises(ValueError, match="already running"):
         start_build(state, "pool", "other", "tinyb", [state.frame], "30")
     assert cancel_build(state) == "cancelling…"

@@ -21,7 +21,7 @@ def test_pool_cli_random_init(tmp_path, capsys):
                "--steps", "1", "--no-gate", "--full-clips", "--out", str(tmp_path / "pool")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "2 generated + 0 real" in out and "no EF regressor" in out
+    assert "2 generated cases + 0 real (clips of" in out and "no EF regressor" in out
     assert [c["ef_regressor"] for c in load_pool(tmp_path / "pool").cases] == [None, None]
     assert main(["pool", "--random-init", "--preset", "tiny", "--allow-non-a4c", "--frames", str(fdir), "--efs", "30,150",
                  "--out", str(tmp_path / "p2")]) == 2

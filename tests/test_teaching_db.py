@@ -96,6 +96,7 @@ def test_session_helpers_store_truth_from_pool_and_key(tmp_path):
     with pytest.raises(ValueError, match="already answered"):
         sessions.skip_trainer_case(db, sid, 0, cases[0])
     assert "repeat each of them up to 2 times" in sessions.repeat_note(3, 5) and sessions.repeat_note(3, 3) == ""
+    assert sessions.repeat_note(1, 3) == "This pool has 1 case, so it is repeated for all your 3 cases."
     row = db.answers(session=sid)[0]
     assert (row["truth_ef"], row["truth_category"], row["answer_ef"]) == (45, "mildly reduced", 55)
     rs = ReviewSet(Path(tmp_path), {"id": "r1", "spec": {}}, [{"id": "a"}, {"id": "b"}],

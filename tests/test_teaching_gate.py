@@ -36,6 +36,7 @@ def test_out_of_tolerance_cases_are_excluded_and_counted(tmp_path):
     assert case["ef"] == 40.0 and case["ef_source"] == "verified" and case["ef_readings"] == {"regressor": 40.0}
     r = rejected_summary(load_pool(tmp_path / "p"))
     assert (r["generated"], r["accepted"], r["rejected"]) == (3, 1, 2)
+    assert r["text"] == "2 of 3 generated loops rejected (2 EF read outside the gate)"      # words, not a dict
     assert load_pool(tmp_path / "p").ready and load_pool(tmp_path / "p").meta["tolerance"] == 7
     assert seen == sorted(seen) and seen[-1] == 1.0                      # progress never goes backwards
 

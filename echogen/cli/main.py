@@ -45,7 +45,8 @@ def add_input_limit_arguments(p) -> None:
     defaults from ECHOGEN_MAX_* or the library's)."""
     p.add_argument("--max-file-mb", type=float, default=None, help="largest input file in MB (default 256)")
     p.add_argument("--max-megapixels", type=float, default=None,
-                   help="largest input frame in megapixels, checked before decoding (default 8.3: a 4K screen)")
+                   help="largest input frame in megapixels, checked before decoding (default 8.3: a 4K screen; "
+                        "also at most 8192 px a side)")
     p.add_argument("--max-frames", type=int, default=None, help="frames read from one input at most (default 600)")
 
 

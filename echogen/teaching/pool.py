@@ -172,15 +172,25 @@ def _regressor_reading(regressor, video: np.ndarray, fps: float) -> float | None
     return None if read is None else round(float(read[0]), 2)
 
 
+REJECTED_AS = {"gate": "EF read outside the gate", "loop": "no whole heart cycle"}
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def rejected_summary(pool: Pool) -> dict:
-    """{"generated": n tried, "accepted": n, "rejected": n, "reasons": {reason kind: n}}."""
+    """{"generated": n tried, "accepted": n, "rejected": n, "reasons": {reason kind: n}, "text": "n of m generated
+    loops rejected (k EF read outside the gate, j no whole heart cycle)"}."""
     rej = pool.meta.get("rejected", [])
     acc = sum(c["kind"] == "generated" for c in pool.cases)
     kinds = {}
     for r in rej:
         k = r.get("kind", "gate")
         kinds[k] = kinds.get(k, 0) + 1
-    return {"generated": acc + len(rej), "accepted": acc, "rejected": len(rej), "reasons": kinds}
+    why = ", ".join(f"{n} {REJECTED_AS.get(k, k)}" for k, n in kinds.items())
+    text = f"{len(rej)} of {acc + len(rej)} generated loops rejected" + (f" ({why})" if why else "")
+    return {"generated": acc + len(rej), "accepted": acc, "rejected": len(rej), "reasons": kinds, "text": text}
 
 
 def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="pool", seed: int = 0,
@@ -280,13 +290,14 @@ def build_pool(cascade, regressor, frames, efs, per_frame: int = 1, out_dir="poo
                     **({} if cut is None else cut.to_dict())})
             done += 1
             pool.save()
-            prog(done, f"{done}/{total} batches ({len(pool.cases)} cases kept, {len(pool.meta['rejected'])} rejected)")
+            prog(done, f"{done}/{total} batches ({plural(len(pool.cases), 'case')} kept, "
+                          f"{len(pool.meta['rejected'])} rejected)")
     if real_clips and n_real:
         add_real_clips(pool, real_clips["root"], real_clips.get("split", "TEST"), n_real, regressor=regressor,
                        seed=seed, progress=lambda f, m: prog(total + 0.25 * n_real * f, m), loops=loops, guard=guard)
     pool.meta["status"] = "ready"
     pool.save()
-    prog.finish(f"{len(pool.cases)} cases ({len(pool.meta['rejected'])} rejected)")
+    prog.finish(f"{plural(len(pool.cases), 'case')} ({len(pool.meta['rejected'])} rejected)")
     return pool
 
 

@@ -99,8 +99,10 @@ def repeat_note(n_cases_in_pool: int, n: int) -> str:
     if n <= n_cases_in_pool:
         return ""
     times = -(-n // n_cases_in_pool)
-    return (f"This pool has {n_cases_in_pool} case{'s' if n_cases_in_pool != 1 else ''}, so your {n} cases repeat "
-            f"each of them up to {times} times (every case is shown once before any repeats).")
+    if n_cases_in_pool == 1:
+        return f"This pool has 1 case, so it is repeated for all your {n} cases."
+    return (f"This pool has {n_cases_in_pool} cases, so your {n} cases repeat each of them up to {times} times "
+            f"(every case is shown once before any repeats).")
 
 
 def review_order(review: ReviewSet, seed=None) -> list[str]:

@@ -45,7 +45,9 @@ def scrub(msg, *uploads) -> str:
 class QuietTracebacks:
     """A stderr wrapper for the server: a Python traceback (gradio prints one for every refused request)
     becomes one line with its exception message scrubbed: anything under `private` (the upload cache)
-    is 'the upload', other absolute paths are cut to their last part. ECHOGEN_TRACEBACKS=1 shows them whole."""
+    is 'the upload', other absolute paths are cut to their last part. ECHOGEN_TRACEBACKS=1 shows them whole.
+    A line longer than LINE_MAX is cut (a client's 100,000-character value, echoed in an error, would flood the log)."""
+    LINE_MAX = 600
 
     def __init__(self, stream, private=()):
         self.stream, self._buf, self._in_tb = stream, "", False
@@ -64,6 +66,8 @@ class QuietTracebacks:
         return len(text)
 
     def _line(self, line: str) -> None:
+        if len(line) > self.LINE_MAX:
+            line = f"{line[:self.LINE_MAX]}… (cut: {len(line)} characters)"
         if line.startswith("Traceback (most recent call last)"):
             self._in_tb = True
             return
@@ -102,6 +106,11 @@ def _number(value, what: str, lo: float, hi: float, whole: bool) -> float:
     return int(f) if whole else f
 
 
+def check_steps(value) -> int:
+    """Sampler steps a browser or an API client asked for: a whole number from 1 to STEPS_MAX."""
+    return int(_number(value, "steps", 1, STEPS_MAX, True))
+
+
 def check_request(frame_index, ef, seed, slots) -> tuple[int, float, int, list]:
     """(frame, EF, seed, [steps, guidance] * n) from what a browser or an API client sent."""
     from echogen.diffusion.cascade import check_seed
@@ -111,7 +120,7 @@ def check_request(frame_index, ef, seed, slots) -> tuple[int, float, int, list]:
     seed = check_seed(0 if seed is None else seed, "seed")
     out = []
     for i, v in enumerate(slots):
-        out.append(_number(v, "steps", 1, STEPS_MAX, True) if i % 2 == 0 else
+        out.append(check_steps(v) if i % 2 == 0 else
                    _number(v, "guidance", 0, GUIDANCE_MAX, False))
     return frame, ef, seed, out
 

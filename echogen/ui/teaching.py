@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echogen.teaching import sessions as T
+from echogen.ui import guard as G
 from echogen.teaching import stats
 from echogen.teaching.db import ANSWER_COLUMNS, ResultsDB
 from echogen.teaching.gate import DEFAULT_TOLERANCE
 from echogen.teaching.media import BuildCancelled, random_id
-from echogen.teaching.pool import PoolLimits, load_pool, rejected_summary
+from echogen.teaching.pool import PoolLimits, load_pool, plural, rejected_summary
 from echogen.teaching.review import load_review_set
 from echogen.teaching.summary import review_rows, summarise_review, summarise_trainer, trainer_rows
 
@@ -221,9 +222,20 @@ class _LockedCascade:
 
 
 # ---------------------------------------------------------------------------------------- actions
+NAME_MAX = 60
+
+
 def _safe_name(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or "").strip())[:60].strip("-_")
-    return keep or time.strftime("%Y%m%d-%H%M%S")
+    """The folder name of a new pool / review set: as given when it is 1-60 letters, digits, '-' or '_' (never a
+    path), a time stamp when empty; anything else is refused with the rule, not silently rewritten."""
+    name = (name or "").strip()
+    if not name:
+        return time.strftime("%Y%m%d-%H%M%S")
+    if len(name) > NAME_MAX or not all(c.isascii() and (c.isalnum() or c in "-_") for c in name) or \
+            name[0] in "-_":
+        raise ValueError(f"name: use 1-{NAME_MAX} letters, digits, '-' or '_' (starting with a letter or digit), "
+                         f"got {name[:40]!r}{'…' if len(name) > 40 else ''}")
+    return name
 
 
 def _weights(state: TeachingState, weights) -> str:
@@ -253,6 +265,8 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
             raise ValueError(f"'{out.name}' already exists; choose another name")
         engine = state.engines.get(_weights(state, weights))
         kw = {"steps": parse_per_stage(steps, engine.cascade.config.stage_names, int, "steps")} if steps else {}
+        for v in kw.get("steps", {}).values():
+            G.check_steps(v)                                         # the app's bound, as for a generation
         real_n = int(real_n or 0)
         per_frame = int(per_frame or 1)
         frames = [getattr(f, "name", f) for f in (frames or [])]
@@ -319,9 +333,8 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
                 pool = build_pool(casc, engine.regressor, frames, ef_list, per_frame=per_frame, out_dir=out,
                                   progress=progress, real_clips=rc, sample_kwargs=kw, tolerance=tol, guard=guard)
                 r = rejected_summary(pool)
-                job["result"] = (f"pool '{out.name}': {len(pool.cases)} cases; {r['rejected']} of {r['generated']} "
-                                 f"generated loops rejected (EF read outside ±{tol:g} of the requested EF, or no "
-                                 f"whole heart cycle)")
+                job["result"] = (f"pool '{out.name}': {plural(len(pool.cases), 'case')}; {r['text']} (the gate: "
+                                 f"EF read within ±{tol:g} of the requested EF)")
                 if not pool.cases:
                     job["result"] += " — no case passed, so the pool is empty and not offered to trainees"
         except BuildCancelled:
@@ -431,9 +444,10 @@ def sessions_table(state: TeachingState) -> list[list]:
 def pool_table(state: TeachingState, pool_name: str):
     pool = load_pool(T.by_name(state.pools_root, pool_name))
     r = rejected_summary(pool)
-    md = (f"**{pool_name}**: {len(pool.cases)} cases ({sum(c['kind'] == 'real' for c in pool.cases)} real) · "
+    n_real = sum(c["kind"] == "real" for c in pool.cases)
+    md = (f"**{pool_name}**: {plural(len(pool.cases), 'case')} ({n_real} real) · "
           f"quality gate ±{pool.meta.get('tolerance')} EF points with {', '.join(pool.meta.get('readers') or []) or '-'}"
-          f" · **{r['rejected']} of {r['generated']} generated loops rejected** {r['reasons'] or ''}"
+          f" · **{r['text']}**"
           f" · status {pool.meta.get('status', 'ready')}")
     rows = [[c["kind"], c.get("ef_requested"), c["ef"], c.get("ef_source"),
              ", ".join(f"{k} {v}" for k, v in (c.get("ef_readings") or {}).items()), c.get("frames")]
@@ -472,7 +486,7 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         i = st["pos"]
         if i >= len(st["cases"]):
             md, rows, fig = session_summary(state, st["sid"])
-            return (st, None, f"Session finished ({len(st['cases'])} cases).", "", None, None, md,
+            return (st, None, f"Session finished ({plural(len(st['cases']), 'case')}).", "", None, None, md,
                     gr.update(value=rows, visible=True), gr.update(value=fig, visible=fig is not None))
         case = st["pool"].case(st["cases"][i])
         st["shown"], st["answered"] = _now_ms(), False

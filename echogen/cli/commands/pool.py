@@ -17,8 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "regressor, if any, reads every case's EF")
     p.add_argument("--frames", nargs="+", default=[], help="source frames: files (image, DICOM, clip, .npy) or "
                    "folders of them; each gives one anatomy")
-    p.add_argument("--efs", default="20,35,50,65,80", help="EFs (%%) to generate per frame, comma-separated")
-    p.add_argument("--per-frame", type=int, default=1, help="repeats (different seeds) per frame and EF")
+    p.add_argument("--efs", default="20,35,50,65,80",
+                   help="EFs (%%) to generate per frame, comma-separated (default 20,35,50,65,80)")
+    p.add_argument("--per-frame", type=int, default=1, help="repeats (different seeds) per frame and EF (default 1)")
     p.add_argument("--real", default=None, help="EchoNet-format dataset (e.g. EchoNet-Dynamic, or "
                    "`python -m echogen phantom`) whose clips with known EF join the pool")
     p.add_argument("--real-split", default="TEST", help="split of --real to draw from (TRAIN/VAL/TEST/ALL)")
@@ -42,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "cycle from end-diastole to end-diastole (loops then jump when they repeat)")
     p.add_argument("--out", required=True, help="new output folder")
     p.add_argument("--steps", default=None, help="sampler steps: N for every stage, or base=N,spatial=M")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first generation; the same seed, frames and "
+                   "settings give the same pool (default 0)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if present)")
     p.add_argument("--random-init", action="store_true", help="untrained networks of --preset (tests only: noise)")
     p.add_argument("--preset", default=None, help="expected preset of the weights")
@@ -148,11 +150,12 @@ def main(args) -> int:
     finally:
         bar.close()
     n_real = sum(c["kind"] == "real" for c in pool.cases)
-    from echogen.teaching.pool import rejected_summary
+    from echogen.teaching.pool import plural, rejected_summary
     r = rejected_summary(pool)
     if not args.no_gate:
-        print(f"quality gate (±{args.tolerance:g} EF points, {', '.join(pool.meta['readers'])}): {r['rejected']} of "
-              f"{r['generated']} generated loops rejected {r['reasons'] or ''}")
-    print(f"pool {pool.id}: {len(pool.cases) - n_real} generated + {n_real} real cases "
-          f"({pool.spec.frames} frames, {pool.spec.size}x{pool.spec.size}, {pool.spec.fps:g} fps) in {out}")
+        print(f"quality gate (±{args.tolerance:g} EF points, {', '.join(pool.meta['readers'])}): {r['text']}")
+    shape = (f"clips of {pool.spec.frames} frames" if args.full_clips else
+             f"one-cycle loops cut from clips of {pool.spec.frames} frames")
+    print(f"pool {pool.id}: {plural(len(pool.cases) - n_real, 'generated case')} + {n_real} real "
+          f"({shape}, {pool.spec.size}x{pool.spec.size}, {pool.spec.fps:g} fps) in {out}")
     return 0
