@@ -215,7 +215,7 @@ def test_review_needs_a_name_feedback_is_the_organisers_and_sessions_can_be_excl
     assert out[1].startswith("Finished") and "correct" not in out[1]
     org = built["org"]
     md, rows, csv = org.predict("study", api_name="/review_summary")
-    assert "1 raters (0 excluded), 2 answers" in md and any(r[0] == "Bob B" for r in rows["data"])
+    assert "1 rater (0 excluded), 2 answers" in md and any(r[0] == "Bob B" for r in rows["data"])
     sid = next(s for s in org.predict(api_name="/organiser_lists")[2]["data"] if s[3] == "Bob B")[0]
     org.predict(sid, True, api_name="/session_exclude")
     md, rows, csv = org.predict("study", api_name="/review_summary")

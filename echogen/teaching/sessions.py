@@ -8,8 +8,8 @@ import numpy as np
 
 from echogen.teaching import stats
 from echogen.teaching.db import ResultsDB
-from echogen.teaching.pool import POOL_FILE, Pool
-from echogen.teaching.review import REVIEW_FILE, ReviewSet
+from echogen.teaching.pool import POOL_FILE, Pool, load_pool
+from echogen.teaching.review import REVIEW_FILE, ReviewSet, load_review_set
 
 # a results folder (the app's --results): results.sqlite, pools/NAME, reviews/NAME and the review keys
 POOLS, REVIEWS, KEYS = "pools", "reviews", "keys"
@@ -21,9 +21,6 @@ def review_key_path(results_dir, review_name) -> Path:
 
 def source_names(results_dir) -> dict[str, str]:
     """Pool / review-set id -> its folder name under the results folder (the name the app's pickers show)."""
-    from echogen.teaching.pool import load_pool
-    from echogen.teaching.review import load_review_set
-
     names = {}
     for p in find_pools(Path(results_dir) / POOLS):
         try:
@@ -43,8 +40,6 @@ def find_pools(root, ready_only: bool = False) -> list[Path]:
     finished pools with at least one case (what trainees may pick)."""
     hits = _find(root, POOL_FILE)
     if ready_only:
-        from echogen.teaching.pool import load_pool
-
         def ready(p):
             try:
                 return load_pool(p).ready

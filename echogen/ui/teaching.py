@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echogen.teaching import sessions as T
-from echogen.ui import guard as G
 from echogen.teaching import stats
 from echogen.teaching.db import ANSWER_COLUMNS, ResultsDB
 from echogen.teaching.gate import DEFAULT_TOLERANCE
@@ -39,6 +38,7 @@ from echogen.teaching.media import BuildCancelled, random_id
 from echogen.teaching.pool import PoolLimits, load_pool, plural, rejected_summary
 from echogen.teaching.review import load_review_set
 from echogen.teaching.summary import review_rows, summarise_review, summarise_trainer, trainer_rows
+from echogen.ui import guard as G
 
 CASE_BYTES = 400_000            # disk estimate per case (a 112x112 loop is ~50-200 kB) for the budget check
 MEDIA_MAX_AGE_S = 3 * 3600
@@ -410,10 +410,10 @@ def trainer_results(state: TeachingState, pool_name: str):
     ef_rows = [r for r in rows if r["answer_ef"] is not None]
     fig = stats.plot_bland_altman([r["truth_ef"] for r in ef_rows], [r["answer_ef"] for r in ef_rows],
                                   title="Bland-Altman: trainees' EF - true EF") if len(ef_rows) >= 2 else None
-    md = (f"**Pool {pool_name}:** {len(ss) - len(excluded)} sessions ({len(excluded)} excluded), "
-          f"{len(rows)} answers")
-    return md, trainer_rows(summ)[1], fig, _csv(rows_all, f"trainer-{pool_name}", excluded,
-                                                                 state.export_root)
+    md = (f"**Pool {pool_name}:** {plural(len(ss) - len(excluded), 'session')} ({len(excluded)} excluded), "
+          f"{plural(len(rows), 'answer')}")
+    csv = _csv(rows_all, f"trainer-{pool_name}", excluded, state.export_root)
+    return md, trainer_rows(summ)[1], fig, csv
 
 
 def review_summary(state: TeachingState, review_name: str):
@@ -424,7 +424,8 @@ def review_summary(state: TeachingState, review_name: str):
     rows_all = state.db.answers(kind="review", source=rs.id)
     rows = [r for r in rows_all if r["session"] not in excluded]
     summ = summarise_review(rows, T.included(ss))
-    md = f"**Review set {review_name}:** {len(ss) - len(excluded)} raters ({len(excluded)} excluded), {len(rows)} answers"
+    md = (f"**Review set {review_name}:** {plural(len(ss) - len(excluded), 'rater')} ({len(excluded)} excluded), "
+          f"{plural(len(rows), 'answer')}")
     if summ.get("n"):
         md += (f" · {summ['correct']}/{summ['n']} correct ({summ['accuracy']:.1%}), exact binomial test vs 50 %: "
                f"p = {summ['p_value']:.4g}")
