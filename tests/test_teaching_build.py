@@ -1,6 +1,7 @@
 """Building from the app's teaching state, in-process (tiny bundle): one build at a time, cancel keeps
 nothing, limits and the disk budget refuse oversized builds, real clips only from datasets listed inside
 --data-root (a path is refused without saying whether it exists), case media under random names."""
+import json
 import time
 
 import numpy as np
@@ -45,6 +46,15 @@ def test_one_build_at_a_time_and_cancel_keeps_nothing(state):
             start_build(state, "pool", bad, "tinyb", [state.frame], "30", allow_non_a4c=True)
     with pytest.raises(ValueError, match="steps must be a whole number from 1 to 50, got 999"):
         start_build(state, "pool", "many", "tinyb", [state.frame], "30", steps="base=999", allow_non_a4c=True)
+    # a pool's name is taken while it holds cases; one that no case passed (never offered) gives it back
+    for name, cases in (("full", [{"id": "c1"}]), ("empty", [])):
+        (state.pools_root / name).mkdir()
+        (state.pools_root / name / "pool.json").write_text(json.dumps({"id": name, "status": "ready", "cases": cases}))
+    with pytest.raises(ValueError, match="'full' already exists"):
+        start_build(state, "pool", "full", "tinyb", [state.frame], "30", allow_non_a4c=True)
+    jid = start_build(state, "pool", "empty", "tinyb", [state.frame], "30", steps="base=50", allow_non_a4c=True)
+    cancel_build(state)
+    wait(state, jid)
     jid = start_build(state, "pool", "slow", "tinyb", [state.frame], "20, 30, 40, 50, 60", per_frame=2,
                       steps="base=50", tolerance=50, allow_non_a4c=True)
     with pytest.raises(ValueError, match="already running"):

@@ -19,6 +19,9 @@ def test_mae_bias_bland_altman():
     assert ba["means"] == [32.5, 47.5, 65.0, 40.0]
     fig = stats.plot_bland_altman(truth, ans)
     assert len(fig.axes) == 1
+    one = stats.bland_altman([40.0], [50.0])                     # one pair: no SD, no limits (JSON null)
+    assert one["mean_diff"] == 10.0 and one["sd_diff"] is None and one["loa_low"] is None and one["loa_high"] is None
+    assert len(stats.plot_bland_altman([40.0], [50.0]).axes) == 1
 
 
 def test_binomial_exact():

@@ -94,13 +94,14 @@ def bias(truth, answer) -> float:
 
 def bland_altman(truth, answer) -> dict:
     """Bland & Altman (Lancet 1986): differences answer - truth against the pair means; mean difference
-    and 95 % limits of agreement mean +- 1.96 SD (sample SD, ddof 1; 0 with one pair)."""
+    and 95 % limits of agreement mean +- 1.96 SD (sample SD, ddof 1). With one pair there is no SD: sd_diff and
+    the limits are None (not a zero-width interval)."""
     t, a = _pair(truth, answer)
     d = a - t
-    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
     md = float(np.mean(d))
-    return {"n": int(len(d)), "mean_diff": md, "sd_diff": sd, "loa_low": md - 1.96 * sd,
-            "loa_high": md + 1.96 * sd, "means": ((a + t) / 2).tolist(), "diffs": d.tolist()}
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else None
+    return {"n": int(len(d)), "mean_diff": md, "sd_diff": sd, "loa_low": None if sd is None else md - 1.96 * sd,
+            "loa_high": None if sd is None else md + 1.96 * sd, "means": ((a + t) / 2).tolist(), "diffs": d.tolist()}
 
 
 def plot_bland_altman(truth, answer, title: str = "Bland-Altman: your EF - true EF"):
@@ -113,9 +114,11 @@ def plot_bland_altman(truth, answer, title: str = "Bland-Altman: your EF - true 
     fig = Figure(figsize=(5.5, 4.0), dpi=100)
     ax = fig.add_subplot(111)
     ax.scatter(ba["means"], ba["diffs"], s=22, alpha=0.8)
-    for y, style, label in ((ba["mean_diff"], "-", f"bias {ba['mean_diff']:+.1f}"),
-                            (ba["loa_low"], "--", f"-1.96 SD {ba['loa_low']:+.1f}"),
-                            (ba["loa_high"], "--", f"+1.96 SD {ba['loa_high']:+.1f}")):
+    lines = [(ba["mean_diff"], "-", f"bias {ba['mean_diff']:+.1f}")]
+    if ba["sd_diff"] is not None:                                  # no limits of agreement from one pair
+        lines += [(ba["loa_low"], "--", f"-1.96 SD {ba['loa_low']:+.1f}"),
+                  (ba["loa_high"], "--", f"+1.96 SD {ba['loa_high']:+.1f}")]
+    for y, style, label in lines:
         ax.axhline(y, linestyle=style, color="k", linewidth=1)
         ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
     ax.axhline(0, color="0.7", linewidth=0.8)

@@ -261,6 +261,8 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
         if running:
             raise ValueError("a build is already running on this server; wait for it or cancel it")
         out = (state.reviews_root if kind == "review" else state.pools_root) / _safe_name(name)
+        if kind != "review" and _empty_pool(out):   # a pool no case passed was never offered and no session
+            _remove(state, out)                      # refers to it: its name is free again
         if out.exists() or state.key_path(out).exists():
             raise ValueError(f"'{out.name}' already exists; choose another name")
         engine = state.engines.get(_weights(state, weights))
@@ -336,7 +338,8 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
                 job["result"] = (f"pool '{out.name}': {plural(len(pool.cases), 'case')}; {r['text']} (the gate: "
                                  f"EF read within ±{tol:g} of the requested EF)")
                 if not pool.cases:
-                    job["result"] += " — no case passed, so the pool is empty and not offered to trainees"
+                    job["result"] += (" — no case passed, so the pool is empty and not offered to trainees (build "
+                                      "again under the same name, e.g. with more repeats or a wider gate)")
         except BuildCancelled:
             _remove(state, out)
             job["error"] = "cancelled; nothing was kept"
@@ -350,6 +353,14 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
 
     threading.Thread(target=run, daemon=True, name=f"teaching-build-{jid}").start()
     return jid
+
+
+def _empty_pool(out: Path) -> bool:
+    """A finished pool folder with no case (every loop rejected by the gate), or a build that never finished."""
+    try:
+        return out.is_dir() and not load_pool(out).cases
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _remove(state: TeachingState, out: Path) -> None:
