@@ -47,11 +47,12 @@ def test_one_build_at_a_time_and_cancel_keeps_nothing(state):
     with pytest.raises(ValueError, match="steps must be a whole number from 1 to 50, got 999"):
         start_build(state, "pool", "many", "tinyb", [state.frame], "30", steps="base=999", allow_non_a4c=True)
     # a pool's name is taken while it holds cases; one that no case passed (never offered) gives it back
-    for name, cases in (("full", [{"id": "c1"}]), ("empty", [])):
+    for name, cases, status in (("full", [{"id": "c1"}], "ready"), ("empty", [], "ready"), ("busy", [], "building")):
         (state.pools_root / name).mkdir()
-        (state.pools_root / name / "pool.json").write_text(json.dumps({"id": name, "status": "ready", "cases": cases}))
-    with pytest.raises(ValueError, match="'full' already exists"):
-        start_build(state, "pool", "full", "tinyb", [state.frame], "30", allow_non_a4c=True)
+        (state.pools_root / name / "pool.json").write_text(json.dumps({"id": name, "status": status, "cases": cases}))
+    for name in ("full", "busy"):            # busy: still being written, e.g. by `echogen pool` in another process
+        with pytest.raises(ValueError, match=f"'{name}' already exists"):
+            start_build(state, "pool", name, "tinyb", [state.frame], "30", allow_non_a4c=True)
     jid = start_build(state, "pool", "empty", "tinyb", [state.frame], "30", steps="base=50", allow_non_a4c=True)
     cancel_build(state)
     wait(state, jid)

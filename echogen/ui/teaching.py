@@ -356,9 +356,11 @@ def start_build(state: TeachingState, kind: str, name: str, weights: str, frames
 
 
 def _empty_pool(out: Path) -> bool:
-    """A finished pool folder with no case (every loop rejected by the gate), or a build that never finished."""
+    """A finished pool folder with no case (every loop rejected by the gate). Not one still building: a `pool`
+    command may be writing it from another process."""
     try:
-        return out.is_dir() and not load_pool(out).cases
+        pool = load_pool(out) if out.is_dir() else None
+        return pool is not None and pool.meta.get("status", "ready") == "ready" and not pool.cases
     except (OSError, ValueError, KeyError):
         return False
 
