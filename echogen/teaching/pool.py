@@ -31,6 +31,7 @@ from echogen.teaching.gate import DEFAULT_TOLERANCE, default_readers, tracer_are
 from echogen.teaching.media import (BuildCancelled, CaseFolder, MonotonicProgress,  # noqa: F401 (re-export)
                                     VideoSpec, fit_clip, frame_hash, max_start, name_hash, random_id, save_png,
                                     write_clip, write_json)
+from echogen.teaching.summary import plural
 
 POOL_FILE = "pool.json"
 POOL_VERSION = 2
@@ -173,10 +174,6 @@ def _regressor_reading(regressor, video: np.ndarray, fps: float) -> float | None
 
 
 REJECTED_AS = {"gate": "EF read outside the gate", "loop": "no whole heart cycle"}
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def rejected_summary(pool: Pool) -> dict:

@@ -10,6 +10,11 @@ from echogen.teaching import stats
 from echogen.teaching.db import LABELS
 
 
+def plural(n: int, word: str) -> str:
+    """'1 case', '2 cases': a count in words for the teaching tabs, the pool command and report."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def summarise_trainer(answers: list[dict], categories=None) -> dict:
     """EF answers: MAE, bias, Bland-Altman; category answers: accuracy per true category."""
     cats = categories if isinstance(categories, list) else stats.parse_categories(categories)
@@ -81,7 +86,7 @@ def _f(x, fmt=".1f") -> str:
 
 
 def format_trainer(s: dict, title: str = "EF trainer") -> str:
-    lines = [f"{title}: {s['n']} answer{'' if s['n'] == 1 else 's'}"]
+    lines = [f"{title}: {plural(s['n'], 'answer')}"]
     if s.get("n_ef"):
         ba = s["bland_altman"]
         call = "over-calls" if s["bias"] > 0 else "under-calls" if s["bias"] < 0 else "neither over- nor under-calls"

@@ -35,9 +35,9 @@ from echogen.teaching import stats
 from echogen.teaching.db import ANSWER_COLUMNS, ResultsDB
 from echogen.teaching.gate import DEFAULT_TOLERANCE
 from echogen.teaching.media import BuildCancelled, random_id
-from echogen.teaching.pool import PoolLimits, load_pool, plural, rejected_summary
+from echogen.teaching.pool import PoolLimits, load_pool, rejected_summary
 from echogen.teaching.review import load_review_set
-from echogen.teaching.summary import review_rows, summarise_review, summarise_trainer, trainer_rows
+from echogen.teaching.summary import plural, review_rows, summarise_review, summarise_trainer, trainer_rows
 from echogen.ui import guard as G
 
 CASE_BYTES = 400_000            # disk estimate per case (a 112x112 loop is ~50-200 kB) for the budget check

@@ -150,7 +150,8 @@ def main(args) -> int:
     finally:
         bar.close()
     n_real = sum(c["kind"] == "real" for c in pool.cases)
-    from echogen.teaching.pool import plural, rejected_summary
+    from echogen.teaching.pool import rejected_summary
+    from echogen.teaching.summary import plural
     r = rejected_summary(pool)
     if not args.no_gate:
         print(f"quality gate (±{args.tolerance:g} EF points, {', '.join(pool.meta['readers'])}): {r['text']}")
