@@ -119,3 +119,16 @@ def test_a_failed_write_keeps_the_answer_and_next_does_not_skip(served):
         del db._connect                                           # write access is back
     c.predict(40, "reduced", api_name="/trainer_answer")
     assert [r["position"] for r in db.answers(session=sid)] == [0, 1] and not db.unsaved
+
+
+def test_a_pool_built_after_the_page_opened_is_picked():
+    """The trainee's pool picker follows the pools on disk; when nothing was picked (no pool existed when the
+    page opened) the first pool built is picked, never a pool the trainee chose replaced."""
+    from echogen.ui.teaching import followed
+
+    seen, upd = followed(("ward",), (), None)
+    assert seen == ("ward",) and upd["choices"] == ["ward"] and upd["value"] == "ward"
+    seen, upd = followed(("icu", "ward"), ("ward",), "ward")
+    assert seen == ("icu", "ward") and upd["choices"] == ["icu", "ward"] and "value" not in upd
+    import gradio as gr
+    assert followed(("ward",), ("ward",), "ward") == (gr.skip(), gr.skip())       # unchanged: nothing sent

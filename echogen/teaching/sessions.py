@@ -135,8 +135,14 @@ def exclude_session(db: ResultsDB, session: str, excluded: bool = True, reason: 
     return db.update_meta(session, excluded=bool(excluded), excluded_reason=(reason or "")[:200])
 
 
+def excluded_ids(sessions: list[dict]) -> set[str]:
+    """Ids of the sessions the organiser has excluded (the one rule every summary and export uses)."""
+    return {s["id"] for s in sessions if s["meta"].get("excluded")}
+
+
 def included(sessions: list[dict]) -> list[dict]:
-    return [s for s in sessions if not s["meta"].get("excluded")]
+    out = excluded_ids(sessions)
+    return [s for s in sessions if s["id"] not in out]
 
 
 def included_answers(db: ResultsDB, **where) -> list[dict]:

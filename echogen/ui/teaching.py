@@ -416,7 +416,7 @@ def trainer_results(state: TeachingState, pool_name: str):
     """Organiser: every included trainer session on a pool: (markdown, rows, Figure, CSV)."""
     pool = load_pool(T.by_name(state.pools_root, pool_name))
     ss = state.db.sessions(kind="trainer", source=pool.id)
-    excluded = {s["id"] for s in ss if s["meta"].get("excluded")}
+    excluded = T.excluded_ids(ss)
     rows_all = state.db.answers(kind="trainer", source=pool.id)
     rows = [r for r in rows_all if r["session"] not in excluded]
     summ = summarise_trainer(rows)
@@ -433,7 +433,7 @@ def review_summary(state: TeachingState, review_name: str):
     """Organiser: (markdown, rows, CSV) of a review set's included sessions."""
     rs = state.review(review_name, need_key=False)
     ss = state.db.sessions(kind="review", source=rs.id)
-    excluded = {s["id"] for s in ss if s["meta"].get("excluded")}
+    excluded = T.excluded_ids(ss)
     rows_all = state.db.answers(kind="review", source=rs.id)
     rows = [r for r in rows_all if r["session"] not in excluded]
     summ = summarise_review(rows, T.included(ss))
@@ -443,6 +443,18 @@ def review_summary(state: TeachingState, review_name: str):
         md += (f" · {summ['correct']}/{summ['n']} correct ({summ['accuracy']:.1%}), exact binomial test vs 50 %: "
                f"p = {summ['p_value']:.4g}")
     return md, review_rows(summ)[1], _csv(rows_all, f"review-{review_name}", excluded, state.export_root)
+
+
+def followed(now: tuple, seen: tuple, current):
+    """A name list's dropdown after a Timer tick: (new seen, update). Unchanged names: skip both; new names:
+    new choices, and when nothing is picked yet (a pool built after the page opened) the first one is picked."""
+    import gradio as gr
+
+    if now == seen:
+        return gr.skip(), gr.skip()
+    if not current and now:
+        return now, gr.update(choices=list(now), value=now[0])
+    return now, gr.update(choices=list(now))
 
 
 def sessions_table(state: TeachingState) -> list[list]:
@@ -587,11 +599,11 @@ def add_teaching_tabs(state: TeachingState, concurrency_limit: int = 8) -> None:
         """Keep `dropdown`'s choices equal to names() without a reload (a pool or set built meanwhile appears).
         Called inside the tab: a Timer or State placed directly in gr.Tabs makes Gradio 6 draw a second button
         for the next tab once it is clicked, and a Timer ticks only while its tab has been shown."""
-        def tick(seen):
-            now = tuple(names())
-            return (gr.skip(), gr.skip()) if now == seen else (now, gr.update(choices=list(now)))
+        def tick(seen, current):
+            return followed(tuple(names()), seen, current)
         seen = gr.State(tuple(initial))
-        gr.Timer(2.0).tick(tick, [seen], [seen, dropdown], api_name=False, show_progress="hidden", queue=False)
+        gr.Timer(2.0).tick(tick, [seen, dropdown], [seen, dropdown], api_name=False, show_progress="hidden",
+                           queue=False)
 
     pools0, sets0 = state.pool_names(), state.review_names()
     with gr.Tab("EF trainer", id="teach-trainer"):

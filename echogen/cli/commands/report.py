@@ -26,7 +26,7 @@ def _trainer(db, s, categories):
 
 def main(args) -> int:
     from echogen.teaching.db import ANSWER_COLUMNS, DB_NAME, ResultsDB, rater_label
-    from echogen.teaching.sessions import source_names
+    from echogen.teaching.sessions import excluded_ids, source_names
     from echogen.teaching.stats import parse_categories, write_csv
     from echogen.teaching.summary import format_review, format_trainer, summarise_review
 
@@ -37,7 +37,7 @@ def main(args) -> int:
     db = ResultsDB(args.results)
     names = source_names(args.results)                      # pool / review-set ids -> the names the app shows
     sessions = [db.session(args.session)] if args.session else db.sessions()
-    excluded = {s["id"] for s in sessions if s["meta"].get("excluded")}
+    excluded = excluded_ids(sessions)
     report, text = [], []
     for s in sessions:
         if s["kind"] != "trainer":
