@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from scripts import run_script
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = ROOT / "train" / "train_stage.py"
 REGRESSOR = ROOT / "train" / "train_regressor.py"
@@ -83,8 +85,13 @@ def _free_port() -> int:
 
 
 def _run(script, args, nproc=1, timeout=240):
+    """One process: in this one (tests/scripts.py); more: torchrun with nproc CPU ranks."""
+    if nproc == 1:
+        r = run_script(script, args)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r
     launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}"] if nproc > 1 else []
+                f"--master_port={_free_port()}"]
     cmd = [sys.executable] + launcher + [str(script)] + [str(a) for a in args]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -255,17 +262,15 @@ def test_two_nodes_without_shared_filesystem(phantom, one_process, tmp_path):
 
 
 def _one_process_then_two_nodes(script, phantom, tmp_path):
-    """The single-process reference (4 steps at batch 2) and a two-"node" run (own --out each, 2 steps at batch 1)
-    resumed to 4 steps from rank 0's folder after the empty node as rank 0 was refused; returns (one, run, log)."""
+    """The single-process reference (4 steps at batch 2); a run of its first 2 steps in one process, resumed to 4
+    steps by two "nodes" (own --out each, batch 1 per rank: the same global batch) from rank 0's folder after the
+    empty node as rank 0 was refused; returns (one, run, log). (The c10d rendezvous and a fresh two-node start are
+    script-independent: test_two_nodes_without_shared_filesystem runs them with train_stage.py.)"""
     common = ["--data", phantom, "--preset", "tiny", "--eval-every", 2, "--log-every", 1, "--threads", 1,
               "--test-videos", 0]
-    one = tmp_path / "one"
+    one, run, empty = tmp_path / "one", tmp_path / "node_a", tmp_path / "node_b"
     _run(script, common + ["--out", one, "--steps", 4, "--batch", 2])
-    nodes = [tmp_path / "node_a", tmp_path / "node_b"]
-    _two_nodes(script, [common + ["--out", n, "--steps", 2, "--batch", 1] for n in nodes])
-    made = [n for n in nodes if n.exists()]
-    assert len(made) == 1, made                            # the other node wrote nothing
-    run, empty = made[0], [n for n in nodes if n != made[0]][0]
+    _run(script, common + ["--out", run, "--steps", 2, "--batch", 2])
     procs, outs = _two_nodes(script, [common + ["--out", n, "--steps", 4, "--batch", 1] for n in (empty, run)],
                              static=True, expect_ok=False)
     assert all(p.returncode != 0 for p in procs) and "sees a checkpoint at step 2" in "".join(outs)

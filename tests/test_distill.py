@@ -4,8 +4,6 @@ bundle (one process, resume, two torchrun ranks == one process at twice the batc
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from echogen.diffusion.distill import (DistillConfig, distill_loss, euler_target
                                        teacher_solve)
 from echogen.diffusion.guidance import GuidedDenoiser
 from echogen.diffusion.samplers import sample_euler
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTILL = ROOT / "train" / "distill.py"
@@ -156,17 +155,14 @@ def test_distill_a_converted_bundle_resume_and_generate(converted_bundle, phanto
     assert "resumed from" in (tmp_path / "s" / "log.txt").read_text()
     # a warm start from that student (--init-student; lr 0: the export must be the file it started from) ...
     from echogen.weights.bundle import load_tensors
-    from test_ddp import _env
     _distill(_args(converted_bundle, phantom, tmp_path / "w", "stage2", 1, 2, "--steps-student", 1, "--substeps", 2,
                    "--trajectories", 4, "--init-student", tmp_path / "s" / "stage2.safetensors", "--lr", 0))
     w0, w1 = (load_tensors(r / "stage2.safetensors")[0] for r in (tmp_path / "s", tmp_path / "w"))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert not all(torch.equal(w0[k], v) for k, v in load_tensors(converted_bundle / "stage2.safetensors")[0].items())
     # ... and a student of another schedule is refused with the reason
-    r = subprocess.run([sys.executable, str(DISTILL)] + [str(a) for a in _args(
-        converted_bundle, phantom, tmp_path / "w2", "stage2", 1, 2, "--steps-student", 2, "--substeps", 2,
-        "--init-student", tmp_path / "s" / "stage2.safetensors")], cwd=ROOT, env=_env(), capture_output=True,
-        text=True, timeout=240)
+    r = run_script(DISTILL, _args(converted_bundle, phantom, tmp_path / "w2", "stage2", 1, 2, "--steps-student", 2,
+                                  "--substeps", 2, "--init-student", tmp_path / "s" / "stage2.safetensors"))
     assert r.returncode != 0 and "its stage config differs" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "stage1.safetensors", "stage2.safetensors"]
     man = json.loads((out / "manifest.json").read_text())

@@ -1,8 +1,6 @@
 """EF calibration (echogen.ef.EFCalibration): the inverse of a cascade's measured EF response, stored in a bundle's
 manifest for the stage files it was fit on, applied by Cascade.sample and shown in the readouts."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from echogen.diffusion.cascade import Cascade
 from echogen.weights.bundle import file_sha256
 from echogen.ef import EF_MAX, EF_MIN, EFCalibration, EFError, fit_calibration
 from echogen.weights.bundle import read_manifest, update_manifest
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (10.0, 30.0, 50.0, 70.0, 90.0)
@@ -135,14 +134,13 @@ def test_fit_script_writes_a_loadable_calibration_and_reports(tmp_path):
                 r = response(a) + rng.normal(0, 2)
                 lines.append(f"{d},V{i},3,0,{a},{a},{r:.3f},{r + 1:.3f}")
     path.write_text("\n".join(lines) + "\n")
-    run = [sys.executable, str(ROOT / "train" / "fit_ef_calibration.py")]
-    p = subprocess.run(run + ["fit", "--weights", str(bundle), "--readings", str(path)], capture_output=True,
-                       text=True, cwd=ROOT)
+    script = ROOT / "train" / "fit_ef_calibration.py"                   # run in this process (tests/scripts.py)
+    p = run_script(script, ["fit", "--weights", bundle, "--readings", path])
     assert p.returncode == 0, p.stderr
     c = Cascade.load(bundle)
     assert c.ef_calibration is not None and c.ef_calibration.fit_on.startswith("10 frames of data/a, data/b")
     assert float(c.conditioning_ef(24.0)[0]) == pytest.approx(30.0, abs=2.0)
-    p = subprocess.run(run + ["report", "--readings", str(path)], capture_output=True, text=True, cwd=ROOT)
+    p = run_script(script, ["report", "--readings", path])
     assert p.returncode == 0, p.stderr
     rep = json.loads((tmp_path / "report.json").read_text())
     s = rep["data/a | raw | regressor"]

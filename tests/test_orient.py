@@ -14,6 +14,7 @@ import torch
 from echogen.nets.orient import (OrientNet, apply_view, get_orient_preset, has_orient, load_orient, p_mirrored,
                                  save_orient, standard_view, view_note)
 from echogen.weights.bundle import WeightsError, update_manifest
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "assets" / "weights" / "demo"
@@ -122,10 +123,10 @@ def test_train_orient_resume_bundle_and_one_process(tmp_path):
     common = [sys.executable, str(SCRIPT), "--data", str(data), "--preset", "tiny", "--out", str(run), "--batch", "4",
               "--eval-every", "2", "--ckpt-every", "2", "--log-every", "1", "--threads", "1", "--mask-frames", "0",
               "--bundle", str(bundle)]
-    r = subprocess.run(common + ["--steps", "2"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    r = run_script(SCRIPT, common[2:] + ["--steps", "2"])                  # in this process (tests/scripts.py)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     first = (run / "orientation.safetensors").read_bytes()
-    r = subprocess.run(common + ["--steps", "4"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+    r = run_script(SCRIPT, common[2:] + ["--steps", "4"])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = (run / "log.txt").read_text()
     assert "resumed from" in log and "at step 2" in log and "VAL step 4" in log

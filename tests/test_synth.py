@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from echogen.data import synth
+from scripts import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +165,9 @@ def _synth(data, out, *extra, torchrun=False):
            "--frames", str(data / "ph"), "--out", str(out),
            "--random-init", "--preset", "tiny", "--regressor", str(data / "reg.safetensors"), "--steps", "2",
            *[str(a) for a in extra]]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    # one process: in this one (tests/scripts.py); torchrun: real processes
+    r = run_cli(cmd[3:]) if not torchrun else subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                                                             timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
 

@@ -2,10 +2,6 @@
 train/train_tracer.py (1 step, resume, torchrun with 2 CPU ranks), `ef --method`, the A4C input check."""
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -348,26 +344,10 @@ def phantom(tmp_path_factory):
     return root
 
 
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train(args, torchrun=False):
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}"] if torchrun else []
-    cmd = [sys.executable] + launcher + [str(SCRIPT)] + [str(a) for a in args]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+    """One process (in this one) or torchrun with 2 CPU ranks; asserts success."""
+    from test_ddp import _run
+    return _run(SCRIPT, args, nproc=2 if torchrun else 1, timeout=180)
 
 
 def test_train_tracer_one_step_resume_bundle_and_ef_command(phantom, tmp_path, capsys):

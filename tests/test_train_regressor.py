@@ -1,9 +1,5 @@
 """train/train_regressor.py on a tiny phantom: a few steps, resume, and torchrun with 2 CPU processes."""
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +7,7 @@ import torch
 
 from echogen.nets.regressor import load_regressor
 from echogen.weights.bundle import load_tensors, read_manifest
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train" / "train_regressor.py"
@@ -25,26 +22,10 @@ def phantom(tmp_path_factory):
     return root
 
 
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train(args, torchrun=False):
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                f"--master_port={_free_port()}"] if torchrun else []
-    cmd = [sys.executable] + launcher + [str(SCRIPT)] + [str(a) for a in args]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+    """One process (in this one) or torchrun with 2 CPU ranks; asserts success."""
+    from test_ddp import _run
+    return _run(SCRIPT, args, nproc=2 if torchrun else 1, timeout=600)
 
 
 def test_trains_exports_and_resumes(phantom, tmp_path):
@@ -102,14 +83,12 @@ def test_ship_regressor_writes_fp16_with_provenance_and_refuses_a_bad_copy(phant
     ship = ROOT / "train" / "ship_regressor.py"
     bundle = tmp_path / "bundle"
     bundle.mkdir()                                                                  # no manifest yet
-    r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
-                        str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "2"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    r = run_script(ship, ["--regressor", str(src), "--data", str(phantom), "--bundle",
+                        str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "2"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert read_manifest(bundle)["provenance"]["trained_steps"] == {"regressor": "2"}
-    r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
-                        str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "7 + 3"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    r = run_script(ship, ["--regressor", str(src), "--data", str(phantom), "--bundle",
+                        str(bundle), "--videos", "1", "--trained-on", "unit-test phantom", "--steps", "7 + 3"])
     assert r.returncode == 0, r.stdout + r.stderr
     out = bundle / "regressor.safetensors"
     assert read_manifest(bundle)["regressor"] == "regressor.safetensors"
@@ -121,7 +100,6 @@ def test_ship_regressor_writes_fp16_with_provenance_and_refuses_a_bad_copy(phant
     assert meta["preset"] == "tiny" and "fp16" in meta["stored_as"]
     assert model_provenance(bundle) == "EF regressor 'tiny' (7 + 3 steps) trained on unit-test phantom"
     out.unlink()
-    r = subprocess.run([sys.executable, str(ship), "--regressor", str(src), "--data", str(phantom), "--bundle",
-                        str(bundle), "--videos", "1", "--max-ef-change", "0"],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    r = run_script(ship, ["--regressor", str(src), "--data", str(phantom), "--bundle",
+                        str(bundle), "--videos", "1", "--max-ef-change", "0"])
     assert r.returncode != 0 and "not shipped" in r.stderr and not out.exists()

@@ -1,12 +1,11 @@
 """train/train_stage.py on a tiny phantom: every stage trains, exports into a bundle and resumes;
 then `python -m echogen evaluate` scores that bundle end to end."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from scripts import run_cli, run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,10 +18,9 @@ def phantom(tmp_path_factory):
     return root
 
 
-def _run(args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900, **kw)
+def _run(args):
+    """`python ARGS` (a training script, or -m echogen ...) run in this process (tests/scripts.py)."""
+    return run_cli(args[2:]) if args[:2] == ["-m", "echogen"] else run_script(args[0], args[1:])
 
 
 @pytest.fixture(scope="module")
