@@ -8,8 +8,6 @@ Frames: a random frame of each of the first N TEST videos. Every file goes throu
 (echogen.cli.main: generate -> MP4 -> ef --json --method regressor). Prints one row per file and the error summary.
 """
 import argparse
-import contextlib
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -18,10 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from echogen.cli.main import main as cli
 from echogen.data.clips import ef_frames, read_frames
 from echogen.data.echonet import load_video, read_filelist
 from echogen.nets.regressor import at_regressor_rate, load_regressor, predict_ef_batch
+
+from cli_run import run  # bench/cli_run.py
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--data", required=True)
@@ -34,14 +33,6 @@ p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 model, cfg = load_regressor(args.reader)
-
-
-def run(argv) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        if cli(argv) != 0:
-            raise SystemExit(f"failed: {' '.join(argv)}")
-    return buf.getvalue()
 
 
 def zero_padded(path) -> float:

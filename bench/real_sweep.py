@@ -14,8 +14,6 @@ EF for these loops: a real frame gives no ground truth, so this measures control
 Real EchoNet clips must not be used here (their licence; see the brief).
 """
 import argparse
-import contextlib
-import io
 import json
 import tempfile
 import time
@@ -24,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from echogen.cli.main import main as cli
+from cli_run import run  # bench/cli_run.py
+
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--files", nargs="+", required=True, help="real frames or clips (DICOM, PNG, video)")
@@ -36,14 +35,6 @@ p.add_argument("--reader", default="assets/weights/demo", help="bundle whose reg
 p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
 torch.set_num_threads(args.threads)
-
-
-def run(argv) -> str:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        if cli(argv) != 0:
-            raise SystemExit(f"failed: {' '.join(argv)}")
-    return buf.getvalue()
 
 
 def reading(js: dict) -> float | None:
