@@ -136,6 +136,25 @@ def test_app_in_chromium(tmp_path):
                     "() => (document.querySelector('#ef-readout')?.innerText || '').includes('No loop generated yet')")
                 for i in range(3):
                     assert not page.eval_on_selector(f"#video-{i}", "e => !!e.querySelector('video')?.currentSrc")
+                # a clip: a frame number past its end is refused by Gradio, which puts the picker on the last
+                # frame; the preview and its note follow (they stayed on frame 0 while Generate used the last)
+                from echogen.data.video_io import read_video
+                n = len(read_video(files["avi"])[0])
+                page.locator("#input-file button[aria-label='Clear'], #input-file button[title='Clear']").first.click()
+                page.locator("#input-file input[type=file]").set_input_files(str(files["avi"]))
+                pick = page.locator("#frame-pick input[type=number]")
+                pick.wait_for(state="visible")
+                page.wait_for_function("() => (document.querySelector('#input-info')?.innerText || '')"
+                                       ".includes('conditioning on frame 0')")
+                pick.fill(str(n + 20))
+                pick.press("Tab")
+                page.wait_for_function(f"() => (document.querySelector('#input-info')?.innerText || '')"
+                                       f".includes('conditioning on frame {n - 1}')")
+                assert pick.input_value() == str(n - 1)
+                pick.fill("3")
+                pick.press("Enter")
+                page.wait_for_function("() => (document.querySelector('#input-info')?.innerText || '')"
+                                       ".includes('conditioning on frame 3')")
             browser.close()
     finally:
         stop_app(proc)

@@ -46,6 +46,11 @@ class Serving:
 
 
 NO_INPUT = live.NO_INPUT
+# the frame picker's value put in its range (the range input's min/max) in the page, before an event sends it
+FRAME_IN_RANGE = """(...a) => { const r = document.querySelector('#frame-pick input[type=range]');
+  const lo = Number(r?.min ?? 0), hi = Number(r?.max ?? a[1]), v = Number(a[1]);
+  if (Number.isFinite(v)) a[1] = Math.round(Math.min(hi, Math.max(lo, v)));
+  return a; }"""
 NO_INPUT_HTML = f"<div id='ef-readout' class='eg-readout muted'>⚠ {NO_INPUT}</div>"
 
 
@@ -158,7 +163,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         """New upload/example: frame picker, conditioning frame preview, EF default from a clip (a single frame
         has no motion to read: the note says the slider keeps its value)."""
         if not path:
-            return gr.update(visible=False, value=0), None, "", gr.update(), ""
+            return gr.update(visible=False, value=0), None, "", gr.update(), "", 0
         if serving.uploads is not None:       # kept while this page is open, deleted when it closes
             serving.uploads.keep(session(request), path)
             serving.uploads.done(session(request), path)      # its upload has been used (and is kept)
@@ -171,7 +176,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             msg = G.scrub(e, path)
             log(f"upload refused: {msg}")
             gr.Warning(msg)
-            return gr.update(visible=False, value=0), None, f"⚠️ {msg}", gr.update(), msg
+            return gr.update(visible=False, value=0), None, f"⚠️ {msg}", gr.update(), msg, 0
         n = len(frames)
         ef = gr.update()
         note = S.input_summary({**info, **pinfo}, 0)
@@ -199,7 +204,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                 note += (f" · ⚠ the two readings disagree by {gap:.1f} EF points: trust neither without looking "
                          "at the clip")
         picker = gr.update(visible=n > 1, maximum=max(1, n - 1), value=0)
-        return picker, S.display_frames(frame[None])[0], note, ef, ""
+        return picker, S.display_frames(frame[None])[0], note, ef, "", 0     # 0: the frame the preview shows
 
     def _engine_or_none(weights):
         try:
@@ -208,15 +213,19 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             return None
 
     @guarded
-    def on_frame(path, index, weights=None):
-        if not path:
-            return None, ""
+    def on_frame(path, index, weights=None, previewed=0):
+        """The frame picker changed: dragged, typed, or put back to the clip's last frame by Gradio after a number
+        past it (its error toast says so): the preview and its note follow, so they always show the frame Generate
+        uses. A frame the preview already shows (a new input resets the picker to 0) changes nothing, which keeps
+        the input's own note (EF estimate, warnings)."""
+        if not path or index is None or int(index) == int(previewed or 0):
+            return gr.skip(), gr.skip(), gr.skip()
         try:
             index = G.check_request(index, None, 0, [])[0]
             frame, info = S.conditioning_frame(path, index, _engine_or_none(weights))
         except errors as e:
             fail(e, path)
-        return S.display_frames(frame[None])[0], S.input_summary(info, int(index))
+        return S.display_frames(frame[None])[0], S.input_summary(info, int(index)), int(index)
 
     def clear_results(path, weights, request: gr.Request):
         """A new, cleared or refused input: the loops, readout, plot, downloads and sweep of the previous input
@@ -398,6 +407,7 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
                                         examples_per_page=8)
                         frame_pick = gr.Slider(0, 9999, value=0, step=1, label="Frame of the clip to condition on",
                                                visible=False, elem_id="frame-pick")
+                        previewed = gr.State(0)           # the frame index the preview shows
                         # the caption sits above the image (a shown label of gr.Image floats over the picture)
                         gr.Markdown("Conditioning frame (112×112, preprocessed)", elem_classes="eg-image-caption",
                                     elem_id="preview-caption")
@@ -503,12 +513,17 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
         file_in.change(typed(clear_results), [file_in, weights],
                        videos + captions + [readout, plot, files, details, shown, grid, table, sweep_files,
                                             live_ui.status], api_name=False, queue=False).then(
-            on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef, refusal], api_name=False,
-            concurrency_limit=2, concurrency_id="inputs")
+            on_input, [file_in, weights, ef], [frame_pick, preview, input_info, ef, refusal, previewed],
+            api_name=False, concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
-        frame_pick.release(on_frame, [file_in, frame_pick, weights], [preview, input_info], api_name=False,
-                           concurrency_limit=2, concurrency_id="inputs")
+        # a number typed past the clip's last frame: Gradio refuses it (its own range check, before on_frame) and
+        # then shows the last frame's number without sending it, so the preview stayed on frame 0 while Generate
+        # used the last frame. The page puts the number in the picker's range before sending (FRAME_IN_RANGE).
+        for event in (frame_pick.release, frame_pick.change):
+            event(on_frame, [file_in, frame_pick, weights, previewed], [preview, input_info, previewed],
+                  js=FRAME_IN_RANGE, api_name=False, concurrency_limit=2, concurrency_id="inputs",
+                  trigger_mode="always_last")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
                        [toggles, wmd, banner] + slots + [live_ui.live], api_name=False)
         if serving.uploads is not None:           # the page closed: its uploads go
