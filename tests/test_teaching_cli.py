@@ -48,6 +48,8 @@ def test_report_cli(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path), "--session", r, "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert len(rep) == 1 and rep[0]["summary"]["raters"]["bob"]["correct"] == 5
+    assert main(["report", "--results", str(tmp_path), "--session", t, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["summary"]["mae"] == 6.6667       # 4 decimals, not 6.666666...
     assert main(["report", "--results", str(tmp_path / "none")]) == 2
     assert main(["report", "--results", str(tmp_path), "--session", "nosuch"]) == 2
 

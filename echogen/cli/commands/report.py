@@ -18,6 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
 
 
+def _tidy(x):
+    """--json numbers as a reader wants them: floats to 4 decimals (10.799999999999997 -> 10.8)."""
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, dict):
+        return {k: _tidy(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_tidy(v) for v in x]
+    return x
+
+
 def _trainer(db, s, categories):
     from echogen.teaching.summary import summarise_trainer
 
@@ -69,7 +80,7 @@ def main(args) -> int:
         rows = [{**a, "excluded": s["id"] in excluded} for s in sessions for a in db.answers(session=s["id"])]
         write_csv(args.csv, rows, ANSWER_COLUMNS + ["excluded"])
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(_tidy(report), indent=1))
     else:
         print("\n\n".join(text) if text else f"{args.results}: no sessions yet")
         if args.csv:
