@@ -214,10 +214,10 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
 
     @guarded
     def on_frame(path, index, weights=None, previewed=0):
-        """The frame picker changed: dragged, typed, or put back to the clip's last frame by Gradio after a number
-        past it (its error toast says so): the preview and its note follow, so they always show the frame Generate
-        uses. A frame the preview already shows (a new input resets the picker to 0) changes nothing, which keeps
-        the input's own note (EF estimate, warnings)."""
+        """The frame picker changed (dragged, or typed: a number past the clip's end is put in range by the page
+        first, FRAME_IN_RANGE): the preview and its note follow, so they always show the frame Generate uses. A
+        frame the preview already shows (a new input resets the picker to 0) changes nothing, which keeps the
+        input's own note (EF estimate, warnings)."""
         if not path or index is None or int(index) == int(previewed or 0):
             return gr.skip(), gr.skip(), gr.skip()
         try:
