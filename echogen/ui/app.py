@@ -517,13 +517,13 @@ def build_app(engines: S.Engines, choices: list[str], out_root: Path, teaching=N
             api_name=False, concurrency_limit=2, concurrency_id="inputs")
         file_in.change(guarded(on_check), [file_in, weights], [a4c], api_name="check_input",
                        concurrency_limit=2, concurrency_id="inputs")
-        # a number typed past the clip's last frame: Gradio refuses it (its own range check, before on_frame) and
-        # then shows the last frame's number without sending it, so the preview stayed on frame 0 while Generate
-        # used the last frame. The page puts the number in the picker's range before sending (FRAME_IN_RANGE).
-        for event in (frame_pick.release, frame_pick.change):
-            event(on_frame, [file_in, frame_pick, weights, previewed], [preview, input_info, previewed],
-                  js=FRAME_IN_RANGE, api_name=False, concurrency_limit=2, concurrency_id="inputs",
-                  trigger_mode="always_last")
+        # change (a drag, a typed number): a number typed past the clip's last frame was refused by Gradio (its own
+        # range check, before on_frame), which then showed the last frame's number without sending it, so the
+        # preview stayed on frame 0 while Generate used the last frame. The page puts the number in the picker's
+        # range before sending (FRAME_IN_RANGE).
+        frame_pick.change(on_frame, [file_in, frame_pick, weights, previewed], [preview, input_info, previewed],
+                          js=FRAME_IN_RANGE, api_name=False, concurrency_limit=2, concurrency_id="inputs",
+                          trigger_mode="always_last")
         weights.change(guarded(lambda w: slot_updates(engines.get(bundle(w)))), [weights],
                        [toggles, wmd, banner] + slots + [live_ui.live], api_name=False)
         if serving.uploads is not None:           # the page closed: its uploads go
