@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from echogen.eval.readout import loop_ef
+
 from cli_run import run  # bench/cli_run.py
 
 
@@ -38,8 +40,10 @@ torch.set_num_threads(args.threads)
 
 
 def reading(js: dict) -> float | None:
-    vals = [js[k]["ef"] for k in ("regressor", "tracing") if isinstance(js.get(k), dict) and js[k].get("ef") is not None]
-    return float(np.mean(vals)) if vals else None
+    """The loop's EF by the app's rule for a generated loop (echogen.eval.readout.loop_ef: the mean of both
+    readers, or the one that read it)."""
+    got = loop_ef(*((js.get(k) or {}).get("ef") for k in ("regressor", "tracing")))
+    return None if got is None else got[0]
 
 
 variants = []

@@ -5,8 +5,8 @@ work; the suite runs dozens of them (the single-process references of the torchr
 the script runs by runpy as __main__ with sys.argv set, its output captured, its SystemExit turned into a return
 code as the interpreter would (a message: 1 and the message on stderr), and the global state a script sets
 (torch threads, the global RNGs, warning filters, sys.argv, the working directory: the repository root, as the
-subprocesses had it) restored afterwards. Multi-process runs (torchrun,
-two "nodes") stay real processes: tests/test_ddp.py launches them.
+subprocesses had it) restored afterwards. Multi-process runs (torchrun, two "nodes") stay real processes:
+tests/test_ddp.py launches them.
 """
 from __future__ import annotations
 
